@@ -1,0 +1,298 @@
+//! Campaigns: validated identifiers, the coupon template, creation/edit inputs and the derived status.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{ValidationError, truncate_to_millis};
+
+/// Upper bound on a campaign's stock; keeps per-campaign state (winners map, seq) in u32 range
+/// and memory bounded.
+pub const MAX_TOTAL: u64 = 10_000_000;
+
+/// A campaign slug: `[a-z0-9-]{1,64}`. Used in URLs and as a store key, so it is validated once here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CampaignId(String);
+
+impl CampaignId {
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        let ok =
+            (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ValidationError::new("id", "must be 1 to 64 characters of a-z, 0-9 and '-'"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CampaignId {
+    type Error = ValidationError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<CampaignId> for String {
+    fn from(id: CampaignId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for CampaignId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What every coupon of a campaign is worth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CouponTemplate {
+    /// Discount amount in the currency's minor unit (e.g. cents, or won).
+    pub discount: u64,
+    /// ISO 4217 alphabetic code, e.g. `KRW`.
+    pub currency: String,
+    /// How many days a coupon stays redeemable after it is issued.
+    pub valid_days: u32,
+}
+
+impl CouponTemplate {
+    fn validate(self) -> Result<Self, ValidationError> {
+        if self.discount == 0 || self.discount > 1_000_000_000_000 {
+            return Err(ValidationError::new("coupon.discount", "must be between 1 and 1000000000000"));
+        }
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ValidationError::new("coupon.currency", "must be a three-letter upper-case ISO 4217 code"));
+        }
+        if !(1..=3650).contains(&self.valid_days) {
+            return Err(ValidationError::new("coupon.valid_days", "must be between 1 and 3650"));
+        }
+        Ok(self)
+    }
+}
+
+/// A validated campaign. Construct with [`NewCampaign::validate`] or [`CampaignChanges::apply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Campaign {
+    pub id: CampaignId,
+    pub title: String,
+    pub total: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub opens_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub closes_at: Option<OffsetDateTime>,
+    pub coupon: CouponTemplate,
+}
+
+/// Where a campaign stands at an instant. Derived, never stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Scheduled,
+    Open,
+    SoldOut,
+    Closed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Scheduled => "scheduled",
+            Status::Open => "open",
+            Status::SoldOut => "sold_out",
+            Status::Closed => "closed",
+        }
+    }
+}
+
+impl Campaign {
+    /// Status ignoring stock: whether claims are accepted by the clock alone.
+    pub fn window_at(&self, now: OffsetDateTime) -> Status {
+        if now < self.opens_at {
+            Status::Scheduled
+        } else if self.closes_at.is_some_and(|c| now >= c) {
+            Status::Closed
+        } else {
+            Status::Open
+        }
+    }
+
+    pub fn status_at(&self, now: OffsetDateTime, issued: u64) -> Status {
+        match self.window_at(now) {
+            Status::Open if issued >= u64::from(self.total) => Status::SoldOut,
+            s => s,
+        }
+    }
+}
+
+/// Input for creating a campaign, as the admin sent it; [`NewCampaign::validate`] checks every field.
+#[derive(Debug, Clone)]
+pub struct NewCampaign {
+    pub id: String,
+    pub title: String,
+    pub total: u64,
+    pub opens_at: OffsetDateTime,
+    pub closes_at: Option<OffsetDateTime>,
+    pub coupon: CouponTemplate,
+}
+
+impl NewCampaign {
+    pub fn validate(self) -> Result<Campaign, ValidationError> {
+        let campaign = Campaign {
+            id: CampaignId::parse(&self.id)?,
+            title: validate_title(self.title)?,
+            total: validate_total(self.total)?,
+            opens_at: truncate_to_millis(self.opens_at),
+            closes_at: self.closes_at.map(truncate_to_millis),
+            coupon: self.coupon.validate()?,
+        };
+        validate_window(&campaign)?;
+        Ok(campaign)
+    }
+}
+
+/// An edit to a campaign that has not opened yet. `None` leaves a field as it is;
+/// `closes_at: Some(None)` removes the closing time.
+#[derive(Debug, Clone, Default)]
+pub struct CampaignChanges {
+    pub title: Option<String>,
+    pub total: Option<u64>,
+    pub opens_at: Option<OffsetDateTime>,
+    pub closes_at: Option<Option<OffsetDateTime>>,
+    pub coupon: Option<CouponTemplate>,
+}
+
+impl CampaignChanges {
+    pub fn apply(self, current: &Campaign) -> Result<Campaign, ValidationError> {
+        let mut next = current.clone();
+        if let Some(title) = self.title {
+            next.title = validate_title(title)?;
+        }
+        if let Some(total) = self.total {
+            next.total = validate_total(total)?;
+        }
+        if let Some(opens_at) = self.opens_at {
+            next.opens_at = truncate_to_millis(opens_at);
+        }
+        if let Some(closes_at) = self.closes_at {
+            next.closes_at = closes_at.map(truncate_to_millis);
+        }
+        if let Some(coupon) = self.coupon {
+            next.coupon = coupon.validate()?;
+        }
+        validate_window(&next)?;
+        Ok(next)
+    }
+}
+
+fn validate_title(title: String) -> Result<String, ValidationError> {
+    let title = title.trim().to_owned();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(ValidationError::new("title", "must be 1 to 200 characters"));
+    }
+    if title.chars().any(char::is_control) {
+        return Err(ValidationError::new("title", "must not contain control characters"));
+    }
+    Ok(title)
+}
+
+fn validate_total(total: u64) -> Result<u32, ValidationError> {
+    if (1..=MAX_TOTAL).contains(&total) {
+        Ok(total as u32)
+    } else {
+        Err(ValidationError::new("total", format!("must be between 1 and {MAX_TOTAL}")))
+    }
+}
+
+fn validate_window(c: &Campaign) -> Result<(), ValidationError> {
+    match c.closes_at {
+        Some(closes_at) if closes_at <= c.opens_at => Err(ValidationError::new("closes_at", "must be after opens_at")),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn new_campaign() -> NewCampaign {
+        NewCampaign {
+            id: "spring-sale-1".into(),
+            title: "  Spring sale  ".into(),
+            total: 1000,
+            opens_at: datetime!(2026-12-01 10:00:00.123456 UTC),
+            closes_at: Some(datetime!(2026-12-01 11:00 UTC)),
+            coupon: CouponTemplate { discount: 5000, currency: "KRW".into(), valid_days: 30 },
+        }
+    }
+
+    #[test]
+    fn slugs_are_validated() {
+        assert!(CampaignId::parse("a").is_ok());
+        assert!(CampaignId::parse(&"a".repeat(64)).is_ok());
+        for bad in ["", "A", "a_b", "a b", "é", &"a".repeat(65)] {
+            assert_eq!(CampaignId::parse(bad).unwrap_err().field, "id", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn valid_campaign_is_normalised() {
+        let c = new_campaign().validate().unwrap();
+        assert_eq!(c.title, "Spring sale");
+        assert_eq!(c.opens_at, datetime!(2026-12-01 10:00:00.123 UTC), "truncated to ms");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(fn(&mut NewCampaign), &str)> = vec![
+            (|n| n.total = 0, "total"),
+            (|n| n.total = MAX_TOTAL + 1, "total"),
+            (|n| n.title = "   ".into(), "title"),
+            (|n| n.title = "x".repeat(201), "title"),
+            (|n| n.coupon.currency = "krw".into(), "coupon.currency"),
+            (|n| n.coupon.discount = 0, "coupon.discount"),
+            (|n| n.coupon.valid_days = 0, "coupon.valid_days"),
+            (|n| n.closes_at = Some(n.opens_at), "closes_at"),
+            (|n| n.id = "Bad".into(), "id"),
+        ];
+        for (mutate, field) in cases {
+            let mut n = new_campaign();
+            mutate(&mut n);
+            assert_eq!(n.validate().unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn status_is_derived_from_clock_and_stock() {
+        let c = new_campaign().validate().unwrap();
+        assert_eq!(c.status_at(datetime!(2026-12-01 09:59:59 UTC), 0), Status::Scheduled);
+        assert_eq!(c.status_at(datetime!(2026-12-01 10:00:00.123 UTC), 0), Status::Open);
+        assert_eq!(c.status_at(datetime!(2026-12-01 10:30 UTC), 999), Status::Open);
+        assert_eq!(c.status_at(datetime!(2026-12-01 10:30 UTC), 1000), Status::SoldOut);
+        assert_eq!(c.status_at(datetime!(2026-12-01 11:00 UTC), 10), Status::Closed);
+    }
+
+    #[test]
+    fn changes_apply_and_revalidate() {
+        let c = new_campaign().validate().unwrap();
+        let changed =
+            CampaignChanges { total: Some(5), closes_at: Some(None), ..Default::default() }.apply(&c).unwrap();
+        assert_eq!((changed.total, changed.closes_at), (5, None));
+        let bad = CampaignChanges { opens_at: Some(datetime!(2026-12-02 0:00 UTC)), ..Default::default() }.apply(&c);
+        assert_eq!(bad.unwrap_err().field, "closes_at");
+    }
+
+    #[test]
+    fn campaign_round_trips_through_json() {
+        let c = new_campaign().validate().unwrap();
+        let back: Campaign = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+}

@@ -1,0 +1,409 @@
+//! `SqliteStore`: every store port on one embedded SQLite database in a data dir.
+//!
+//! Decisions (stock, dedup, seq) are made in memory under a per-campaign lock and queued, in
+//! seq order, to a single writer thread that commits them in groups with one fsync each
+//! (`writer`). An `issued` answer waits for that commit. At start the in-memory state is
+//! rebuilt from the database, so a `kill -9` loses nothing that was answered.
+
+mod writer;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+
+use async_trait::async_trait;
+use firstcome_core::{
+    Campaign, CampaignId, CampaignStore, ClaimStore, Coupon, CouponCode, IssuanceRecord, LedgerStore, LedgerWrite,
+    Outbox, StoreClaim, StoreError, UserId,
+};
+use parking_lot::{Mutex, RwLock};
+use rusqlite::Connection;
+use time::OffsetDateTime;
+use tokio::sync::{oneshot, watch};
+
+use writer::{ClaimRow, Cmd};
+
+/// Winners maps are sized from the campaign's stock up front (a map resizing under the lock
+/// stalls every claim behind it), but capped so a 10M campaign does not reserve it all at once.
+const PRESIZE_CAP: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteError {
+    #[error("sqlite")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("commit failed")]
+    Commit(#[source] Arc<rusqlite::Error>),
+    #[error("data dir {path}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("data dir {0} is in use by another firstcome process")]
+    Locked(PathBuf),
+    #[error("a commit failed earlier; restart to rebuild state from disk")]
+    Poisoned,
+    #[error("the writer thread has stopped")]
+    WriterGone,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Highest seq of a campaign known to be on disk; `failed` once a commit has failed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Durability {
+    pub upto: u32,
+    pub failed: bool,
+}
+
+struct Winner {
+    code: CouponCode,
+    seq: u32,
+    issued_at: OffsetDateTime,
+}
+
+struct CampaignClaims {
+    issued: u32,
+    winners: HashMap<UserId, Winner>,
+    durable: Arc<watch::Sender<Durability>>,
+}
+
+impl CampaignClaims {
+    fn new(total: u32, loaded: usize) -> Self {
+        let capacity = (total as usize).min(PRESIZE_CAP).max(loaded);
+        Self {
+            issued: 0,
+            winners: HashMap::with_capacity(capacity),
+            durable: Arc::new(watch::Sender::new(Durability::default())),
+        }
+    }
+}
+
+struct Shared {
+    claims: RwLock<HashMap<CampaignId, Arc<Mutex<CampaignClaims>>>>,
+    tx: mpsc::Sender<Cmd>,
+    reader: Mutex<Connection>,
+    poisoned: Arc<AtomicBool>,
+    _lock: File,
+}
+
+/// The embedded store. Cheap to clone; all clones share one database, one writer thread.
+#[derive(Clone)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS coupons (
+    campaign_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    code TEXT NOT NULL UNIQUE,
+    issued_at INTEGER NOT NULL,
+    PRIMARY KEY (campaign_id, seq),
+    UNIQUE (campaign_id, user_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (
+    code TEXT PRIMARY KEY,
+    campaign_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    issued_at INTEGER NOT NULL,
+    discount INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    recorded_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ledger_by_campaign ON ledger (campaign_id);
+";
+
+fn open_conn(path: &Path) -> Result<Connection, SqliteError> {
+    let conn = Connection::open(path)?;
+    // WAL + synchronous=FULL: every commit fsyncs the WAL before returning (invariant 3),
+    // and readers never block the writer.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir` and rebuilds in-memory state from it.
+    /// Only one process may hold a data dir: two would each believe they own the stock.
+    pub fn open(dir: &Path) -> Result<Self, SqliteError> {
+        let io = |source| SqliteError::Io { path: dir.to_owned(), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = File::options().create(true).truncate(false).write(true).open(dir.join("lock")).map_err(io)?;
+        if lock.try_lock().is_err() {
+            return Err(SqliteError::Locked(dir.to_owned()));
+        }
+        let path = dir.join("firstcome.sqlite3");
+        let conn = open_conn(&path)?;
+        conn.execute_batch(SCHEMA)?;
+        let claims = load_claims(&conn)?;
+        let reader = open_conn(&path)?;
+        let (tx, rx) = mpsc::channel();
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let flag = poisoned.clone();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer::run(conn, rx, flag))
+            .map_err(io)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                claims: RwLock::new(claims),
+                tx,
+                reader: Mutex::new(reader),
+                poisoned,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Commits everything queued so far and stops the writer. Claims after this fail.
+    pub async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.shared.tx.send(Cmd::Close { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            Err(StoreError::unavailable(SqliteError::Poisoned))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn campaign_claims(&self, id: &CampaignId) -> Option<Arc<Mutex<CampaignClaims>>> {
+        self.shared.claims.read().get(id).cloned()
+    }
+
+    fn send<T>(
+        &self,
+        cmd: Cmd,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> impl Future<Output = Result<T, StoreError>> {
+        let sent = self.shared.tx.send(cmd).map_err(|_| StoreError::unavailable(SqliteError::WriterGone));
+        async move {
+            sent?;
+            rx.await.map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?
+        }
+    }
+
+    /// Runs a read on the reader connection off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, SqliteError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared.reader.lock()))
+            .await
+            .map_err(StoreError::unavailable)?
+            .map_err(StoreError::unavailable)
+    }
+}
+
+fn load_claims(conn: &Connection) -> Result<HashMap<CampaignId, Arc<Mutex<CampaignClaims>>>, SqliteError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| SqliteError::Corrupt(format!("{what}: {e}"));
+    let mut totals = HashMap::new();
+    let mut stmt = conn.prepare("SELECT body FROM campaigns")?;
+    for body in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        let c: Campaign = serde_json::from_str(&body?).map_err(|e| corrupt("campaign", &e))?;
+        let count: i64 =
+            conn.query_row("SELECT COUNT(*) FROM coupons WHERE campaign_id = ?1", [c.id.as_str()], |r| r.get(0))?;
+        totals.insert(c.id.clone(), CampaignClaims::new(c.total, count as usize));
+    }
+    let mut stmt =
+        conn.prepare("SELECT campaign_id, seq, user_id, code, issued_at FROM coupons ORDER BY campaign_id, seq")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id = CampaignId::parse(&r.get::<_, String>(0)?).map_err(|e| corrupt("coupon campaign id", &e))?;
+        let seq: u32 = r.get(1)?;
+        let user = UserId::parse(&r.get::<_, String>(2)?).map_err(|e| corrupt("coupon user id", &e))?;
+        let code = CouponCode::parse(&r.get::<_, String>(3)?).map_err(|e| corrupt("coupon code", &e))?;
+        let issued_at = from_millis(r.get(4)?).map_err(|e| corrupt("coupon issued_at", &e))?;
+        let state =
+            totals.get_mut(&id).ok_or_else(|| SqliteError::Corrupt(format!("coupon for unknown campaign {id}")))?;
+        // Rows come in seq order, so any hole shows up here.
+        if seq != state.issued + 1 {
+            return Err(SqliteError::Corrupt(format!("campaign {id}: seq {seq} follows {}", state.issued)));
+        }
+        state.issued = seq;
+        state.winners.insert(user, Winner { code, seq, issued_at });
+    }
+    Ok(totals
+        .into_iter()
+        .map(|(id, s)| {
+            s.durable.send_modify(|d| d.upto = s.issued);
+            (id, Arc::new(Mutex::new(s)))
+        })
+        .collect())
+}
+
+fn from_millis(ms: i64) -> Result<OffsetDateTime, time::error::ComponentRange> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+}
+
+fn coupon(campaign: &CampaignId, user: &UserId, w: &Winner) -> Coupon {
+    Coupon { code: w.code, seq: w.seq, campaign_id: campaign.clone(), user_id: user.clone(), issued_at: w.issued_at }
+}
+
+/// What a claim must wait for after its decision was made under the lock.
+enum Wait {
+    /// Our own new coupon: the writer answers once its batch is committed.
+    Issued(Coupon, oneshot::Receiver<Result<(), StoreError>>),
+    /// Someone (an earlier click of this user) holds a coupon that may still be in flight.
+    Existing(Coupon, watch::Receiver<Durability>),
+}
+
+#[async_trait]
+impl ClaimStore for SqliteStore {
+    async fn claim(
+        &self,
+        campaign: &Campaign,
+        user: &UserId,
+        code: CouponCode,
+        issued_at: OffsetDateTime,
+    ) -> Result<StoreClaim, StoreError> {
+        self.check()?;
+        let state = match self.campaign_claims(&campaign.id) {
+            Some(s) => s,
+            None => self
+                .shared
+                .claims
+                .write()
+                .entry(campaign.id.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(CampaignClaims::new(campaign.total, 0))))
+                .clone(),
+        };
+        let wait = {
+            let mut st = state.lock();
+            if let Some(w) = st.winners.get(user) {
+                let c = coupon(&campaign.id, user, w);
+                Wait::Existing(c, st.durable.subscribe())
+            } else if st.issued >= campaign.total {
+                return Ok(StoreClaim::SoldOut);
+            } else {
+                let seq = st.issued + 1;
+                let c = Coupon { code, seq, campaign_id: campaign.id.clone(), user_id: user.clone(), issued_at };
+                let (reply, rx) = oneshot::channel();
+                let row = ClaimRow { record: IssuanceRecord::new(campaign, &c), durable: st.durable.clone(), reply };
+                // Sent under the campaign lock so the writer sees this campaign's seqs in order.
+                self.shared.tx.send(Cmd::Claim(row)).map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
+                st.issued = seq;
+                st.winners.insert(user.clone(), Winner { code, seq, issued_at });
+                Wait::Issued(c, rx)
+            }
+        };
+        match wait {
+            Wait::Issued(c, rx) => {
+                rx.await.map_err(|_| StoreError::unavailable(SqliteError::WriterGone))??;
+                Ok(StoreClaim::Issued(c))
+            }
+            Wait::Existing(c, mut rx) => {
+                let seq = c.seq;
+                let d = *rx
+                    .wait_for(|d| d.upto >= seq || d.failed)
+                    .await
+                    .map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
+                if d.upto >= seq {
+                    Ok(StoreClaim::Existing(c))
+                } else {
+                    Err(StoreError::unavailable(SqliteError::Poisoned))
+                }
+            }
+        }
+    }
+
+    async fn coupon_of(&self, campaign: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError> {
+        self.check()?;
+        let Some(state) = self.campaign_claims(campaign) else { return Ok(None) };
+        let (c, mut rx) = {
+            let st = state.lock();
+            let Some(w) = st.winners.get(user) else { return Ok(None) };
+            if w.seq <= st.durable.borrow().upto {
+                return Ok(Some(coupon(campaign, user, w)));
+            }
+            (coupon(campaign, user, w), st.durable.subscribe())
+        };
+        // Never show a coupon that could still vanish in a crash.
+        let seq = c.seq;
+        let d = *rx
+            .wait_for(|d| d.upto >= seq || d.failed)
+            .await
+            .map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
+        if d.upto >= seq { Ok(Some(c)) } else { Err(StoreError::unavailable(SqliteError::Poisoned)) }
+    }
+
+    async fn issued(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
+        Ok(self.campaign_claims(campaign).map_or(0, |s| u64::from(s.lock().durable.borrow().upto)))
+    }
+}
+
+#[async_trait]
+impl CampaignStore for SqliteStore {
+    async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let body = serde_json::to_string(campaign).map_err(StoreError::unavailable)?;
+        self.send(Cmd::InsertCampaign { id: campaign.id.to_string(), body, reply }, rx).await
+    }
+
+    async fn update_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let body = serde_json::to_string(campaign).map_err(StoreError::unavailable)?;
+        self.send(Cmd::UpdateCampaign { id: campaign.id.to_string(), body, reply }, rx).await
+    }
+
+    async fn campaigns(&self) -> Result<Vec<Campaign>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT body FROM campaigns ORDER BY id")?;
+            let bodies = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            bodies
+                .iter()
+                .map(|b| serde_json::from_str(b).map_err(|e| SqliteError::Corrupt(format!("campaign: {e}"))))
+                .collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LedgerStore for SqliteStore {
+    async fn append(&self, record: &IssuanceRecord) -> Result<LedgerWrite, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Append { record: record.clone(), reply }, rx).await
+    }
+
+    async fn ledger_written(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
+        let id = campaign.to_string();
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM ledger WHERE campaign_id = ?1")?
+                .query_row([id], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn pending(&self, limit: usize) -> Result<Vec<IssuanceRecord>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT record FROM outbox ORDER BY id LIMIT ?1")?;
+            let bodies = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            bodies
+                .iter()
+                .map(|b| serde_json::from_str(b).map_err(|e| SqliteError::Corrupt(format!("outbox record: {e}"))))
+                .collect()
+        })
+        .await
+    }
+
+    async fn acknowledge(&self, code: CouponCode) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Acknowledge { code: code.to_string(), reply }, rx).await
+    }
+}

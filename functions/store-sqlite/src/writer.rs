@@ -1,0 +1,229 @@
+//! The single writer thread: drains every queued command into one transaction and one fsync
+//! (group commit), then answers each command. Durability costs one fsync per batch, not per claim.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use firstcome_core::{IssuanceRecord, LedgerWrite, StoreError};
+use rusqlite::{Connection, params};
+use tokio::sync::{oneshot, watch};
+
+use crate::{Durability, SqliteError};
+
+/// Upper bound on one transaction, so a huge backlog still commits (and answers) in slices.
+const MAX_BATCH: usize = 8192;
+
+pub(crate) struct ClaimRow {
+    pub record: IssuanceRecord,
+    pub durable: Arc<watch::Sender<Durability>>,
+    pub reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+pub(crate) enum Cmd {
+    Claim(ClaimRow),
+    InsertCampaign {
+        id: String,
+        body: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    UpdateCampaign {
+        id: String,
+        body: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Append {
+        record: IssuanceRecord,
+        reply: oneshot::Sender<Result<LedgerWrite, StoreError>>,
+    },
+    Acknowledge {
+        code: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Everything queued before this is committed when it is answered; then the thread exits.
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The answer a command gets once its batch has committed.
+enum Done {
+    Unit(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+    Ledger(oneshot::Sender<Result<LedgerWrite, StoreError>>, LedgerWrite),
+}
+
+pub(crate) fn run(mut conn: Connection, rx: Receiver<Cmd>, poisoned: Arc<std::sync::atomic::AtomicBool>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let Ok(first) = rx.recv() else { return };
+        batch.push(first);
+        let mut closing = None;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Cmd::Close { reply }) => {
+                    closing = Some(reply);
+                    break;
+                }
+                Ok(cmd) => batch.push(cmd),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        if let Some(pos) = batch.iter().position(|c| matches!(c, Cmd::Close { .. })) {
+            // A close that arrived first in its batch.
+            if let Cmd::Close { reply } = batch.remove(pos) {
+                closing = Some(reply);
+            }
+        }
+        commit_batch(&mut conn, &mut batch, &poisoned);
+        if let Some(reply) = closing {
+            let _ = reply.send(());
+            return;
+        }
+    }
+}
+
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::sync::atomic::AtomicBool) {
+    if batch.is_empty() {
+        return;
+    }
+    let has_claims = batch.iter().any(|c| matches!(c, Cmd::Claim(_)));
+    let mut claims: Vec<ClaimRow> = Vec::new();
+    let mut done = Vec::new();
+    let mut queue = batch.drain(..);
+    let result = (|| -> rusqlite::Result<()> {
+        let tx = conn.transaction()?;
+        for cmd in queue.by_ref() {
+            match cmd {
+                Cmd::Claim(row) => {
+                    // Kept before executing so that a failing insert still gets its answer.
+                    claims.push(row);
+                    let r = &claims.last().expect("just pushed").record;
+                    tx.prepare_cached(
+                        "INSERT INTO coupons (campaign_id, seq, user_id, code, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        r.campaign_id.as_str(),
+                        r.seq,
+                        r.user_id.as_str(),
+                        r.code.to_string(),
+                        millis(r.issued_at)
+                    ])?;
+                    tx.prepare_cached("INSERT INTO outbox (code, record) VALUES (?1, ?2)")?
+                        .execute(params![r.code.to_string(), r.to_json()])?;
+                }
+                Cmd::InsertCampaign { id, body, reply } => {
+                    let n = tx
+                        .prepare_cached("INSERT INTO campaigns (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING")?
+                        .execute(params![id, body])?;
+                    done.push(Done::Unit(reply, if n == 1 { Ok(()) } else { Err(StoreError::Conflict) }));
+                }
+                Cmd::UpdateCampaign { id, body, reply } => {
+                    let n = tx
+                        .prepare_cached("UPDATE campaigns SET body = ?2 WHERE id = ?1")?
+                        .execute(params![id, body])?;
+                    done.push(Done::Unit(reply, if n == 1 { Ok(()) } else { Err(StoreError::NotFound) }));
+                }
+                Cmd::Append { record: r, reply } => {
+                    let n = tx
+                        .prepare_cached(
+                            "INSERT INTO ledger (code, campaign_id, user_id, seq, issued_at, discount, currency, expires_at, recorded_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (code) DO NOTHING",
+                        )?
+                        .execute(params![
+                            r.code.to_string(),
+                            r.campaign_id.as_str(),
+                            r.user_id.as_str(),
+                            r.seq,
+                            millis(r.issued_at),
+                            r.discount as i64,
+                            r.currency,
+                            millis(r.expires_at),
+                            millis(time::OffsetDateTime::now_utc()),
+                        ])?;
+                    done.push(Done::Ledger(reply, if n == 1 { LedgerWrite::Inserted } else { LedgerWrite::Duplicate }));
+                }
+                Cmd::Acknowledge { code, reply } => {
+                    tx.prepare_cached("DELETE FROM outbox WHERE code = ?1")?.execute(params![code])?;
+                    done.push(Done::Unit(reply, Ok(())));
+                }
+                Cmd::Close { .. } => unreachable!("close is taken out of the batch before commit"),
+            }
+        }
+        // synchronous=FULL in WAL mode: this commit returns after the WAL is fsync'd.
+        tx.commit()
+    })();
+
+    match result {
+        Ok(()) => {
+            for row in claims {
+                let seq = row.record.seq;
+                row.durable.send_if_modified(|d| {
+                    let moved = seq > d.upto;
+                    d.upto = d.upto.max(seq);
+                    moved
+                });
+                let _ = row.reply.send(Ok(()));
+            }
+            for d in done {
+                match d {
+                    Done::Unit(reply, r) => {
+                        let _ = reply.send(r);
+                    }
+                    Done::Ledger(reply, w) => {
+                        let _ = reply.send(Ok(w));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            tracing::error!(error = %e, "sqlite commit failed");
+            // The claims of this batch were already promised in memory and are not on disk, so
+            // memory and disk disagree: refuse all further claims until a restart rebuilds
+            // state from disk. Nothing was answered `issued`, so nothing is lost.
+            if has_claims {
+                poisoned.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            let fail = || StoreError::unavailable(SqliteError::Commit(e.clone()));
+            for row in claims {
+                row.durable.send_modify(|d| d.failed = true);
+                let _ = row.reply.send(Err(fail()));
+            }
+            for d in done {
+                match d {
+                    Done::Unit(reply, _) => {
+                        let _ = reply.send(Err(fail()));
+                    }
+                    Done::Ledger(reply, _) => {
+                        let _ = reply.send(Err(fail()));
+                    }
+                }
+            }
+            // Commands after the failing one were never executed; fail them rather than drop their answers.
+            for cmd in queue {
+                fail_cmd(cmd, &fail);
+            }
+        }
+    }
+}
+
+fn fail_cmd(cmd: Cmd, fail: &dyn Fn() -> StoreError) {
+    match cmd {
+        Cmd::Claim(row) => {
+            row.durable.send_modify(|d| d.failed = true);
+            let _ = row.reply.send(Err(fail()));
+        }
+        Cmd::InsertCampaign { reply, .. } | Cmd::UpdateCampaign { reply, .. } | Cmd::Acknowledge { reply, .. } => {
+            let _ = reply.send(Err(fail()));
+        }
+        Cmd::Append { reply, .. } => {
+            let _ = reply.send(Err(fail()));
+        }
+        Cmd::Close { reply } => {
+            let _ = reply.send(());
+        }
+    }
+}
+
+pub(crate) fn millis(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}

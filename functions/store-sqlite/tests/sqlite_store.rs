@@ -1,0 +1,67 @@
+//! SqliteStore against the shared store contract, plus what only a durable store must show:
+//! state rebuilt after reopening, and one process per data dir.
+
+use firstcome_core::testkit::{open_campaign, user};
+use firstcome_core::{CampaignStore, ClaimStore, CouponCode, LedgerStore, Outbox, StoreClaim};
+use firstcome_store_sqlite::{SqliteError, SqliteStore};
+use time::OffsetDateTime;
+
+async fn fresh() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+firstcome_core::store_contract_tests!(fresh());
+
+fn now() -> OffsetDateTime {
+    firstcome_core::truncate_to_millis(OffsetDateTime::now_utc())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_rebuilds_stock_winners_and_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = open_campaign("reopen", 3);
+    let (first, second) = {
+        let s = SqliteStore::open(dir.path()).unwrap();
+        s.insert_campaign(&c).await.unwrap();
+        let a = s.claim(&c, &user(1), CouponCode::generate(), now()).await.unwrap();
+        let b = s.claim(&c, &user(2), CouponCode::generate(), now()).await.unwrap();
+        s.close().await;
+        (a, b)
+    };
+    let (StoreClaim::Issued(first), StoreClaim::Issued(second)) = (first, second) else {
+        panic!("expected two issues")
+    };
+    let s = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(s.campaigns().await.unwrap(), vec![c.clone()]);
+    assert_eq!(s.issued(&c.id).await.unwrap(), 2);
+    assert_eq!(
+        s.claim(&c, &user(1), CouponCode::generate(), now()).await.unwrap(),
+        StoreClaim::Existing(first.clone())
+    );
+    match s.claim(&c, &user(3), CouponCode::generate(), now()).await.unwrap() {
+        StoreClaim::Issued(third) => assert_eq!(third.seq, 3, "seq continues without a gap"),
+        other => panic!("expected issued, got {other:?}"),
+    }
+    assert_eq!(s.claim(&c, &user(4), CouponCode::generate(), now()).await.unwrap(), StoreClaim::SoldOut);
+    let pending: Vec<_> = s.pending(10).await.unwrap().into_iter().map(|r| r.code).collect();
+    assert_eq!(&pending[..2], &[first.code, second.code]);
+    assert_eq!(s.ledger_written(&c.id).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_data_dir_has_one_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = SqliteStore::open(dir.path()).unwrap();
+    assert!(matches!(SqliteStore::open(dir.path()), Err(SqliteError::Locked(_))));
+}
+
+#[tokio::test]
+async fn after_close_claims_fail_instead_of_pretending() {
+    let (_dir, s) = fresh().await;
+    let c = open_campaign("closed-store", 3);
+    s.insert_campaign(&c).await.unwrap();
+    s.close().await;
+    assert!(s.claim(&c, &user(1), CouponCode::generate(), now()).await.is_err());
+}
