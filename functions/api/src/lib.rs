@@ -1,0 +1,79 @@
+//! firstcome's HTTP API: one `router(state)` that the Lambdas, the local server and in-process tests all serve.
+
+pub mod auth;
+pub mod dto;
+pub mod error;
+pub mod extract;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use firstcome_core::Issuer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use auth::{Auth, sign_hs256};
+pub use error::{ApiError, ErrorBody};
+
+/// Largest request body accepted; campaign JSON is a few hundred bytes.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub issuer: Arc<Issuer>,
+    pub auth: Arc<Auth>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "firstcome", description = "First-come-first-served coupon issuance."),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// Routes and their OpenAPI description, built together so no route goes undocumented.
+/// The dev token route exists only when this deployment can sign tokens (local mode).
+fn documented(state: &AppState) -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::healthz))
+        .routes(routes!(routes::get_campaign))
+        .routes(routes!(routes::claim))
+        .routes(routes!(routes::my_claim))
+        .routes(routes!(routes::list_campaigns, routes::create_campaign))
+        .routes(routes!(routes::admin_campaign, routes::patch_campaign));
+    if state.auth.can_sign() { router.routes(routes!(routes::dev_token)) } else { router }
+}
+
+/// The OpenAPI document for this deployment's routes.
+pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
+    documented(state).into_openapi()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (router, api) = documented(&state).split_for_parts();
+    let api = Arc::new(api);
+    router
+        .route("/api/openapi.json", axum::routing::get(move || async move { axum::Json(api.as_ref().clone()) }))
+        .fallback(|method: Method, uri: Uri| async move {
+            ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

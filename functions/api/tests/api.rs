@@ -1,0 +1,432 @@
+//! The router in-process over a real SqliteStore: status codes, error bodies, auth, bad input,
+//! the OpenAPI document against the routes, and claims under real concurrency.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use firstcome_api::{AppState, Auth, router, sign_hs256};
+use firstcome_core::Issuer;
+use firstcome_store_sqlite::SqliteStore;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tower::ServiceExt;
+
+const SECRET: &[u8] = b"test-secret-test-secret-test-secret";
+
+struct App {
+    router: Router,
+    _dir: tempfile::TempDir,
+}
+
+async fn app_with(can_sign: bool) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let issuer = Issuer::load(store.clone(), store.clone(), store).await.unwrap();
+    let state = AppState { issuer: Arc::new(issuer), auth: Arc::new(Auth::hs256(SECRET, can_sign)) };
+    App { router: router(state), _dir: dir }
+}
+
+async fn app() -> App {
+    app_with(true).await
+}
+
+fn admin() -> String {
+    sign_hs256(SECRET, "ops", Some("admin"), time::Duration::hours(1))
+}
+
+fn user_token(id: &str) -> String {
+    sign_hs256(SECRET, id, None, time::Duration::hours(1))
+}
+
+fn at(offset: time::Duration) -> String {
+    (OffsetDateTime::now_utc() + offset).format(&Rfc3339).unwrap()
+}
+
+fn campaign_body(id: &str, total: u64, opens_in: time::Duration) -> Value {
+    json!({
+        "id": id, "title": "Opening day", "total": total, "opens_at": at(opens_in),
+        "coupon": {"discount": 5000, "currency": "KRW", "valid_days": 30}
+    })
+}
+
+impl App {
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req.header("content-type", "application/json").body(Body::from(b)),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let value =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("every answer is JSON") };
+        (status, value)
+    }
+
+    async fn json(&self, method: &str, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        self.call(method, path, token, Some(serde_json::to_vec(body).unwrap())).await
+    }
+
+    async fn create(&self, id: &str, total: u64, opens_in: time::Duration) {
+        let (s, b) =
+            self.json("POST", "/api/admin/campaigns", Some(&admin()), &campaign_body(id, total, opens_in)).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+
+    async fn claim(&self, id: &str, user: &str) -> (StatusCode, Value) {
+        self.call("POST", &format!("/api/campaigns/{id}/claims"), Some(&user_token(user)), None).await
+    }
+}
+
+fn assert_error(got: (StatusCode, Value), status: StatusCode, code: &str) -> String {
+    assert_eq!(got.0, status, "{}", got.1);
+    assert_eq!(got.1["error"], code, "{}", got.1);
+    got.1["message"].as_str().expect("message is a string").to_owned()
+}
+
+#[tokio::test]
+async fn health_answers() {
+    let app = app().await;
+    assert_eq!(app.call("GET", "/healthz", None, None).await, (StatusCode::OK, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn claim_flow_issues_dedups_and_sells_out() {
+    let app = app().await;
+    app.create("flow", 2, time::Duration::minutes(-1)).await;
+
+    let (s, first) = app.claim("flow", "alice").await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    assert_eq!(first["outcome"], "issued");
+    assert_eq!(first["coupon"]["seq"], 1);
+    assert_eq!(first["coupon"]["user_id"], "alice");
+    assert_eq!(first["coupon"]["campaign_id"], "flow");
+    let code = first["coupon"]["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 19);
+
+    let (s, again) = app.claim("flow", "alice").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again["outcome"], "already_issued");
+    assert_eq!(again["coupon"], first["coupon"], "a retry gets the very same coupon");
+
+    assert_eq!(app.claim("flow", "bob").await.1["coupon"]["seq"], 2);
+    assert_error(app.claim("flow", "carol").await, StatusCode::CONFLICT, "sold_out");
+    // After sell-out a winner's retry still answers with their coupon.
+    assert_eq!(app.claim("flow", "alice").await.1["coupon"]["code"], code.as_str());
+
+    let me = app.call("GET", "/api/campaigns/flow/claims/me", Some(&user_token("alice")), None).await;
+    assert_eq!(me, (StatusCode::OK, first["coupon"].clone()));
+    assert_error(
+        app.call("GET", "/api/campaigns/flow/claims/me", Some(&user_token("carol")), None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    let (s, view) = app.call("GET", "/api/campaigns/flow", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (view["total"].clone(), view["remaining"].clone(), view["status"].clone()),
+        (json!(2), json!(0), json!("sold_out"))
+    );
+    assert_eq!(view["coupon"], json!({"discount": 5000, "currency": "KRW", "valid_days": 30}));
+    assert!(view["server_time"].is_string() && view["opens_at"].is_string() && view["closes_at"].is_null());
+
+    let (s, admin_view) = app.call("GET", "/api/admin/campaigns/flow", Some(&admin()), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!((admin_view["issued"].clone(), admin_view["remaining"].clone()), (json!(2), json!(0)));
+    assert_eq!(admin_view["ledger_written"], 0, "no ledger worker runs in this test");
+    let (_, list) = app.call("GET", "/api/admin/campaigns", Some(&admin()), None).await;
+    assert_eq!(list["campaigns"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn not_open_then_rescheduled_then_frozen() {
+    let app = app().await;
+    app.create("later", 5, time::Duration::hours(1)).await;
+    let (_, view) = app.call("GET", "/api/campaigns/later", None, None).await;
+    assert_eq!(view["status"], "scheduled");
+    assert_error(app.claim("later", "alice").await, StatusCode::CONFLICT, "not_open");
+
+    let patch = json!({"opens_at": at(time::Duration::seconds(-1)), "total": 3, "title": "Now"});
+    let (s, changed) = app.json("PATCH", "/api/admin/campaigns/later", Some(&admin()), &patch).await;
+    assert_eq!(s, StatusCode::OK, "{changed}");
+    assert_eq!(
+        (changed["total"].clone(), changed["title"].clone(), changed["status"].clone()),
+        (json!(3), json!("Now"), json!("open"))
+    );
+    assert_eq!(app.claim("later", "alice").await.0, StatusCode::CREATED);
+
+    let msg = assert_error(
+        app.json("PATCH", "/api/admin/campaigns/later", Some(&admin()), &json!({"total": 10})).await,
+        StatusCode::CONFLICT,
+        "already_open",
+    );
+    assert!(msg.contains("opened"));
+    assert_error(
+        app.json("PATCH", "/api/admin/campaigns/nope", Some(&admin()), &json!({"total": 10})).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn closing_time_can_be_set_and_removed_before_open_and_closes_claims() {
+    let app = app().await;
+    app.create("short", 5, time::Duration::hours(1)).await;
+    let set = json!({"closes_at": at(time::Duration::hours(2))});
+    let (_, v) = app.json("PATCH", "/api/admin/campaigns/short", Some(&admin()), &set).await;
+    assert!(v["closes_at"].is_string());
+    let (_, v) = app.json("PATCH", "/api/admin/campaigns/short", Some(&admin()), &json!({"closes_at": null})).await;
+    assert!(v["closes_at"].is_null());
+
+    let mut body = campaign_body("ended", 5, time::Duration::hours(-2));
+    body["closes_at"] = json!(at(time::Duration::hours(-1)));
+    assert_eq!(app.json("POST", "/api/admin/campaigns", Some(&admin()), &body).await.0, StatusCode::CREATED);
+    assert_error(app.claim("ended", "alice").await, StatusCode::CONFLICT, "closed");
+    assert_eq!(app.call("GET", "/api/campaigns/ended", None, None).await.1["status"], "closed");
+}
+
+#[tokio::test]
+async fn auth_failures_are_401_and_403() {
+    let app = app().await;
+    app.create("auth", 5, time::Duration::minutes(-1)).await;
+    let path = "/api/campaigns/auth/claims";
+    let m = assert_error(app.call("POST", path, None, None).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(m.contains("Bearer"), "{m}");
+    assert_error(app.call("POST", path, Some("not-a-jwt"), None).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    let forged = sign_hs256(b"some-other-secret-some-other-secret", "mallory", None, time::Duration::hours(1));
+    let m = assert_error(app.call("POST", path, Some(&forged), None).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(m.contains("signature"), "{m}");
+    let expired = sign_hs256(SECRET, "late", None, time::Duration::hours(-1));
+    let m = assert_error(app.call("POST", path, Some(&expired), None).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(m.contains("expired"), "{m}");
+    let bad_sub = sign_hs256(SECRET, "has space", None, time::Duration::hours(1));
+    assert_error(app.call("POST", path, Some(&bad_sub), None).await, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let user = user_token("alice");
+    for (m, p) in [("GET", "/api/admin/campaigns"), ("GET", "/api/admin/campaigns/auth")] {
+        assert_error(app.call(m, p, Some(&user), None).await, StatusCode::FORBIDDEN, "forbidden");
+        assert_error(app.call(m, p, None, None).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let body = campaign_body("sneaky", 5, time::Duration::hours(1));
+    assert_error(
+        app.json("POST", "/api/admin/campaigns", Some(&user), &body).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_400_naming_the_field() {
+    let app = app().await;
+    let admin = admin();
+    let post = |body: Value| {
+        let app = &app;
+        let admin = admin.clone();
+        async move { app.json("POST", "/api/admin/campaigns", Some(&admin), &body).await }
+    };
+    let base = campaign_body("good-id", 10, time::Duration::hours(1));
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut b = base.clone();
+        f(&mut b);
+        b
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (with(&|b| b["surprise"] = json!(1)), "surprise"),
+        (with(&|b| b["id"] = json!("Bad Slug")), "id"),
+        (with(&|b| b["total"] = json!("many")), "total"),
+        (with(&|b| b["total"] = json!(-1)), "total"),
+        (with(&|b| b["total"] = json!(0)), "total"),
+        (with(&|b| b["opens_at"] = json!("tomorrow")), "opens_at"),
+        (with(&|b| b["closes_at"] = json!("2020-13-01T00:00:00Z")), "closes_at"),
+        (with(&|b| b["closes_at"] = json!(at(time::Duration::minutes(30)))), "closes_at"),
+        (with(&|b| b["coupon"]["currency"] = json!("won")), "coupon.currency"),
+        (with(&|b| b["coupon"]["extra"] = json!(true)), "extra"),
+        (with(&|b| b.as_object_mut().unwrap().remove("title").map(|_| ()).unwrap()), "title"),
+    ];
+    for (body, field) in cases {
+        let msg = assert_error(post(body.clone()).await, StatusCode::BAD_REQUEST, "invalid_request");
+        assert!(msg.contains(field), "message {msg:?} should name {field:?} for {body}");
+    }
+    let raw = |bytes: &[u8]| app.call("POST", "/api/admin/campaigns", Some(&admin), Some(bytes.to_vec()));
+    assert_error(raw(b"{not json").await, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(raw(b"").await, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_error(raw(br#"{"id":"x"} {}"#).await, StatusCode::BAD_REQUEST, "invalid_request");
+    let huge = format!(r#"{{"id":"big","title":"{}"}}"#, "x".repeat(firstcome_api::BODY_LIMIT + 1));
+    assert_error(raw(huge.as_bytes()).await, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    // Nothing above created anything.
+    assert_eq!(app.call("GET", "/api/admin/campaigns", Some(&admin), None).await.1["campaigns"], json!([]));
+
+    app.create("taken", 1, time::Duration::hours(1)).await;
+    assert_error(post(campaign_body("taken", 1, time::Duration::hours(1))).await, StatusCode::CONFLICT, "conflict");
+    let msg = assert_error(
+        app.json("PATCH", "/api/admin/campaigns/taken", Some(&admin), &json!({"total": "x"})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert!(msg.contains("total"), "{msg}");
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_answer_json() {
+    let app = app().await;
+    let m = assert_error(
+        app.call("GET", "/api/campaigns/UPPER", None, None).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert!(m.contains("id"), "{m}");
+    assert_error(app.call("GET", "/api/campaigns/missing", None, None).await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(app.claim("missing", "alice").await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(app.call("GET", "/nowhere", None, None).await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        app.call("DELETE", "/api/campaigns/x", None, None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+}
+
+#[tokio::test]
+async fn dev_tokens_sign_users_in_but_never_admins() {
+    let app = app().await;
+    app.create("dev", 5, time::Duration::minutes(-1)).await;
+    let (s, body) = app.json("POST", "/api/dev/token", None, &json!({"user_id": "dora"})).await;
+    assert_eq!(s, StatusCode::OK);
+    let token = body["token"].as_str().unwrap();
+    let (s, claimed) = app.call("POST", "/api/campaigns/dev/claims", Some(token), None).await;
+    assert_eq!((s, claimed["coupon"]["user_id"].clone()), (StatusCode::CREATED, json!("dora")));
+    assert_error(app.call("GET", "/api/admin/campaigns", Some(token), None).await, StatusCode::FORBIDDEN, "forbidden");
+    let m = assert_error(
+        app.json("POST", "/api/dev/token", None, &json!({"user_id": "x", "role": "admin"})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert!(m.contains("role"), "{m}");
+    assert_error(
+        app.json("POST", "/api/dev/token", None, &json!({"user_id": ""})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+
+    // A deployment that cannot sign (Lambda) has no such route.
+    let lambda = app_with(false).await;
+    assert_error(
+        lambda.json("POST", "/api/dev/token", None, &json!({"user_id": "x"})).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn openapi_documents_exactly_the_routes_that_answer() {
+    let app = app().await;
+    let (s, doc) = app.call("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in
+            item.as_object().unwrap().keys().filter(|k| ["get", "post", "patch", "put", "delete"].contains(&k.as_str()))
+        {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    documented.sort();
+    let expected = [
+        "GET /api/admin/campaigns",
+        "GET /api/admin/campaigns/{id}",
+        "GET /api/campaigns/{id}",
+        "GET /api/campaigns/{id}/claims/me",
+        "GET /healthz",
+        "PATCH /api/admin/campaigns/{id}",
+        "POST /api/admin/campaigns",
+        "POST /api/campaigns/{id}/claims",
+        "POST /api/dev/token",
+    ];
+    assert_eq!(documented, expected);
+    // Every documented operation is routed: it answers with something other than the router's
+    // "no route" 404 or 405.
+    for op in &documented {
+        let (method, path) = op.split_once(' ').unwrap();
+        let (s, body) = app.call(method, &path.replace("{id}", "probe"), None, Some(b"{}".to_vec())).await;
+        assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{op}");
+        assert!(!body["message"].as_str().unwrap_or("").starts_with("no route"), "{op} is documented but not routed");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+/// 64 concurrent tasks, 5,000 users each clicking twice, 1,000 coupons.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_issue_exactly_the_stock() {
+    const USERS: usize = 5_000;
+    const STOCK: u64 = 1_000;
+    const TASKS: usize = 64;
+    let app = Arc::new(app().await);
+    app.create("rush", STOCK, time::Duration::minutes(-1)).await;
+    let tokens: Arc<Vec<String>> = Arc::new((0..USERS).map(|u| user_token(&format!("u{u}"))).collect());
+
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let (app, tokens) = (app.clone(), tokens.clone());
+        handles.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            // Each user clicks twice, the second click from another task, so repeats race.
+            for i in (t..USERS * 2).step_by(TASKS) {
+                let u = if i < USERS { i } else { (i - USERS + USERS / 2) % USERS };
+                let (s, body) = app.call("POST", "/api/campaigns/rush/claims", Some(&tokens[u]), None).await;
+                seen.push((u, s, body));
+            }
+            seen
+        }));
+    }
+    let mut code_of: HashMap<usize, String> = HashMap::new();
+    let mut seqs = Vec::new();
+    let (mut issued, mut repeats, mut sold_out) = (0, 0, 0);
+    for h in handles {
+        for (u, s, body) in h.await.unwrap() {
+            match s {
+                StatusCode::CREATED => {
+                    issued += 1;
+                    seqs.push(body["coupon"]["seq"].as_u64().unwrap());
+                    let code = body["coupon"]["code"].as_str().unwrap().to_owned();
+                    assert_eq!(code_of.entry(u).or_insert(code.clone()), &code, "user {u} got two codes");
+                }
+                StatusCode::OK => {
+                    repeats += 1;
+                    let code = body["coupon"]["code"].as_str().unwrap().to_owned();
+                    assert_eq!(
+                        code_of.entry(u).or_insert(code.clone()),
+                        &code,
+                        "a repeat for {u} returned another code"
+                    );
+                }
+                StatusCode::CONFLICT => {
+                    assert_eq!(body["error"], "sold_out");
+                    sold_out += 1;
+                }
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+    }
+    assert_eq!(issued, STOCK as usize);
+    assert_eq!(issued + repeats + sold_out, USERS * 2);
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=STOCK).collect::<Vec<_>>(), "seq 1..=stock without gaps");
+    assert_eq!(code_of.values().collect::<HashSet<_>>().len(), STOCK as usize, "codes are distinct");
+    for (u, code) in &code_of {
+        let (s, me) = app.call("GET", "/api/campaigns/rush/claims/me", Some(&tokens[*u]), None).await;
+        assert_eq!((s, me["code"].as_str().unwrap()), (StatusCode::OK, code.as_str()));
+    }
+    let (_, v) = app.call("GET", "/api/admin/campaigns/rush", Some(&admin()), None).await;
+    assert_eq!((v["issued"].clone(), v["remaining"].clone()), (json!(STOCK), json!(0)));
+}
