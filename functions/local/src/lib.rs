@@ -1,0 +1,158 @@
+//! Local mode: the same router and engine as the Lambdas, on the embedded `SqliteStore`, with
+//! the ledger worker in-process. `start` builds it from config; `run` serves it until shutdown.
+
+pub mod ledger_worker;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use firstcome_api::{AppState, Auth};
+use firstcome_core::{CampaignId, CouponTemplate, Issuer, NewCampaign, StoreError};
+use firstcome_store_sqlite::{SqliteError, SqliteStore};
+use rand::RngCore;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Typed configuration, read once by `main`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// `FIRSTCOME_JWT_SECRET`; when absent, a secret is generated into `<data-dir>/jwt-secret`.
+    pub jwt_secret: Option<String>,
+    /// Create a demo campaign (100 coupons, opening 30 s after start).
+    pub demo: bool,
+    /// Ledger writes per second drained from the outbox.
+    pub ledger_rate: NonZeroU32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("could not open the store")]
+    Store(#[from] SqliteError),
+    #[error("could not load state from the store")]
+    Load(#[source] StoreError),
+    #[error("could not create the demo campaign")]
+    Demo(#[source] firstcome_core::IssuerError),
+    #[error("{path}")]
+    File { path: PathBuf, source: std::io::Error },
+    #[error("FIRSTCOME_JWT_SECRET (or <data-dir>/jwt-secret) must be at least 32 bytes")]
+    WeakSecret,
+}
+
+/// A started local service, not yet serving.
+pub struct Local {
+    pub state: AppState,
+    pub store: SqliteStore,
+    pub config: Config,
+    pub admin_token_path: PathBuf,
+    pub demo: Option<CampaignId>,
+}
+
+pub async fn start(config: Config) -> Result<Local, LocalError> {
+    let store = SqliteStore::open(&config.data_dir)?;
+    let secret = match &config.jwt_secret {
+        Some(s) => s.clone().into_bytes(),
+        None => load_or_create_secret(&config.data_dir.join("jwt-secret"))?,
+    };
+    if secret.len() < 32 {
+        return Err(LocalError::WeakSecret);
+    }
+    let auth = Arc::new(Auth::hs256(&secret, true));
+    let shared = Arc::new(store.clone());
+    let issuer = Arc::new(Issuer::load(shared.clone(), shared.clone(), shared).await.map_err(LocalError::Load)?);
+
+    let admin_token_path = config.data_dir.join("admin-token");
+    let admin = auth
+        .sign("local-admin", Some(firstcome_api::auth::ADMIN_ROLE), time::Duration::days(30))
+        .expect("local mode signs");
+    write_private(&admin_token_path, admin.as_bytes())?;
+
+    let demo = if config.demo { Some(create_demo(&issuer).await?) } else { None };
+    Ok(Local { state: AppState { issuer, auth }, store, config, admin_token_path, demo })
+}
+
+async fn create_demo(issuer: &Issuer) -> Result<CampaignId, LocalError> {
+    let now = OffsetDateTime::now_utc();
+    let stamp = now
+        .format(time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
+        .expect("fixed format");
+    let campaign = NewCampaign {
+        id: format!("demo-{stamp}"),
+        title: "Opening-day coupon: 5,000 KRW off, first 100 people".into(),
+        total: 100,
+        opens_at: now + time::Duration::seconds(30),
+        closes_at: None,
+        coupon: CouponTemplate { discount: 5000, currency: "KRW".into(), valid_days: 30 },
+    }
+    .validate()
+    .expect("the demo campaign is valid");
+    Ok(issuer.create(campaign).await.map_err(LocalError::Demo)?.id)
+}
+
+fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, LocalError> {
+    let file_err = |source| LocalError::File { path: path.to_owned(), source };
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s.trim().as_bytes().to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut raw = [0u8; 32];
+            rand::rng().fill_bytes(&mut raw);
+            let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(path, hex.as_bytes())?;
+            Ok(hex.into_bytes())
+        }
+        Err(e) => Err(file_err(e)),
+    }
+}
+
+/// Writes a secret file readable only by its owner (0600), replacing any previous one.
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), LocalError> {
+    let file_err = |source| LocalError::File { path: path.to_owned(), source };
+    let tmp = path.with_extension("tmp");
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(file_err)?;
+    f.write_all(contents).and_then(|_| f.sync_all()).map_err(file_err)?;
+    std::fs::rename(&tmp, path).map_err(file_err)
+}
+
+/// Serves `local` on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
+/// requests (and so in-flight claims) finish, stops the ledger worker and flushes the store.
+pub async fn run(
+    listener: TcpListener,
+    local: Local,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let store = Arc::new(local.store.clone());
+    let worker = tokio::spawn(ledger_worker::run(store.clone(), store.clone(), local.config.ledger_rate, stop_rx));
+    let app = firstcome_api::router(local.state.clone());
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("no longer accepting; finishing the ledger worker and flushing the store");
+    let _ = stop_tx.send(true);
+    let _ = worker.await;
+    local.store.close().await;
+    tracing::info!("store flushed; bye");
+    served
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,70 @@
+//! `firstcome-local`: read config, start the local service, print how to use it, serve until Ctrl-C/SIGTERM.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// The whole coupon service on this machine, on an embedded durable store.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Where the database, the JWT secret and the admin token live.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// Create a fresh demo campaign: 100 coupons, opening 30 s after start.
+    #[arg(long)]
+    demo: bool,
+    /// Ledger records written per second by the outbox worker.
+    #[arg(long, default_value = "5000")]
+    ledger_rate: NonZeroU32,
+    /// HS256 secret for tokens (at least 32 bytes); generated into <data-dir>/jwt-secret if unset.
+    #[arg(long, env = "FIRSTCOME_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if args.log_json {
+        logs.json().init()
+    } else {
+        logs.init()
+    }
+
+    let config = firstcome_local::Config {
+        data_dir: args.data_dir,
+        jwt_secret: args.jwt_secret,
+        demo: args.demo,
+        ledger_rate: args.ledger_rate,
+    };
+    let local = firstcome_local::start(config).await.context("starting firstcome-local")?;
+    let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    println!("firstcome-local listening on {url}");
+    println!("admin token: {}", local.admin_token_path.display());
+    if let Some(id) = &local.demo {
+        println!("demo campaign: {url}/api/campaigns/{id} (opens in 30 s, 100 coupons)");
+        println!(
+            "try: TOKEN=$(curl -s -X POST {url}/api/dev/token -d '{{\"user_id\":\"me\"}}' | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/') && \
+             curl -s -X POST -H \"Authorization: Bearer $TOKEN\" {url}/api/campaigns/{id}/claims"
+        );
+    } else {
+        println!(
+            "try: curl -s -H \"Authorization: Bearer $(cat {})\" {url}/api/admin/campaigns",
+            local.admin_token_path.display()
+        );
+    }
+    firstcome_local::run(listener, local, firstcome_local::shutdown_signal()).await.context("serving")?;
+    Ok(())
+}
