@@ -1,8 +1,9 @@
 //! `cargo xtask`: the project's entry points. Each task first installs what it needs (skipping
 //! what is already there), so the README's two commands work on a fresh machine.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -42,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test => {
             setup()?;
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-            run(cargo().args(["test", "--workspace", "--locked"]))
+            test_workspace()
         }
     }
 }
@@ -51,6 +52,37 @@ fn main() -> anyhow::Result<()> {
 fn setup() -> anyhow::Result<()> {
     if !Command::new("rustfmt").arg("--version").output().is_ok_and(|o| o.status.success()) {
         run(Command::new("rustup").args(["component", "add", "rustfmt"]))?;
+    }
+    Ok(())
+}
+
+/// Runs every test target (no doc-tests: there are none worth running) and ends with one plain
+/// total line, so the last line of the run says how many tests ran.
+fn test_workspace() -> anyhow::Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--all-targets", "--locked"]).stdout(Stdio::piped());
+    eprintln!("xtask> {cmd:?}");
+    let mut child = cmd.spawn().context("starting cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(word)?.trim().rsplit(' ').next()?.parse::<u64>().ok())
+            };
+            passed += count("passed").unwrap_or(0);
+            failed += count("failed").unwrap_or(0);
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("{passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("tests failed ({status})");
+    }
+    if passed == 0 {
+        bail!("no test ran");
     }
     Ok(())
 }
