@@ -1,6 +1,8 @@
 //! Helpers for black-box tests and load tools: a keep-alive HTTP/1.1 JSON client and a
 //! `firstcome-local` child process that can be started, killed with SIGKILL and restarted.
 
+pub mod rehearse;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

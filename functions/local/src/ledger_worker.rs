@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use firstcome_core::{LedgerStore, Outbox, consume_issuance};
-use futures::StreamExt;
 use governor::{Quota, RateLimiter};
 use tokio::sync::watch;
 
@@ -22,6 +21,8 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let limiter = RateLimiter::direct(Quota::per_second(per_second));
+    // About 50 ms of allowance per chunk (at least one record, never more than a fetch).
+    let chunk_size = ((per_second.get() / 20) as usize).clamp(1, BATCH);
     let idle = Duration::from_millis(50);
     while !*stop.borrow() {
         let batch = match outbox.pending(BATCH).await {
@@ -40,20 +41,26 @@ pub async fn run(
             }
             continue;
         }
-        let results: Vec<_> = futures::stream::iter(batch)
-            .map(|record| {
-                let (limiter, outbox, ledger) = (&limiter, &outbox, &ledger);
-                async move {
-                    limiter.until_ready().await;
-                    consume_issuance(ledger.as_ref(), &record.to_json()).await?;
-                    outbox.acknowledge(record.code).await?;
-                    Ok::<_, firstcome_core::LedgerError>(())
-                }
-            })
-            .buffer_unordered(BATCH)
-            .collect()
-            .await;
-        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+        let mut failed = None;
+        for chunk in batch.chunks(chunk_size) {
+            // Take the whole chunk's allowance at once and apply it concurrently: the chunk's
+            // appends then share one group commit (and its acks another), instead of a trickle
+            // of single-record commits that would break up the claims' batches.
+            let n = NonZeroU32::new(chunk.len() as u32).expect("chunks are non-empty");
+            if limiter.until_n_ready(n).await.is_err() {
+                unreachable!("chunk_size never exceeds the burst");
+            }
+            let bodies: Vec<String> = chunk.iter().map(|r| r.to_json()).collect();
+            let applied = futures::future::join_all(bodies.iter().map(|b| consume_issuance(ledger.as_ref(), b))).await;
+            let written: Vec<_> = chunk.iter().zip(&applied).filter(|(_, a)| a.is_ok()).map(|(r, _)| r.code).collect();
+            let acked = futures::future::join_all(written.iter().map(|code| outbox.acknowledge(*code))).await;
+            failed =
+                applied.into_iter().find_map(Result::err).or(acked.into_iter().find_map(|r| r.err().map(Into::into)));
+            if failed.is_some() {
+                break;
+            }
+        }
+        if let Some(e) = failed {
             tracing::warn!(error = %e, "ledger write failed; records stay in the outbox");
             if !pause(&mut stop, Duration::from_secs(1)).await {
                 break;
@@ -61,7 +68,6 @@ pub async fn run(
         }
     }
 }
-
 /// Waits `d` or until told to stop; false once the worker should stop (also if the stop sender is gone).
 async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
     match tokio::time::timeout(d, stop.changed()).await {

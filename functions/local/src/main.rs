@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
+// Every request allocates a little (headers, JSON, token claims); glibc malloc showed up as ~6% of
+// a spike's CPU, mimalloc's thread-local free lists make that cheaper and less jittery.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The whole coupon service on this machine, on an embedded durable store.
 #[derive(Debug, Parser)]
 #[command(version)]

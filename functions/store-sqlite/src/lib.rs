@@ -102,7 +102,9 @@ CREATE TABLE IF NOT EXISTS coupons (
     PRIMARY KEY (campaign_id, seq),
     UNIQUE (campaign_id, user_id)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE, record TEXT NOT NULL);
+-- Undelivered issuance records: a pointer to the coupon. The record itself is derived from the
+-- coupon and its campaign's terms, which are frozen once the campaign opens.
+CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, campaign_id TEXT NOT NULL, seq INTEGER NOT NULL, UNIQUE (campaign_id, seq));
 CREATE TABLE IF NOT EXISTS ledger (
     code TEXT PRIMARY KEY,
     campaign_id TEXT NOT NULL,
@@ -289,7 +291,7 @@ impl ClaimStore for SqliteStore {
                 let seq = st.issued + 1;
                 let c = Coupon { code, seq, campaign_id: campaign.id.clone(), user_id: user.clone(), issued_at };
                 let (reply, rx) = oneshot::channel();
-                let row = ClaimRow { record: IssuanceRecord::new(campaign, &c), durable: st.durable.clone(), reply };
+                let row = ClaimRow { coupon: c.clone(), durable: st.durable.clone(), reply };
                 // Sent under the campaign lock so the writer sees this campaign's seqs in order.
                 self.shared.tx.send(Cmd::Claim(row)).map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
                 st.issued = seq;
@@ -392,12 +394,35 @@ impl LedgerStore for SqliteStore {
 impl Outbox for SqliteStore {
     async fn pending(&self, limit: usize) -> Result<Vec<IssuanceRecord>, StoreError> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached("SELECT record FROM outbox ORDER BY id LIMIT ?1")?;
-            let bodies = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-            bodies
-                .iter()
-                .map(|b| serde_json::from_str(b).map_err(|e| SqliteError::Corrupt(format!("outbox record: {e}"))))
-                .collect()
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.campaign_id, c.seq, c.user_id, c.code, c.issued_at, k.body
+                 FROM outbox o
+                 JOIN coupons c ON c.campaign_id = o.campaign_id AND c.seq = o.seq
+                 JOIN campaigns k ON k.id = o.campaign_id
+                 ORDER BY o.id LIMIT ?1",
+            )?;
+            let mut rows = stmt.query([limit as i64])?;
+            let mut campaigns: HashMap<String, Campaign> = HashMap::new();
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let id: String = r.get(0)?;
+                if !campaigns.contains_key(&id) {
+                    let body: String = r.get(5)?;
+                    let c = serde_json::from_str(&body).map_err(|e| SqliteError::Corrupt(format!("campaign: {e}")))?;
+                    campaigns.insert(id.clone(), c);
+                }
+                let campaign = &campaigns[&id];
+                let corrupt = |what: &str| SqliteError::Corrupt(format!("outbox coupon {what}"));
+                let coupon = Coupon {
+                    campaign_id: campaign.id.clone(),
+                    seq: r.get(1)?,
+                    user_id: UserId::parse(&r.get::<_, String>(2)?).map_err(|_| corrupt("user id"))?,
+                    code: CouponCode::parse(&r.get::<_, String>(3)?).map_err(|_| corrupt("code"))?,
+                    issued_at: from_millis(r.get(4)?).map_err(|_| corrupt("issued_at"))?,
+                };
+                out.push(IssuanceRecord::new(campaign, &coupon));
+            }
+            Ok(out)
         })
         .await
     }

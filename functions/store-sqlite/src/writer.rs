@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
-use firstcome_core::{IssuanceRecord, LedgerWrite, StoreError};
+use firstcome_core::{Coupon, IssuanceRecord, LedgerWrite, StoreError};
 use rusqlite::{Connection, params};
 use tokio::sync::{oneshot, watch};
 
@@ -14,7 +14,7 @@ use crate::{Durability, SqliteError};
 const MAX_BATCH: usize = 8192;
 
 pub(crate) struct ClaimRow {
-    pub record: IssuanceRecord,
+    pub coupon: Coupon,
     pub durable: Arc<watch::Sender<Durability>>,
     pub reply: oneshot::Sender<Result<(), StoreError>>,
 }
@@ -73,7 +73,9 @@ pub(crate) fn run(mut conn: Connection, rx: Receiver<Cmd>, poisoned: Arc<std::sy
                 closing = Some(reply);
             }
         }
+        let (size, started) = (batch.len(), std::time::Instant::now());
         commit_batch(&mut conn, &mut batch, &poisoned);
+        tracing::debug!(size, micros = started.elapsed().as_micros() as u64, "group commit");
         if let Some(reply) = closing {
             let _ = reply.send(());
             return;
@@ -96,7 +98,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::syn
                 Cmd::Claim(row) => {
                     // Kept before executing so that a failing insert still gets its answer.
                     claims.push(row);
-                    let r = &claims.last().expect("just pushed").record;
+                    let r = &claims.last().expect("just pushed").coupon;
                     tx.prepare_cached(
                         "INSERT INTO coupons (campaign_id, seq, user_id, code, issued_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
@@ -107,8 +109,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::syn
                         r.code.to_string(),
                         millis(r.issued_at)
                     ])?;
-                    tx.prepare_cached("INSERT INTO outbox (code, record) VALUES (?1, ?2)")?
-                        .execute(params![r.code.to_string(), r.to_json()])?;
+                    // Same transaction as the coupon: the ledger record cannot be lost (invariant 5).
+                    tx.prepare_cached("INSERT INTO outbox (campaign_id, seq) VALUES (?1, ?2)")?
+                        .execute(params![r.campaign_id.as_str(), r.seq])?;
                 }
                 Cmd::InsertCampaign { id, body, reply } => {
                     let n = tx
@@ -142,7 +145,10 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::syn
                     done.push(Done::Ledger(reply, if n == 1 { LedgerWrite::Inserted } else { LedgerWrite::Duplicate }));
                 }
                 Cmd::Acknowledge { code, reply } => {
-                    tx.prepare_cached("DELETE FROM outbox WHERE code = ?1")?.execute(params![code])?;
+                    tx.prepare_cached(
+                        "DELETE FROM outbox WHERE (campaign_id, seq) = (SELECT campaign_id, seq FROM coupons WHERE code = ?1)",
+                    )?
+                    .execute(params![code])?;
                     done.push(Done::Unit(reply, Ok(())));
                 }
                 Cmd::Close { .. } => unreachable!("close is taken out of the batch before commit"),
@@ -155,7 +161,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::syn
     match result {
         Ok(()) => {
             for row in claims {
-                let seq = row.record.seq;
+                let seq = row.coupon.seq;
                 row.durable.send_if_modified(|d| {
                     let moved = seq > d.upto;
                     d.upto = d.upto.max(seq);

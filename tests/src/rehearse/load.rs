@@ -1,0 +1,327 @@
+//! The load engine: keep-alive HTTP/1.1 connections (hyper), closed loop (each connection sends
+//! its next request when the last answered) or open loop (request i has an intended send time;
+//! latency counts from that time, so a slow server cannot hide queueing: no coordinated omission).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{AUTHORIZATION, HOST, HeaderValue};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use std::sync::Mutex;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Width of one chart bucket.
+pub const BUCKET: Duration = Duration::from_millis(100);
+/// A request not answered within this is recorded as `timeout`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One request to send: built per index by the plan.
+pub struct Req {
+    pub method: Method,
+    pub path: Arc<str>,
+    pub auth: Option<HeaderValue>,
+    /// Claims are parsed and kept for the invariant checks; other answers only counted.
+    pub user: Option<u32>,
+}
+
+/// When requests go out.
+#[derive(Debug, Clone)]
+pub enum Pace {
+    /// Each connection sends as soon as its previous answer arrived.
+    Closed,
+    /// Request i is due at `schedule.time_of(i)` after the start.
+    Open(Schedule),
+}
+
+/// Piecewise-constant send rate: segment k starts at `at` with request `from` and runs at `rate`/s.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    segments: Vec<(u64, Duration, f64)>,
+}
+
+impl Schedule {
+    pub fn constant(rate: f64) -> Self {
+        Self { segments: vec![(0, Duration::ZERO, rate)] }
+    }
+
+    /// Rates in consecutive steps of `step` length each.
+    pub fn steps(rates: &[f64], step: Duration) -> Self {
+        let mut segments = Vec::new();
+        let (mut from, mut at) = (0u64, Duration::ZERO);
+        for &r in rates {
+            segments.push((from, at, r));
+            from += (r * step.as_secs_f64()).round() as u64;
+            at += step;
+        }
+        Self { segments }
+    }
+
+    pub fn time_of(&self, i: u64) -> Duration {
+        let (from, at, rate) =
+            *self.segments.iter().rev().find(|(from, _, _)| *from <= i).expect("segment 0 starts at 0");
+        at + Duration::from_secs_f64((i - from) as f64 / rate)
+    }
+
+    /// Which step (segment) request i belongs to.
+    pub fn step_of(&self, i: u64) -> usize {
+        self.segments.iter().rposition(|(from, _, _)| *from <= i).unwrap_or(0)
+    }
+
+    pub fn rates(&self) -> Vec<f64> {
+        self.segments.iter().map(|s| s.2).collect()
+    }
+}
+
+pub struct Plan {
+    pub addr: SocketAddr,
+    pub host: HeaderValue,
+    pub connections: usize,
+    /// Hard bound on requests sent.
+    pub max_requests: u64,
+    /// Hard bound on run time from the start.
+    pub max_duration: Duration,
+    pub pace: Pace,
+    pub request: Box<dyn Fn(u64) -> Req + Send + Sync>,
+}
+
+/// A claim answer worth checking: who got which coupon.
+#[derive(Debug, Clone)]
+pub struct ClaimSeen {
+    pub user: u32,
+    pub status: u16,
+    pub code: String,
+    pub seq: u32,
+}
+
+/// Everything one run observed.
+pub struct RunResult {
+    pub latency: Histogram<u64>,
+    pub outcomes: BTreeMap<String, u64>,
+    /// Latency per outcome (status + code), to see which answers make the tail.
+    pub by_outcome: BTreeMap<String, Histogram<u64>>,
+    pub claims: Vec<ClaimSeen>,
+    /// Per 100 ms bucket (by intended send time): latency histogram of its requests.
+    pub buckets: Vec<Histogram<u64>>,
+    pub requests: u64,
+    pub elapsed: Duration,
+    /// Per open-loop step: latency histogram and error count (for `ramp`).
+    pub steps: Vec<(Histogram<u64>, u64)>,
+}
+
+#[derive(Deserialize)]
+struct ClaimBody<'a> {
+    #[serde(borrow)]
+    outcome: Option<&'a str>,
+    #[serde(borrow)]
+    error: Option<&'a str>,
+    #[serde(borrow)]
+    coupon: Option<CouponBody<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CouponBody<'a> {
+    code: &'a str,
+    seq: u32,
+}
+
+struct Local {
+    latency: Histogram<u64>,
+    outcomes: BTreeMap<String, u64>,
+    by_outcome: BTreeMap<String, Histogram<u64>>,
+    claims: Vec<ClaimSeen>,
+    buckets: Vec<(usize, u64)>,
+    steps: BTreeMap<usize, (Histogram<u64>, u64)>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+fn coarse() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds")
+}
+
+/// Runs the plan starting at `start` (connections are opened before it, so a spike measures
+/// requests, not handshakes). `done` counts answered requests for a progress bar.
+pub async fn run(plan: Plan, start: Instant, done: Arc<AtomicU64>) -> RunResult {
+    let plan = Arc::new(plan);
+    let next = Arc::new(AtomicU64::new(0));
+    let buckets = Arc::new(Mutex::new(Vec::<Histogram<u64>>::new()));
+    let mut tasks = Vec::with_capacity(plan.connections);
+    for _ in 0..plan.connections {
+        let (plan, next, done, buckets) = (plan.clone(), next.clone(), done.clone(), buckets.clone());
+        tasks.push(tokio::spawn(async move { connection(plan, start, next, done, buckets).await }));
+    }
+    let mut out = RunResult {
+        latency: histogram(),
+        outcomes: BTreeMap::new(),
+        by_outcome: BTreeMap::new(),
+        claims: Vec::new(),
+        buckets: Vec::new(),
+        requests: 0,
+        elapsed: Duration::ZERO,
+        steps: Vec::new(),
+    };
+    let mut steps: BTreeMap<usize, (Histogram<u64>, u64)> = BTreeMap::new();
+    for t in tasks {
+        let local = t.await.expect("connection task");
+        out.latency.add(&local.latency).expect("same bounds");
+        for (k, v) in local.outcomes {
+            *out.outcomes.entry(k).or_default() += v;
+        }
+        for (k, h) in local.by_outcome {
+            out.by_outcome.entry(k).or_insert_with(coarse).add(&h).expect("same bounds");
+        }
+        out.claims.extend(local.claims);
+        for (step, (h, errors)) in local.steps {
+            let e = steps.entry(step).or_insert_with(|| (coarse(), 0));
+            e.0.add(&h).expect("same bounds");
+            e.1 += errors;
+        }
+    }
+    out.elapsed = start.elapsed();
+    out.requests = out.outcomes.values().sum();
+    out.buckets = std::mem::take(&mut *buckets.lock().expect("bucket lock"));
+    out.steps = steps.into_values().collect();
+    out
+}
+
+async fn connect(plan: &Plan) -> Option<SendRequest<Empty<Bytes>>> {
+    let stream = TcpStream::connect(plan.addr).await.ok()?;
+    stream.set_nodelay(true).ok()?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(conn);
+    Some(sender)
+}
+
+async fn connection(
+    plan: Arc<Plan>,
+    start: Instant,
+    next: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+    shared_buckets: Arc<Mutex<Vec<Histogram<u64>>>>,
+) -> Local {
+    let mut local = Local {
+        latency: histogram(),
+        outcomes: BTreeMap::new(),
+        by_outcome: BTreeMap::new(),
+        claims: Vec::new(),
+        buckets: Vec::with_capacity(1024),
+        steps: BTreeMap::new(),
+    };
+    let mut sender = connect(&plan).await;
+    tokio::time::sleep_until(start).await;
+    let end = start + plan.max_duration;
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= plan.max_requests {
+            break;
+        }
+        let (intended, step) = match &plan.pace {
+            Pace::Closed => (Instant::now(), None),
+            Pace::Open(s) => {
+                let t = start + s.time_of(i);
+                if t >= end {
+                    break;
+                }
+                tokio::time::sleep_until(t).await;
+                (t, Some(s.step_of(i)))
+            }
+        };
+        if Instant::now() >= end {
+            break;
+        }
+        if sender.as_ref().is_none_or(|s| s.is_closed()) {
+            sender = connect(&plan).await;
+        }
+        let req = (plan.request)(i);
+        let outcome = match sender.as_mut() {
+            None => Err("conn_error"),
+            Some(s) => match tokio::time::timeout(REQUEST_TIMEOUT, send(s, &plan.host, &req)).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(())) => {
+                    sender = None;
+                    Err("conn_error")
+                }
+                Err(_) => {
+                    sender = None;
+                    Err("timeout")
+                }
+            },
+        };
+        let micros = intended.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+        let failed = match outcome {
+            Ok((status, body)) => {
+                local.latency.saturating_record(micros);
+                record_answer(&mut local, &req, status, &body, micros);
+                status >= 500
+            }
+            Err(kind) => {
+                *local.outcomes.entry(kind.to_owned()).or_default() += 1;
+                true
+            }
+        };
+        if let Some(step) = step {
+            let e = local.steps.entry(step).or_insert_with(|| (coarse(), 0));
+            e.0.saturating_record(micros);
+            e.1 += u64::from(failed);
+        }
+        local.buckets.push((((intended - start).as_nanos() / BUCKET.as_nanos()) as usize, micros));
+        if local.buckets.len() == local.buckets.capacity() {
+            flush(&mut local.buckets, &shared_buckets);
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    flush(&mut local.buckets, &shared_buckets);
+    local
+}
+
+fn flush(samples: &mut Vec<(usize, u64)>, shared: &Mutex<Vec<Histogram<u64>>>) {
+    let mut buckets = shared.lock().expect("bucket lock");
+    for (b, micros) in samples.drain(..) {
+        while buckets.len() <= b {
+            buckets.push(coarse());
+        }
+        buckets[b].saturating_record(micros);
+    }
+}
+
+async fn send(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue, req: &Req) -> Result<(u16, Bytes), ()> {
+    sender.ready().await.map_err(|_| ())?;
+    let mut r = Request::builder().method(req.method.clone()).uri(&*req.path).header(HOST, host.clone());
+    if let Some(a) = &req.auth {
+        r = r.header(AUTHORIZATION, a.clone());
+    }
+    let res = sender.send_request(r.body(Empty::new()).map_err(|_| ())?).await.map_err(|_| ())?;
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.map_err(|_| ())?.to_bytes();
+    Ok((status, body))
+}
+
+fn record_answer(local: &mut Local, req: &Req, status: u16, body: &[u8], micros: u64) {
+    let Some(user) = req.user else {
+        *local.outcomes.entry(status.to_string()).or_default() += 1;
+        return;
+    };
+    let key = match serde_json::from_slice::<ClaimBody>(body) {
+        Ok(b) => {
+            if let (Some(c), 200 | 201) = (&b.coupon, status) {
+                local.claims.push(ClaimSeen { user, status, code: c.code.to_owned(), seq: c.seq });
+            }
+            format!("{status} {}", b.outcome.or(b.error).unwrap_or("?"))
+        }
+        Err(_) => format!("{status} unparsable"),
+    };
+    local.by_outcome.entry(key.clone()).or_insert_with(coarse).saturating_record(micros);
+    *local.outcomes.entry(key).or_default() += 1;
+}

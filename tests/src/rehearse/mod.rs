@@ -1,0 +1,521 @@
+//! `firstcome-rehearse`: the opening-second rehearsal. Fires a scenario (spike, ramp, stress,
+//! soak) at a campaign over keep-alive connections, optionally measures the same server's
+//! ceiling on a trivial handler in the same run, then proves the issuance invariants.
+
+pub mod check;
+pub mod load;
+pub mod report;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper::Method;
+use hyper::header::HeaderValue;
+use rand::seq::SliceRandom;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::time::Instant;
+
+use crate::{Client, ClientError};
+use load::{Pace, Plan, Req, RunResult, Schedule};
+use report::{Latency, Report};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Every user fires at T0 = the campaign's opens_at (closed loop, or open loop with --rate).
+    Spike,
+    /// Open-loop rate growing x1.25 per second from --rate until --duration; reports the knee.
+    Ramp,
+    /// Open loop at --rate (default: 3x the measured ceiling) for --duration.
+    Stress,
+    /// Open loop at --rate for --duration, watching server RSS and p99 drift.
+    Soak,
+}
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "firstcome-rehearse", about = "Rehearse the opening second and prove the issuance invariants")]
+pub struct Options {
+    /// Base URL of the API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    #[arg(long, value_enum, default_value = "spike")]
+    pub scenario: Scenario,
+    /// Distinct users.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: u32,
+    /// Clicks per user; a user's clicks go out back to back, so duplicates race each other.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// Keep-alive connections (closed loop: also the concurrency).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Open loop: requests per second (ramp: the starting rate).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds the scenario may run (spike: an upper bound; soak default 600, others 10; ramp 20).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the SVG chart here (default: next to --json, .svg).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Also load GET /healthz of the same server before and after, and report the ratio.
+    #[arg(long)]
+    pub ceiling: bool,
+    /// An existing campaign to fire at.
+    #[arg(long, conflicts_with = "stock")]
+    pub campaign: Option<String>,
+    /// Create a fresh campaign with this stock, opening --lead seconds ahead.
+    #[arg(long, requires = "admin_token_file")]
+    pub stock: Option<u64>,
+    /// Admin token (creates the campaign; lets the ledger be checked).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Sign user tokens with this HS256 secret (local mode: <data-dir>/jwt-secret).
+    #[arg(long, conflicts_with = "tokens_file")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// For a deployed API: one "user_id token" pair per line.
+    #[arg(long)]
+    pub tokens_file: Option<PathBuf>,
+    /// Server process to watch for RSS (default: found from the listening port on this machine).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Seconds between creating the campaign and its opening.
+    #[arg(long, default_value_t = 2.0)]
+    pub lead: f64,
+    /// Ramp: a step whose p99 exceeds this (ms) is past the knee.
+    #[arg(long, default_value_t = 10.0)]
+    pub p99_bound_ms: f64,
+    /// Hard bound on requests sent by the scenario.
+    #[arg(long, default_value_t = 20_000_000)]
+    pub max_requests: u64,
+    /// Seconds to wait for the ledger to catch up before calling it a violation.
+    #[arg(long, default_value_t = 120.0)]
+    pub drain_timeout: f64,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Allow a non-loopback target (a deployed API). Off by default.
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RehearseError {
+    #[error("--url {0} is not http://host:port")]
+    BadUrl(String),
+    #[error("--url {0} is not on loopback; pass --allow-remote to target a deployed API")]
+    NotLoopback(String),
+    #[error("reading {path}")]
+    File { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Usage(&'static str),
+    #[error("the API call {what} failed")]
+    Api { what: &'static str, source: ClientError },
+    #[error("the API refused {what}: {status} {body}")]
+    Refused { what: &'static str, status: u16, body: String },
+    #[error("the tokens file has {have} users, --users asks for {want}")]
+    TooFewTokens { have: usize, want: u32 },
+}
+
+fn read(path: &PathBuf) -> Result<String, RehearseError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|source| RehearseError::File { path: path.clone(), source })
+}
+
+fn target(url: &str, allow_remote: bool) -> Result<(SocketAddr, HeaderValue, String), RehearseError> {
+    let base = url.trim_end_matches('/').to_owned();
+    let authority =
+        base.strip_prefix("http://").filter(|a| !a.contains('/')).ok_or_else(|| RehearseError::BadUrl(url.into()))?;
+    let addr =
+        authority.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| RehearseError::BadUrl(url.into()))?;
+    if !addr.ip().is_loopback() && !allow_remote {
+        return Err(RehearseError::NotLoopback(url.into()));
+    }
+    let host = HeaderValue::from_str(authority).map_err(|_| RehearseError::BadUrl(url.into()))?;
+    Ok((addr, host, base))
+}
+
+/// Bearer headers for `n` users: signed locally, or read from a tokens file.
+fn user_auth(o: &Options) -> Result<Vec<HeaderValue>, RehearseError> {
+    let bearer = |t: &str| HeaderValue::from_str(&format!("Bearer {t}")).expect("JWTs are header-safe");
+    if let Some(path) = &o.tokens_file {
+        let text = read(path)?;
+        let tokens: Vec<HeaderValue> =
+            text.lines().filter_map(|l| l.split_whitespace().nth(1)).take(o.users as usize).map(bearer).collect();
+        if tokens.len() < o.users as usize {
+            return Err(RehearseError::TooFewTokens { have: tokens.len(), want: o.users });
+        }
+        return Ok(tokens);
+    }
+    let secret =
+        read(o.jwt_secret_file.as_ref().ok_or(RehearseError::Usage("give --jwt-secret-file or --tokens-file"))?)?;
+    // Unique per run, so rehearsals against one campaign never collide with earlier users.
+    let tag = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let n = o.users as usize;
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let chunk = n.div_ceil(threads).max(1);
+    let mut out = vec![HeaderValue::from_static(""); n];
+    std::thread::scope(|s| {
+        for (k, slot) in out.chunks_mut(chunk).enumerate() {
+            let secret = secret.as_bytes();
+            s.spawn(move || {
+                for (j, h) in slot.iter_mut().enumerate() {
+                    let user = format!("r{tag}-{}", k * chunk + j);
+                    *h = bearer(&firstcome_api::sign_hs256(secret, &user, None, time::Duration::hours(6)));
+                }
+            });
+        }
+    });
+    Ok(out)
+}
+
+struct Campaign {
+    id: String,
+    total: u64,
+    /// When it opens, on this machine's monotonic clock.
+    opens: Instant,
+}
+
+async fn campaign(o: &Options, client: &Client, base: &str, admin: Option<&str>) -> Result<Campaign, RehearseError> {
+    let id = match (&o.campaign, o.stock) {
+        (Some(id), _) => id.clone(),
+        (None, Some(stock)) => {
+            let id = format!("rehearse-{}", OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000);
+            let opens_at = OffsetDateTime::now_utc() + time::Duration::seconds_f64(o.lead);
+            let body = json!({
+                "id": id, "title": format!("Rehearsal {:?}", o.scenario), "total": stock,
+                "opens_at": opens_at.format(&Rfc3339).expect("formats"),
+                "coupon": {"discount": 1000, "currency": "KRW", "valid_days": 7}
+            });
+            let url = format!("{base}/api/admin/campaigns");
+            match client.post(&url, admin, Some(&body)).await {
+                Ok((201, _)) => id,
+                Ok((status, body)) => {
+                    return Err(RehearseError::Refused {
+                        what: "creating the campaign",
+                        status,
+                        body: body.to_string(),
+                    });
+                }
+                Err(source) => return Err(RehearseError::Api { what: "creating the campaign", source }),
+            }
+        }
+        (None, None) => return Err(RehearseError::Usage("give --campaign ID, or --stock S with --admin-token-file F")),
+    };
+    let url = format!("{base}/api/campaigns/{id}");
+    let v = match client.get(&url, None).await {
+        Ok((200, v)) => v,
+        Ok((status, body)) => {
+            return Err(RehearseError::Refused { what: "reading the campaign", status, body: body.to_string() });
+        }
+        Err(source) => return Err(RehearseError::Api { what: "reading the campaign", source }),
+    };
+    let parse = |k: &str| v[k].as_str().and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok());
+    let (opens_at, server_time) = (parse("opens_at"), parse("server_time"));
+    let until = match (opens_at, server_time) {
+        (Some(o), Some(s)) if o > s => Duration::try_from(o - s).unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    Ok(Campaign { id, total: v["total"].as_u64().unwrap_or(0), opens: Instant::now() + until })
+}
+
+/// Resident set size of a process, from /proc.
+pub fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The pid listening on `port` on this machine, via /proc/net/tcp{,6} and /proc/*/fd.
+pub fn pid_listening_on(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).ok()?.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && f.get(3) == Some(&"0A") {
+                inodes.push(format!("socket:[{}]", f.get(9)?));
+            }
+        }
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| link.as_os_str() == i.as_str()) {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn progress(o: &Options, label: &str, total: u64, done: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    let bar = if o.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>10} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec}")
+            .expect("valid template"),
+    );
+    bar.set_message(label.to_owned());
+    tokio::spawn(async move {
+        loop {
+            let d = done.load(Ordering::Relaxed);
+            bar.set_position(d.min(total));
+            if d >= total {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bar.finish_and_clear();
+    })
+}
+
+/// Closed-loop GET /healthz with the scenario's connections: what this server can do at all.
+async fn ceiling(o: &Options, addr: SocketAddr, host: &HeaderValue, requests: u64) -> f64 {
+    let path: Arc<str> = Arc::from("/healthz");
+    let plan = Plan {
+        addr,
+        host: host.clone(),
+        connections: o.connections,
+        max_requests: requests,
+        max_duration: Duration::from_secs(60),
+        pace: Pace::Closed,
+        request: Box::new(move |_| Req { method: Method::GET, path: path.clone(), auth: None, user: None }),
+    };
+    let done = Arc::new(AtomicU64::new(0));
+    let bar = progress(o, "ceiling", requests, done.clone());
+    let r = load::run(plan, Instant::now() + Duration::from_millis(50), done.clone()).await;
+    done.store(u64::MAX, Ordering::Relaxed);
+    let _ = bar.await;
+    r.requests as f64 / r.elapsed.as_secs_f64()
+}
+
+/// Runs one rehearsal end to end and returns its report (violations included; the caller decides the exit code).
+pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
+    let (addr, host, base) = target(&o.url, o.allow_remote)?;
+    let client = Client::new();
+    let admin = o.admin_token_file.as_ref().map(read).transpose()?;
+    let auth = Arc::new(user_auth(&o)?);
+    let c = campaign(&o, &client, &base, admin.as_deref()).await?;
+    let server_pid =
+        o.server_pid.or_else(|| if addr.ip().is_loopback() { pid_listening_on(addr.port()) } else { None });
+
+    let repeat = u64::from(o.repeat.max(1));
+    let users = u64::from(o.users);
+    let (pace, max_requests, max_duration) = match o.scenario {
+        Scenario::Spike => {
+            let pace = o.rate.map_or(Pace::Closed, |r| Pace::Open(Schedule::constant(r)));
+            (pace, users * repeat, o.duration.unwrap_or(120.0))
+        }
+        Scenario::Ramp => {
+            let d = o.duration.unwrap_or(20.0);
+            let mut rates = vec![o.rate.unwrap_or(2000.0)];
+            while (rates.len() as f64) < d {
+                rates.push(rates.last().expect("non-empty") * 1.25);
+            }
+            let total: f64 = rates.iter().sum();
+            (Pace::Open(Schedule::steps(&rates, Duration::from_secs(1))), total as u64, d)
+        }
+        Scenario::Stress | Scenario::Soak => {
+            let d = o.duration.unwrap_or(if o.scenario == Scenario::Soak { 600.0 } else { 10.0 });
+            (Pace::Closed, 0, d) // rate decided below (stress may need the ceiling first)
+        }
+    };
+    let max_requests = max_requests.min(o.max_requests);
+
+    let ceiling_requests = match o.scenario {
+        Scenario::Spike => max_requests,
+        _ => 200_000,
+    };
+    let ceiling_before = if o.ceiling { Some(ceiling(&o, addr, &host, ceiling_requests).await) } else { None };
+
+    let (pace, max_requests) = match o.scenario {
+        Scenario::Stress | Scenario::Soak => {
+            let rate = match (o.rate, o.scenario, ceiling_before) {
+                (Some(r), _, _) => r,
+                (None, Scenario::Stress, Some(c)) => 3.0 * c,
+                (None, Scenario::Stress, None) => return Err(RehearseError::Usage("stress needs --rate or --ceiling")),
+                (None, _, _) => 20_000.0,
+            };
+            (Pace::Open(Schedule::constant(rate)), ((rate * max_duration) as u64).min(o.max_requests))
+        }
+        _ => (pace, max_requests),
+    };
+    let schedule = match &pace {
+        Pace::Open(s) => Some(s.clone()),
+        Pace::Closed => None,
+    };
+
+    // A random user order; each user's clicks back to back (duplicate bursts).
+    let mut order: Vec<u32> = (0..o.users).collect();
+    order.shuffle(&mut rand::rng());
+    let order = Arc::new(order);
+    let claim_path: Arc<str> = Arc::from(format!("/api/campaigns/{}/claims", c.id));
+    let request = {
+        let (auth, order) = (auth.clone(), order.clone());
+        move |i: u64| {
+            let user = order[((i / repeat) % users) as usize];
+            Req {
+                method: Method::POST,
+                path: claim_path.clone(),
+                auth: Some(auth[user as usize].clone()),
+                user: Some(user),
+            }
+        }
+    };
+    let plan = Plan {
+        addr,
+        host: host.clone(),
+        connections: o.connections,
+        max_requests,
+        max_duration: Duration::from_secs_f64(max_duration),
+        pace,
+        request: Box::new(request),
+    };
+
+    // Watch RSS once a second while the scenario runs.
+    let rss_samples = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let watcher = server_pid.map(|pid| {
+        let samples = rss_samples.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(mb) = rss_mb(pid) {
+                    samples.lock().expect("rss lock").push(mb);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    });
+    let start = c.opens.max(Instant::now() + Duration::from_millis(100));
+    let done = Arc::new(AtomicU64::new(0));
+    let bar = progress(&o, &format!("{:?}", o.scenario).to_lowercase(), max_requests, done.clone());
+    let result = load::run(plan, start, done.clone()).await;
+    done.store(u64::MAX, Ordering::Relaxed);
+    let _ = bar.await;
+    let server_rss_mb = server_pid.and_then(rss_mb);
+    if let Some(w) = watcher {
+        w.abort();
+    }
+
+    let ceiling_after = if o.ceiling { Some(ceiling(&o, addr, &host, ceiling_requests).await) } else { None };
+    let ceiling_rps = match (ceiling_before, ceiling_after) {
+        (Some(a), Some(b)) => Some((a + b) / 2.0),
+        _ => None,
+    };
+
+    let users_clicked = users_that_clicked(&result, users, repeat);
+    let (violations, facts) = check::check(check::CheckInput {
+        client: &client,
+        base: &base,
+        campaign: &c.id,
+        total: c.total,
+        claims: &result.claims,
+        users_answered: users_clicked,
+        auth: &auth,
+        admin_token: admin.as_deref(),
+        drain_timeout: Duration::from_secs_f64(o.drain_timeout),
+    })
+    .await;
+
+    let secs = result.elapsed.as_secs_f64().max(1e-9);
+    let rps = result.requests as f64 / secs;
+    let rss = rss_samples.lock().expect("rss lock").clone();
+    let (p99_first, p99_last) = drift(&result);
+    let report = Report {
+        scenario: format!("{:?}", o.scenario).to_lowercase(),
+        requests: result.requests,
+        duration_s: secs,
+        rps,
+        latency_ms: Latency::of(&result.latency),
+        outcomes: result.outcomes.clone(),
+        outcome_latency_ms: result.by_outcome.iter().map(|(k, h)| (k.clone(), Latency::of(h))).collect(),
+        violations,
+        ceiling_rps,
+        ratio_to_ceiling: ceiling_rps.map(|c| rps / c),
+        server_rss_mb,
+        campaign: c.id.clone(),
+        stock: c.total,
+        users,
+        repeat: repeat as u32,
+        connections: o.connections,
+        issued: facts.issued,
+        issued_per_s: facts.issued_answers as f64 / secs,
+        ceiling_before_rps: ceiling_before,
+        ceiling_after_rps: ceiling_after,
+        knee_rps: schedule.as_ref().filter(|_| o.scenario == Scenario::Ramp).map(|s| knee(&result, s, o.p99_bound_ms)),
+        server_rss_start_mb: rss.first().copied(),
+        rss_growth_pct: match (rss.first(), rss.last()) {
+            (Some(a), Some(b)) if rss.len() > 1 => Some((b - a) / a * 100.0),
+            _ => None,
+        },
+        p99_first_ms: p99_first,
+        p99_last_ms: p99_last,
+        p99_drift: p99_first.zip(p99_last).map(|(a, b)| b / a),
+        ledger_written: facts.ledger_written,
+        ledger_drain_s: facts.ledger_drain_s,
+    };
+    if let Some(path) = &o.json {
+        let text = serde_json::to_string_pretty(&report).expect("report serialises");
+        std::fs::write(path, text).map_err(|source| RehearseError::File { path: path.clone(), source })?;
+    }
+    let svg_path = o.svg.clone().or_else(|| o.json.as_ref().map(|p| p.with_extension("svg")));
+    if let Some(path) = svg_path {
+        let title = format!(
+            "{} — {} req, {:.0} req/s, p99 {:.2} ms",
+            report.scenario, report.requests, report.rps, report.latency_ms.p99
+        );
+        std::fs::write(&path, report::svg(&title, &result.buckets))
+            .map_err(|source| RehearseError::File { path, source })?;
+    }
+    Ok(report)
+}
+
+/// Distinct users who clicked. Request indices are handed out in order and request i is a
+/// click of user (i / repeat) % users, so the requests sent cover ceil(sent / repeat) users.
+fn users_that_clicked(r: &RunResult, users: u64, repeat: u64) -> u64 {
+    r.requests.div_ceil(repeat).min(users)
+}
+
+/// p99 of the first and last tenth of the run (by 100 ms buckets), for drift.
+fn drift(r: &RunResult) -> (Option<f64>, Option<f64>) {
+    let n = r.buckets.len();
+    if n < 20 {
+        return (None, None);
+    }
+    let tenth = n / 10;
+    let merged = |bs: &[hdrhistogram::Histogram<u64>]| {
+        let mut h = bs[0].clone();
+        for b in &bs[1..] {
+            h.add(b).expect("same bounds");
+        }
+        h.value_at_quantile(0.99) as f64 / 1000.0
+    };
+    (Some(merged(&r.buckets[..tenth])), Some(merged(&r.buckets[n - tenth..])))
+}
+
+/// The highest ramp step whose p99 stayed within the bound and whose errors stayed under 1%.
+fn knee(r: &RunResult, s: &Schedule, p99_bound_ms: f64) -> f64 {
+    let rates = s.rates();
+    let mut knee = 0.0;
+    for (i, (h, errors)) in r.steps.iter().enumerate() {
+        let ok = !h.is_empty()
+            && h.value_at_quantile(0.99) as f64 / 1000.0 <= p99_bound_ms
+            && (*errors as f64) < 0.01 * h.len() as f64;
+        if !ok {
+            break;
+        }
+        knee = rates.get(i).copied().unwrap_or(knee);
+    }
+    knee
+}

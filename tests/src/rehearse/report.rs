@@ -1,0 +1,172 @@
+//! What a rehearsal prints and records: the summary table, the JSON report and an SVG chart of
+//! throughput and p99 per 100 ms.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::load::BUCKET;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Self { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), p999: ms(0.999), max: h.max() as f64 / 1000.0 }
+    }
+}
+
+/// The JSON report (`--json FILE`); field names are part of the tool's interface.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub requests: u64,
+    pub duration_s: f64,
+    pub rps: f64,
+    pub latency_ms: Latency,
+    pub outcomes: BTreeMap<String, u64>,
+    /// p50/p99/max (ms) per outcome.
+    pub outcome_latency_ms: BTreeMap<String, Latency>,
+    pub violations: Vec<String>,
+    pub ceiling_rps: Option<f64>,
+    pub ratio_to_ceiling: Option<f64>,
+    pub server_rss_mb: Option<f64>,
+    // Beyond the required fields: what the run was and what it found.
+    pub campaign: String,
+    pub stock: u64,
+    pub users: u64,
+    pub repeat: u32,
+    pub connections: usize,
+    pub issued: u64,
+    pub issued_per_s: f64,
+    pub ceiling_before_rps: Option<f64>,
+    pub ceiling_after_rps: Option<f64>,
+    pub knee_rps: Option<f64>,
+    pub server_rss_start_mb: Option<f64>,
+    pub rss_growth_pct: Option<f64>,
+    pub p99_first_ms: Option<f64>,
+    pub p99_last_ms: Option<f64>,
+    pub p99_drift: Option<f64>,
+    pub ledger_written: Option<u64>,
+    pub ledger_drain_s: Option<f64>,
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let l = &self.latency_ms;
+        let _ = writeln!(
+            t,
+            "scenario      {} on campaign {} (stock {}, {} users x{}, {} connections)",
+            self.scenario, self.campaign, self.stock, self.users, self.repeat, self.connections
+        );
+        let _ = writeln!(t, "requests      {} in {:.2} s = {:.0} req/s", self.requests, self.duration_s, self.rps);
+        let _ = writeln!(
+            t,
+            "latency ms    p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+            l.p50, l.p90, l.p99, l.p999, l.max
+        );
+        let _ = writeln!(t, "issued        {} ({:.0}/s)", self.issued, self.issued_per_s);
+        for (k, v) in &self.outcomes {
+            match self.outcome_latency_ms.get(k) {
+                Some(l) => {
+                    let _ = writeln!(t, "  {k:<24} {v:>9}   p50 {:.3}  p99 {:.3}  max {:.3} ms", l.p50, l.p99, l.max);
+                }
+                None => {
+                    let _ = writeln!(t, "  {k:<24} {v:>9}");
+                }
+            }
+        }
+        if let (Some(c), Some(r)) = (self.ceiling_rps, self.ratio_to_ceiling) {
+            let _ = writeln!(
+                t,
+                "ceiling       {c:.0} req/s on /healthz (before {:.0}, after {:.0}); ratio {r:.3}",
+                self.ceiling_before_rps.unwrap_or(0.0),
+                self.ceiling_after_rps.unwrap_or(0.0)
+            );
+        }
+        if let Some(k) = self.knee_rps {
+            let _ = writeln!(t, "knee          {k:.0} req/s (last rate step within the bounds)");
+        }
+        if let Some(rss) = self.server_rss_mb {
+            let _ = write!(t, "server RSS    {rss:.1} MB");
+            if let (Some(s), Some(g)) = (self.server_rss_start_mb, self.rss_growth_pct) {
+                let _ = write!(t, " (start {s:.1} MB, growth {g:+.1}%)");
+            }
+            let _ = writeln!(t);
+        }
+        if let (Some(a), Some(b), Some(d)) = (self.p99_first_ms, self.p99_last_ms, self.p99_drift) {
+            let _ = writeln!(t, "p99 drift     first {a:.3} ms, last {b:.3} ms: x{d:.2}");
+        }
+        if let Some(w) = self.ledger_written {
+            let _ = writeln!(
+                t,
+                "ledger        {w} written{}",
+                self.ledger_drain_s.map(|s| format!(" (drained {s:.1} s after the run)")).unwrap_or_default()
+            );
+        }
+        if self.violations.is_empty() {
+            let _ = writeln!(t, "invariants    all hold (0 violations)");
+        } else {
+            let _ = writeln!(t, "VIOLATIONS    {}", self.violations.len());
+            for v in &self.violations {
+                let _ = writeln!(t, "  - {v}");
+            }
+        }
+        t
+    }
+}
+
+/// An SVG line chart: requests/s (by intended send time) and p99 per 100 ms bucket.
+pub fn svg(title: &str, buckets: &[Histogram<u64>]) -> String {
+    let (w, h, pad) = (960.0, 360.0, 50.0);
+    let per_s = 1.0 / BUCKET.as_secs_f64();
+    let rps: Vec<f64> = buckets.iter().map(|b| b.len() as f64 * per_s).collect();
+    let p99: Vec<f64> =
+        buckets.iter().map(|b| if b.is_empty() { 0.0 } else { b.value_at_quantile(0.99) as f64 / 1000.0 }).collect();
+    let max_rps = rps.iter().cloned().fold(1.0, f64::max);
+    let max_p99 = p99.iter().cloned().fold(1.0, f64::max);
+    let n = buckets.len().max(2) as f64;
+    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (n - 1.0);
+    let line = |vals: &[f64], max: f64| {
+        vals.iter()
+            .enumerate()
+            .map(|(i, v)| format!("{:.1},{:.1}", x(i), h - pad - (h - 2.0 * pad) * v / max))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let secs = buckets.len() as f64 * BUCKET.as_secs_f64();
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{pad}" y="20" font-size="14">{title}</text>
+<line x1="{pad}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#888"/>
+<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{y0}" stroke="#888"/>
+<line x1="{x1}" y1="{pad}" x2="{x1}" y2="{y0}" stroke="#888"/>
+<text x="{pad}" y="{ylab}" fill="#1f77b4">req/s (max {max_rps:.0})</text>
+<text x="{x1}" y="{ylab}" fill="#d62728" text-anchor="end">p99 ms (max {max_p99:.2})</text>
+<text x="{x1}" y="{xlab}" text-anchor="end">{secs:.1} s, 100 ms buckets</text>
+<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{rps_pts}"/>
+<polyline fill="none" stroke="#d62728" stroke-width="1.5" points="{p99_pts}"/>
+</svg>
+"##,
+        y0 = h - pad,
+        x1 = w - pad,
+        ylab = pad - 8.0,
+        xlab = h - pad + 20.0,
+        rps_pts = line(&rps, max_rps),
+        p99_pts = line(&p99, max_p99),
+    );
+    s
+}
