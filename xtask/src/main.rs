@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
+
+mod bench;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -27,6 +29,23 @@ enum Task {
     },
     /// Every test: formatting, then the whole workspace's tests.
     Test,
+    /// Run firstcome-rehearse (release build) with these arguments, e.g. `-- --scenario spike ...`.
+    Rehearse {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// The speed targets: server and tool pinned to different cores, each target run --runs
+    /// times, figures and medians written to docs/benchmarks.md.
+    Bench {
+        /// Which targets (spike, bulk, memory, soak); default all.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Soak length in seconds.
+        #[arg(long, default_value_t = 600)]
+        soak_secs: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +64,10 @@ fn main() -> anyhow::Result<()> {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             test_workspace()
         }
+        Task::Rehearse { args } => run(cargo()
+            .args(["run", "--release", "-p", "firstcome-tests", "--bin", "firstcome-rehearse", "--"])
+            .args(args)),
+        Task::Bench { only, runs, soak_secs } => bench::run(&root, &only, runs, soak_secs),
     }
 }
 
@@ -87,11 +110,11 @@ fn test_workspace() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("xtask> {cmd:?}");
     let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {

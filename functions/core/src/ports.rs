@@ -85,5 +85,5 @@ pub trait Outbox: Send + Sync {
     /// Up to `limit` undelivered records, oldest first.
     async fn pending(&self, limit: usize) -> Result<Vec<IssuanceRecord>, StoreError>;
     /// Marks a record delivered; acknowledging twice is harmless.
-    async fn acknowledge(&self, code: CouponCode) -> Result<(), StoreError>;
+    async fn acknowledge(&self, record: &IssuanceRecord) -> Result<(), StoreError>;
 }

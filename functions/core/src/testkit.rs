@@ -109,8 +109,8 @@ pub async fn every_issue_leaves_one_outbox_record<S: FullStore>(s: &S) {
     let expected: Vec<IssuanceRecord> = issued.iter().map(|coupon| IssuanceRecord::new(&c, coupon)).collect();
     assert_eq!(pending, expected, "one record per issued coupon, oldest first");
     assert_eq!(s.pending(2).await.unwrap(), expected[..2].to_vec());
-    s.acknowledge(expected[0].code).await.unwrap();
-    s.acknowledge(expected[0].code).await.unwrap();
+    s.acknowledge(&expected[0]).await.unwrap();
+    s.acknowledge(&expected[0]).await.unwrap();
     assert_eq!(s.pending(100).await.unwrap(), expected[1..].to_vec());
 }
 

@@ -128,7 +128,12 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let store = Arc::new(local.store.clone());
-    let worker = tokio::spawn(ledger_worker::run(store.clone(), store.clone(), local.config.ledger_rate, stop_rx));
+    let busy = {
+        let store = store.clone();
+        move || store.claims_busy(std::time::Duration::from_millis(100))
+    };
+    let worker =
+        tokio::spawn(ledger_worker::run(store.clone(), store.clone(), local.config.ledger_rate, busy, stop_rx));
     let app = firstcome_api::router(local.state.clone());
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)

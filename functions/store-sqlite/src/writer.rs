@@ -36,7 +36,8 @@ pub(crate) enum Cmd {
         reply: oneshot::Sender<Result<LedgerWrite, StoreError>>,
     },
     Acknowledge {
-        code: String,
+        campaign_id: String,
+        seq: u32,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     /// Everything queued before this is committed when it is answered; then the thread exits.
@@ -51,7 +52,12 @@ enum Done {
     Ledger(oneshot::Sender<Result<LedgerWrite, StoreError>>, LedgerWrite),
 }
 
-pub(crate) fn run(mut conn: Connection, rx: Receiver<Cmd>, poisoned: Arc<std::sync::atomic::AtomicBool>) {
+pub(crate) fn run(
+    mut conn: Connection,
+    rx: Receiver<Cmd>,
+    poisoned: Arc<std::sync::atomic::AtomicBool>,
+    claims_committed: impl Fn(),
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let Ok(first) = rx.recv() else { return };
@@ -74,7 +80,9 @@ pub(crate) fn run(mut conn: Connection, rx: Receiver<Cmd>, poisoned: Arc<std::sy
             }
         }
         let (size, started) = (batch.len(), std::time::Instant::now());
-        commit_batch(&mut conn, &mut batch, &poisoned);
+        if commit_batch(&mut conn, &mut batch, &poisoned) {
+            claims_committed();
+        }
         tracing::debug!(size, micros = started.elapsed().as_micros() as u64, "group commit");
         if let Some(reply) = closing {
             let _ = reply.send(());
@@ -83,9 +91,10 @@ pub(crate) fn run(mut conn: Connection, rx: Receiver<Cmd>, poisoned: Arc<std::sy
     }
 }
 
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::sync::atomic::AtomicBool) {
+/// Commits one batch and answers it; true if it committed claims.
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::sync::atomic::AtomicBool) -> bool {
     if batch.is_empty() {
-        return;
+        return false;
     }
     let has_claims = batch.iter().any(|c| matches!(c, Cmd::Claim(_)));
     let mut claims: Vec<ClaimRow> = Vec::new();
@@ -144,11 +153,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::syn
                         ])?;
                     done.push(Done::Ledger(reply, if n == 1 { LedgerWrite::Inserted } else { LedgerWrite::Duplicate }));
                 }
-                Cmd::Acknowledge { code, reply } => {
-                    tx.prepare_cached(
-                        "DELETE FROM outbox WHERE (campaign_id, seq) = (SELECT campaign_id, seq FROM coupons WHERE code = ?1)",
-                    )?
-                    .execute(params![code])?;
+                Cmd::Acknowledge { campaign_id, seq, reply } => {
+                    tx.prepare_cached("DELETE FROM outbox WHERE campaign_id = ?1 AND seq = ?2")?
+                        .execute(params![campaign_id, seq])?;
                     done.push(Done::Unit(reply, Ok(())));
                 }
                 Cmd::Close { .. } => unreachable!("close is taken out of the batch before commit"),
@@ -158,6 +165,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::syn
         tx.commit()
     })();
 
+    let committed_claims = result.is_ok() && has_claims;
     match result {
         Ok(()) => {
             for row in claims {
@@ -210,6 +218,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::syn
             }
         }
     }
+    committed_claims
 }
 
 fn fail_cmd(cmd: Cmd, fail: &dyn Fn() -> StoreError) {

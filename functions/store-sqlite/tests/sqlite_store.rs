@@ -65,3 +65,31 @@ async fn after_close_claims_fail_instead_of_pretending() {
     s.close().await;
     assert!(s.claim(&c, &user(1), CouponCode::generate(), now()).await.is_err());
 }
+
+/// The database itself carries no unique index on user or code (see the schema); the check is
+/// redone from disk at every start, so a damaged file is refused rather than served.
+#[tokio::test]
+async fn opening_refuses_a_database_that_breaks_the_invariants() {
+    let damages = [
+        ("a user holding two coupons", "UPDATE coupons SET user_id = 'user-1' WHERE seq = 2"),
+        ("a code issued twice", "UPDATE coupons SET code = (SELECT code FROM coupons WHERE seq = 1) WHERE seq = 2"),
+        ("a gap in seq", "DELETE FROM coupons WHERE seq = 1"),
+        ("a newer schema", "PRAGMA user_version = 99"),
+    ];
+    for (what, damage) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SqliteStore::open(dir.path()).unwrap();
+            let c = open_campaign("damaged", 5);
+            s.insert_campaign(&c).await.unwrap();
+            for u in 1..=2 {
+                s.claim(&c, &user(u), CouponCode::generate(), now()).await.unwrap();
+            }
+            s.close().await;
+        }
+        let conn = rusqlite::Connection::open(dir.path().join("firstcome.sqlite3")).unwrap();
+        conn.execute_batch(damage).unwrap();
+        drop(conn);
+        assert!(matches!(SqliteStore::open(dir.path()), Err(SqliteError::Corrupt(_))), "{what} was not detected");
+    }
+}

@@ -455,10 +455,13 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         ceiling_after_rps: ceiling_after,
         knee_rps: schedule.as_ref().filter(|_| o.scenario == Scenario::Ramp).map(|s| knee(&result, s, o.p99_bound_ms)),
         server_rss_start_mb: rss.first().copied(),
-        rss_growth_pct: match (rss.first(), rss.last()) {
+        // Growth over the steady state: from 10% into the run (buffers, pools and the winners
+        // map have warmed up by then) to the end.
+        rss_growth_pct: match (rss.get(rss.len() / 10), rss.last()) {
             (Some(a), Some(b)) if rss.len() > 1 => Some((b - a) / a * 100.0),
             _ => None,
         },
+        server_rss_steady_mb: rss.get(rss.len() / 10).copied(),
         p99_first_ms: p99_first,
         p99_last_ms: p99_last,
         p99_drift: p99_first.zip(p99_last).map(|(a, b)| b / a),

@@ -52,6 +52,9 @@ pub struct Report {
     pub ceiling_after_rps: Option<f64>,
     pub knee_rps: Option<f64>,
     pub server_rss_start_mb: Option<f64>,
+    /// RSS 10% into the run, where steady-state growth is measured from.
+    pub server_rss_steady_mb: Option<f64>,
+    /// RSS growth from 10% into the run to its end.
     pub rss_growth_pct: Option<f64>,
     pub p99_first_ms: Option<f64>,
     pub p99_last_ms: Option<f64>,
@@ -99,8 +102,10 @@ impl Report {
         }
         if let Some(rss) = self.server_rss_mb {
             let _ = write!(t, "server RSS    {rss:.1} MB");
-            if let (Some(s), Some(g)) = (self.server_rss_start_mb, self.rss_growth_pct) {
-                let _ = write!(t, " (start {s:.1} MB, growth {g:+.1}%)");
+            if let (Some(s), Some(w), Some(g)) =
+                (self.server_rss_start_mb, self.server_rss_steady_mb, self.rss_growth_pct)
+            {
+                let _ = write!(t, " (start {s:.1} MB, at 10% {w:.1} MB, growth since {g:+.1}%)");
             }
             let _ = writeln!(t);
         }

@@ -1,0 +1,135 @@
+//! The rehearsal tool tested both ways: its invariant checker must catch a deliberately broken
+//! server (a store that double-issues), and a small spike against the real `firstcome-local`
+//! binary must come back with 0 violations.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use clap::Parser;
+use firstcome_api::{AppState, Auth};
+use firstcome_core::{Campaign, CampaignId, ClaimStore, Coupon, CouponCode, Issuer, StoreClaim, StoreError, UserId};
+use firstcome_store_sqlite::SqliteStore;
+use firstcome_tests::rehearse::{Options, rehearse};
+use firstcome_tests::{LocalProcess, local_binary};
+
+const SECRET: &str = "rehearsal-test-secret-0123456789abcdef";
+
+/// Broken on purpose: a user's repeat click gets a brand-new code instead of their coupon.
+struct DoubleIssuing {
+    inner: SqliteStore,
+    doubled: AtomicUsize,
+}
+
+#[async_trait]
+impl ClaimStore for DoubleIssuing {
+    async fn claim(
+        &self,
+        c: &Campaign,
+        u: &UserId,
+        code: CouponCode,
+        at: time::OffsetDateTime,
+    ) -> Result<StoreClaim, StoreError> {
+        match self.inner.claim(c, u, code, at).await? {
+            StoreClaim::Existing(mut coupon) => {
+                self.doubled.fetch_add(1, Ordering::Relaxed);
+                coupon.code = CouponCode::generate();
+                Ok(StoreClaim::Issued(coupon))
+            }
+            other => Ok(other),
+        }
+    }
+    async fn coupon_of(&self, c: &CampaignId, u: &UserId) -> Result<Option<Coupon>, StoreError> {
+        self.inner.coupon_of(c, u).await
+    }
+    async fn issued(&self, c: &CampaignId) -> Result<u64, StoreError> {
+        self.inner.issued(c).await
+    }
+}
+
+fn write_secrets(dir: &Path, auth: &Auth) {
+    std::fs::write(dir.join("jwt-secret"), SECRET).unwrap();
+    let admin = auth.sign("ops", Some("admin"), time::Duration::hours(1)).unwrap();
+    std::fs::write(dir.join("admin-token"), admin).unwrap();
+}
+
+fn options(url: &str, dir: &Path, extra: &[&str]) -> Options {
+    let (jwt, admin) = (dir.join("jwt-secret"), dir.join("admin-token"));
+    let mut args = vec![
+        "firstcome-rehearse",
+        "--url",
+        url,
+        "--jwt-secret-file",
+        jwt.to_str().unwrap(),
+        "--admin-token-file",
+        admin.to_str().unwrap(),
+        "--quiet",
+        "--lead",
+        "0.5",
+        "--drain-timeout",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    Options::parse_from(args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_catches_a_server_that_double_issues() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+    let broken = Arc::new(DoubleIssuing { inner: store.clone(), doubled: AtomicUsize::new(0) });
+    let store = Arc::new(store);
+    let issuer = Issuer::load(store.clone(), broken.clone(), store).await.unwrap();
+    let auth = Arc::new(Auth::hs256(SECRET.as_bytes(), true));
+    write_secrets(dir.path(), &auth);
+    let app = firstcome_api::router(AppState { issuer: Arc::new(issuer), auth });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let report = rehearse(options(
+        &url,
+        dir.path(),
+        &["--stock", "50", "--users", "200", "--repeat", "2", "--connections", "16"],
+    ))
+    .await
+    .unwrap();
+    assert!(broken.doubled.load(Ordering::Relaxed) > 0, "the broken store was exercised");
+    assert!(report.violations.iter().any(|v| v.contains("got two codes")), "{:#?}", report.violations);
+    assert!(report.violations.iter().any(|v| v.contains("claims/me")), "{:#?}", report.violations);
+    assert!(report.violations.iter().any(|v| v.contains("`issued` answers")), "{:#?}", report.violations);
+}
+
+#[test]
+fn a_small_spike_against_firstcome_local_has_no_violations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
+    let json = dir.path().join("spike.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_firstcome-rehearse"))
+        .args(["--url", &server.url, "--scenario", "spike", "--users", "2500", "--repeat", "2", "--stock", "100"])
+        .args(["--connections", "32", "--lead", "1", "--quiet", "--ceiling"])
+        .arg("--admin-token-file")
+        .arg(dir.path().join("admin-token"))
+        .arg("--jwt-secret-file")
+        .arg(dir.path().join("jwt-secret"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["violations"], serde_json::json!([]));
+    assert_eq!(report["requests"], 5000);
+    assert_eq!(report["issued"], 100);
+    assert_eq!(report["outcomes"]["201 issued"], 100);
+    assert_eq!(report["ledger_written"], 100);
+    assert!(report["ratio_to_ceiling"].as_f64().unwrap() > 0.0);
+    for k in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(report["latency_ms"][k].as_f64().unwrap() > 0.0, "{k}");
+    }
+    assert!(json.with_extension("svg").exists(), "the chart is written next to the report");
+    assert!(table.contains("0 violations"), "{table}");
+}
