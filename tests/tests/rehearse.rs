@@ -133,3 +133,23 @@ fn a_small_spike_against_firstcome_local_has_no_violations() {
     assert!(json.with_extension("svg").exists(), "the chart is written next to the report");
     assert!(table.contains("0 violations"), "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ramp_reports_its_knee_and_stops_climbing_once_a_step_breaks_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
+    let ramp = |bound_ms: f64| {
+        let args = ["--scenario", "ramp", "--stock", "100", "--users", "5000", "--rate", "500", "--duration", "3"];
+        Options { p99_bound_ms: bound_ms, ..options(&server.url, dir.path(), &args) }
+    };
+    // A generous bound: every step of 500, 625, 781 req/s holds, so the knee is the last one.
+    let easy = rehearse(ramp(1000.0)).await.unwrap();
+    assert_eq!(easy.violations, Vec::<String>::new());
+    assert_eq!(easy.knee_rps, Some(781.25));
+    assert!(easy.requests > 1800, "{}", easy.requests);
+    // An impossible bound (1 µs): the first step breaks it and the ramp stops climbing.
+    let hard = rehearse(ramp(0.001)).await.unwrap();
+    assert_eq!(hard.knee_rps, Some(0.0));
+    assert!(hard.requests < 700, "stopped after the first step, sent {}", hard.requests);
+    assert_eq!(hard.violations, Vec::<String>::new(), "stopping early still leaves a consistent campaign");
+}

@@ -283,4 +283,5 @@ fresh data dir; the median run (by the figure the target is about) is the one ju
 are noisy (the same configuration swings ±40% between runs), so throughput is judged as a ratio to\n\
 the same server's ceiling (`GET /healthz`, same connections, measured before and after the scenario)\n\
 within one run. Latency in closed-loop runs is per request; in open-loop runs it counts from the\n\
-intended send time (no coordinated omission).\n\n";
+intended send time (no coordinated omission). Rows are sorted by the judged figure, not by run order;\n\
+RSS growth is from 10% into a run to its end, which only means something for the soak.\n\n";

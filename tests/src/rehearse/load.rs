@@ -82,6 +82,47 @@ impl Schedule {
     }
 }
 
+/// Ends an open-loop ramp early: once a finished step had more than 1% of its answers slower
+/// than `bound` or failed, there is no point climbing further.
+pub struct StepGuard {
+    bound_micros: u64,
+    answered: Vec<AtomicU64>,
+    bad: Vec<AtomicU64>,
+    tripped: std::sync::atomic::AtomicBool,
+}
+
+impl StepGuard {
+    pub fn new(steps: usize, bound: Duration) -> Self {
+        Self {
+            bound_micros: bound.as_micros() as u64,
+            answered: (0..steps).map(|_| AtomicU64::new(0)).collect(),
+            bad: (0..steps).map(|_| AtomicU64::new(0)).collect(),
+            tripped: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn record(&self, step: usize, micros: u64, failed: bool) {
+        if let (Some(a), Some(b)) = (self.answered.get(step), self.bad.get(step)) {
+            a.fetch_add(1, Ordering::Relaxed);
+            b.fetch_add(u64::from(failed || micros > self.bound_micros), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether to stop before sending a request of `step`: the step before it broke the bound.
+    fn stop_before(&self, step: usize) -> bool {
+        if self.tripped.load(Ordering::Relaxed) {
+            return true;
+        }
+        let Some(prev) = step.checked_sub(1) else { return false };
+        let answered = self.answered[prev].load(Ordering::Relaxed);
+        let broke = answered > 0 && self.bad[prev].load(Ordering::Relaxed) * 100 > answered;
+        if broke {
+            self.tripped.store(true, Ordering::Relaxed);
+        }
+        broke
+    }
+}
+
 pub struct Plan {
     pub addr: SocketAddr,
     pub host: HeaderValue,
@@ -92,6 +133,8 @@ pub struct Plan {
     pub max_duration: Duration,
     pub pace: Pace,
     pub request: Box<dyn Fn(u64) -> Req + Send + Sync>,
+    /// Open-loop ramps: stop climbing once a step breaks the bound.
+    pub guard: Option<StepGuard>,
 }
 
 /// A claim answer worth checking: who got which coupon.
@@ -231,7 +274,7 @@ async fn connection(
             Pace::Closed => (Instant::now(), None),
             Pace::Open(s) => {
                 let t = start + s.time_of(i);
-                if t >= end {
+                if t >= end || plan.guard.as_ref().is_some_and(|g| g.stop_before(s.step_of(i))) {
                     break;
                 }
                 tokio::time::sleep_until(t).await;
@@ -272,6 +315,9 @@ async fn connection(
             }
         };
         if let Some(step) = step {
+            if let Some(g) = &plan.guard {
+                g.record(step, micros, failed);
+            }
             let e = local.steps.entry(step).or_insert_with(|| (coarse(), 0));
             e.0.saturating_record(micros);
             e.1 += u64::from(failed);

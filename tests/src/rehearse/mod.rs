@@ -28,7 +28,8 @@ use report::{Latency, Report};
 pub enum Scenario {
     /// Every user fires at T0 = the campaign's opens_at (closed loop, or open loop with --rate).
     Spike,
-    /// Open-loop rate growing x1.25 per second from --rate until --duration; reports the knee.
+    /// Open-loop rate growing x1.25 per second from --rate until a step breaks --p99-bound-ms or
+    /// 1% errors (or --duration ends); reports the knee.
     Ramp,
     /// Open loop at --rate (default: 3x the measured ceiling) for --duration.
     Stress,
@@ -292,6 +293,7 @@ async fn ceiling(o: &Options, addr: SocketAddr, host: &HeaderValue, requests: u6
         max_duration: Duration::from_secs(60),
         pace: Pace::Closed,
         request: Box::new(move |_| Req { method: Method::GET, path: path.clone(), auth: None, user: None }),
+        guard: None,
     };
     let done = Arc::new(AtomicU64::new(0));
     let bar = progress(o, "ceiling", requests, done.clone());
@@ -374,6 +376,12 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
             }
         }
     };
+    let guard = match (&schedule, o.scenario) {
+        (Some(s), Scenario::Ramp) => {
+            Some(load::StepGuard::new(s.rates().len(), Duration::from_secs_f64(o.p99_bound_ms / 1000.0)))
+        }
+        _ => None,
+    };
     let plan = Plan {
         addr,
         host: host.clone(),
@@ -382,6 +390,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         max_duration: Duration::from_secs_f64(max_duration),
         pace,
         request: Box::new(request),
+        guard,
     };
 
     // Watch RSS once a second while the scenario runs.
