@@ -162,11 +162,15 @@ pub fn run(root: &Path, only: &[String], runs: usize, soak_secs: u64) -> anyhow:
     let out_dir = root.join("target/bench");
     let docs = root.join("docs");
     std::fs::create_dir_all(docs.join("bench"))?;
+    // Sections of targets not run this time are kept as recorded, so `--only spike` updates one section.
+    let previous = std::fs::read_to_string(docs.join("benchmarks.md")).unwrap_or_default();
     let mut md = String::from(BENCH_HEADER);
-    let machine = machine_line();
-    let _ = writeln!(md, "Machine: {machine}. Recorded {}.\n", now_utc());
     let mut all_pass = true;
-    for t in targets(soak_secs).into_iter().filter(|t| only.is_empty() || only.iter().any(|o| o == t.name)) {
+    for t in targets(soak_secs) {
+        if !(only.is_empty() || only.iter().any(|o| o == t.name)) {
+            md.push_str(&recorded_section(&previous, t.name));
+            continue;
+        }
         let mut results: Vec<(Value, PathBuf)> = Vec::new();
         for i in 1..=runs {
             let data = out_dir.join(format!("{}-{i}", t.name));
@@ -200,7 +204,15 @@ pub fn run(root: &Path, only: &[String], runs: usize, soak_secs: u64) -> anyhow:
                 std::fs::copy(&from, docs.join("bench").join(format!("{}.{ext}", t.name)))?;
             }
         }
-        write_section(&mut md, &t, &results, median, pass);
+        let _ = writeln!(
+            md,
+            "## {} — {}\n\nRecorded {} on {}.\n",
+            t.name,
+            if pass { "PASS" } else { "MISSED" },
+            now_utc(),
+            machine_line()
+        );
+        write_section(&mut md, &t, &results, median);
     }
     std::fs::write(docs.join("benchmarks.md"), md)?;
     eprintln!("bench> wrote docs/benchmarks.md");
@@ -210,8 +222,23 @@ pub fn run(root: &Path, only: &[String], runs: usize, soak_secs: u64) -> anyhow:
     Ok(())
 }
 
-fn write_section(md: &mut String, t: &Target, results: &[(Value, PathBuf)], median: &Value, pass: bool) {
-    let _ = writeln!(md, "## {} — {}\n", t.name, if pass { "PASS" } else { "MISSED" });
+/// The `## name` section of a previously written benchmarks.md, up to the next section.
+fn recorded_section(previous: &str, name: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in previous.lines() {
+        if line.starts_with("## ") {
+            inside = line[3..].split_whitespace().next() == Some(name);
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn write_section(md: &mut String, t: &Target, results: &[(Value, PathBuf)], median: &Value) {
     let _ = writeln!(md, "Target: {}.\n", t.goal);
     let _ = writeln!(
         md,
@@ -278,7 +305,7 @@ fn now_utc() -> String {
 }
 
 const BENCH_HEADER: &str = "# Benchmarks: the opening-second rehearsal\n\n\
-Produced by `cargo xtask bench` (this file is overwritten by it). Each target runs several times on a\n\
+Produced by `cargo xtask bench` (`--only NAME` rewrites just that target's section). Each target runs several times on a\n\
 fresh data dir; the median run (by the figure the target is about) is the one judged. These machines\n\
 are noisy (the same configuration swings ±40% between runs), so throughput is judged as a ratio to\n\
 the same server's ceiling (`GET /healthz`, same connections, measured before and after the scenario)\n\
