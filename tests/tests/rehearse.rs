@@ -153,3 +153,24 @@ async fn a_ramp_reports_its_knee_and_stops_climbing_once_a_step_breaks_the_bound
     assert!(hard.requests < 700, "stopped after the first step, sent {}", hard.requests);
     assert_eq!(hard.violations, Vec::<String>::new(), "stopping early still leaves a consistent campaign");
 }
+
+#[test]
+fn nonsense_options_are_refused_with_a_message_not_a_panic() {
+    for bad in [
+        ["--users", "0"],
+        ["--repeat", "0"],
+        ["--connections", "0"],
+        ["--rate", "0"],
+        ["--rate", "-5"],
+        ["--duration", "nan"],
+        ["--p99-bound-ms", "-1"],
+        ["--drain-timeout", "-1"],
+        ["--lead", "inf"],
+    ] {
+        let arg = format!("{}={}", bad[0], bad[1]);
+        let err = Options::try_parse_from(["firstcome-rehearse", arg.as_str()])
+            .err()
+            .unwrap_or_else(|| panic!("{bad:?} accepted"));
+        assert!(err.to_string().contains(bad[0]), "{bad:?}: {err}");
+    }
+}

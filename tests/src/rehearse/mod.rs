@@ -46,19 +46,19 @@ pub struct Options {
     #[arg(long, value_enum, default_value = "spike")]
     pub scenario: Scenario,
     /// Distinct users.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub users: u32,
     /// Clicks per user; a user's clicks go out back to back, so duplicates race each other.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
     /// Keep-alive connections (closed loop: also the concurrency).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive_usize)]
     pub connections: usize,
     /// Open loop: requests per second (ramp: the starting rate).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_f64)]
     pub rate: Option<f64>,
     /// Seconds the scenario may run (spike: an upper bound; soak default 600, others 10; ramp 20).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_f64)]
     pub duration: Option<f64>,
     /// Write the JSON report here.
     #[arg(long)]
@@ -88,16 +88,16 @@ pub struct Options {
     #[arg(long)]
     pub server_pid: Option<u32>,
     /// Seconds between creating the campaign and its opening.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = non_negative_f64)]
     pub lead: f64,
     /// Ramp: a step whose p99 exceeds this (ms) is past the knee.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = positive_f64)]
     pub p99_bound_ms: f64,
     /// Hard bound on requests sent by the scenario.
     #[arg(long, default_value_t = 20_000_000)]
     pub max_requests: u64,
     /// Seconds to wait for the ledger to catch up before calling it a violation.
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, default_value_t = 120.0, value_parser = non_negative_f64)]
     pub drain_timeout: f64,
     /// No progress bar.
     #[arg(long)]
@@ -105,6 +105,27 @@ pub struct Options {
     /// Allow a non-loopback target (a deployed API). Off by default.
     #[arg(long)]
     pub allow_remote: bool,
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number >= 0")),
+    }
+}
+
+fn positive_usize(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive whole number")),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
