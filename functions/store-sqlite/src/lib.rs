@@ -316,6 +316,16 @@ fn coupon(campaign: &CampaignId, user: &UserId, w: &Winner) -> Coupon {
     Coupon { code: w.code, seq: w.seq, campaign_id: campaign.clone(), user_id: user.clone(), issued_at: w.issued_at }
 }
 
+/// Returns `coupon` once its seq is on disk, or fails if the commit carrying it failed.
+async fn once_durable(coupon: Coupon, mut rx: watch::Receiver<Durability>) -> Result<Coupon, StoreError> {
+    let seq = coupon.seq;
+    let d = *rx
+        .wait_for(|d| d.upto >= seq || d.failed)
+        .await
+        .map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
+    if d.upto >= seq { Ok(coupon) } else { Err(StoreError::unavailable(SqliteError::Poisoned)) }
+}
+
 /// What a claim must wait for after its decision was made under the lock.
 enum Wait {
     /// Our own new coupon: the writer answers once its batch is committed.
@@ -368,25 +378,14 @@ impl ClaimStore for SqliteStore {
                 rx.await.map_err(|_| StoreError::unavailable(SqliteError::WriterGone))??;
                 Ok(StoreClaim::Issued(c))
             }
-            Wait::Existing(c, mut rx) => {
-                let seq = c.seq;
-                let d = *rx
-                    .wait_for(|d| d.upto >= seq || d.failed)
-                    .await
-                    .map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
-                if d.upto >= seq {
-                    Ok(StoreClaim::Existing(c))
-                } else {
-                    Err(StoreError::unavailable(SqliteError::Poisoned))
-                }
-            }
+            Wait::Existing(c, rx) => Ok(StoreClaim::Existing(once_durable(c, rx).await?)),
         }
     }
 
     async fn coupon_of(&self, campaign: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError> {
         self.check()?;
         let Some(state) = self.campaign_claims(campaign) else { return Ok(None) };
-        let (c, mut rx) = {
+        let (c, rx) = {
             let st = state.lock();
             let Some(w) = st.winners.get(user) else { return Ok(None) };
             if w.seq <= st.durable.borrow().upto {
@@ -395,12 +394,7 @@ impl ClaimStore for SqliteStore {
             (coupon(campaign, user, w), st.durable.subscribe())
         };
         // Never show a coupon that could still vanish in a crash.
-        let seq = c.seq;
-        let d = *rx
-            .wait_for(|d| d.upto >= seq || d.failed)
-            .await
-            .map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
-        if d.upto >= seq { Ok(Some(c)) } else { Err(StoreError::unavailable(SqliteError::Poisoned)) }
+        Ok(Some(once_durable(c, rx).await?))
     }
 
     async fn issued(&self, campaign: &CampaignId) -> Result<u64, StoreError> {

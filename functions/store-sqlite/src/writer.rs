@@ -199,8 +199,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::syn
             }
             let fail = || StoreError::unavailable(SqliteError::Commit(e.clone()));
             for row in claims {
-                row.durable.send_modify(|d| d.failed = true);
-                let _ = row.reply.send(Err(fail()));
+                fail_cmd(Cmd::Claim(row), &fail);
             }
             for d in done {
                 match d {
@@ -239,6 +238,6 @@ fn fail_cmd(cmd: Cmd, fail: &dyn Fn() -> StoreError) {
     }
 }
 
-pub(crate) fn millis(t: time::OffsetDateTime) -> i64 {
+fn millis(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
