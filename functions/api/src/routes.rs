@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use firstcome_core::{CampaignChanges, ClaimOutcome, NewCampaign, UserId};
+use firstcome_core::{CampaignChanges, CampaignId, ClaimOutcome, NewCampaign, UserId};
 use time::OffsetDateTime;
 
 use crate::auth::{Admin, User};
@@ -96,6 +96,13 @@ fn admin_dto(v: &firstcome_core::CampaignView, ledger_written: u64, now: OffsetD
     AdminCampaignDto { campaign: CampaignDto::new(v, now), issued: v.issued, ledger_written }
 }
 
+/// One campaign as the admin sees it right now (after a create or an edit, or on a read).
+async fn admin_view(s: &AppState, id: &CampaignId) -> Result<AdminCampaignDto, ApiError> {
+    let now = now();
+    let (view, written) = s.issuer.admin_get(id, now).await?;
+    Ok(admin_dto(&view, written, now))
+}
+
 #[utoipa::path(
     post, path = "/api/admin/campaigns", tag = "admin",
     security(("bearer" = [])),
@@ -120,9 +127,7 @@ pub async fn create_campaign(
     }
     .validate()?;
     let campaign = s.issuer.create(campaign).await?;
-    let now = now();
-    let (view, written) = s.issuer.admin_get(&campaign.id, now).await?;
-    Ok((StatusCode::CREATED, Json(admin_dto(&view, written, now))))
+    Ok((StatusCode::CREATED, Json(admin_view(&s, &campaign.id).await?)))
 }
 
 #[utoipa::path(
@@ -136,9 +141,7 @@ pub async fn admin_campaign(
     _: Admin,
     CampaignPath(id): CampaignPath,
 ) -> Result<Json<AdminCampaignDto>, ApiError> {
-    let now = now();
-    let (view, written) = s.issuer.admin_get(&id, now).await?;
-    Ok(Json(admin_dto(&view, written, now)))
+    Ok(Json(admin_view(&s, &id).await?))
 }
 
 #[utoipa::path(
@@ -164,10 +167,8 @@ pub async fn patch_campaign(
         closes_at: body.closes_at,
         coupon: body.coupon.map(Into::into),
     };
-    let now = now();
-    s.issuer.update(&id, changes, now).await?;
-    let (view, written) = s.issuer.admin_get(&id, now).await?;
-    Ok(Json(admin_dto(&view, written, now)))
+    s.issuer.update(&id, changes, now()).await?;
+    Ok(Json(admin_view(&s, &id).await?))
 }
 
 #[utoipa::path(
