@@ -336,34 +336,29 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
 
     let repeat = u64::from(o.repeat.max(1));
     let users = u64::from(o.users);
-    let (pace, max_requests, max_duration) = match o.scenario {
-        Scenario::Spike => {
-            let pace = o.rate.map_or(Pace::Closed, |r| Pace::Open(Schedule::constant(r)));
-            (pace, users * repeat, o.duration.unwrap_or(120.0))
-        }
-        Scenario::Ramp => {
-            let d = o.duration.unwrap_or(20.0);
-            let mut rates = vec![o.rate.unwrap_or(2000.0)];
-            while (rates.len() as f64) < d {
-                rates.push(rates.last().expect("non-empty") * 1.25);
-            }
-            let total: f64 = rates.iter().sum();
-            (Pace::Open(Schedule::steps(&rates, Duration::from_secs(1))), total as u64, d)
-        }
-        Scenario::Stress | Scenario::Soak => {
-            let d = o.duration.unwrap_or(if o.scenario == Scenario::Soak { 600.0 } else { 10.0 });
-            (Pace::Closed, 0, d) // rate decided below (stress may need the ceiling first)
-        }
-    };
-    let max_requests = max_requests.min(o.max_requests);
-
+    let max_duration = o.duration.unwrap_or(match o.scenario {
+        Scenario::Spike => 120.0,
+        Scenario::Ramp => 20.0,
+        Scenario::Stress => 10.0,
+        Scenario::Soak => 600.0,
+    });
     let ceiling_requests = match o.scenario {
-        Scenario::Spike => max_requests,
+        Scenario::Spike => (users * repeat).min(o.max_requests),
         _ => 200_000,
     };
+    // Before the plan: stress defaults to a multiple of this ceiling.
     let ceiling_before = if o.ceiling { Some(ceiling(&o, addr, &host, ceiling_requests).await) } else { None };
 
     let (pace, max_requests) = match o.scenario {
+        Scenario::Spike => (o.rate.map_or(Pace::Closed, |r| Pace::Open(Schedule::constant(r))), users * repeat),
+        Scenario::Ramp => {
+            let mut rates = vec![o.rate.unwrap_or(2000.0)];
+            while (rates.len() as f64) < max_duration {
+                rates.push(rates.last().expect("non-empty") * 1.25);
+            }
+            let total: f64 = rates.iter().sum();
+            (Pace::Open(Schedule::steps(&rates, Duration::from_secs(1))), total as u64)
+        }
         Scenario::Stress | Scenario::Soak => {
             let rate = match (o.rate, o.scenario, ceiling_before) {
                 (Some(r), _, _) => r,
@@ -371,10 +366,10 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
                 (None, Scenario::Stress, None) => return Err(RehearseError::Usage("stress needs --rate or --ceiling")),
                 (None, _, _) => 20_000.0,
             };
-            (Pace::Open(Schedule::constant(rate)), ((rate * max_duration) as u64).min(o.max_requests))
+            (Pace::Open(Schedule::constant(rate)), (rate * max_duration) as u64)
         }
-        _ => (pace, max_requests),
     };
+    let max_requests = max_requests.min(o.max_requests);
     let schedule = match &pace {
         Pace::Open(s) => Some(s.clone()),
         Pace::Closed => None,
