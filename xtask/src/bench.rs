@@ -107,7 +107,7 @@ impl Drop for Server {
 }
 
 pub fn run(root: &Path, only: &[String], runs: usize, soak_secs: u64) -> anyhow::Result<()> {
-    crate::run(crate::cargo().args(["build", "--release", "-p", "firstcome-local", "-p", "firstcome-tests"]))?;
+    crate::run(crate::cargo().args(["build", "--release", "-p", "firstcome-local", "-p", "firstcome-rehearse"]))?;
     let out_dir = root.join("target/bench");
     let docs = root.join("docs");
     std::fs::create_dir_all(docs.join("bench"))?;

@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
             test_workspace()
         }
         Task::Rehearse { args } => run(cargo()
-            .args(["run", "--release", "-p", "firstcome-tests", "--bin", "firstcome-rehearse", "--"])
+            .args(["run", "--release", "-p", "firstcome-rehearse", "--bin", "firstcome-rehearse", "--"])
             .args(args)),
         Task::Bench { only, runs, soak_secs } => bench::run(&root, &only, runs, soak_secs),
     }

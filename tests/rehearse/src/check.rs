@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use hyper::header::HeaderValue;
 
-use super::load::ClaimSeen;
 use crate::Client;
+use crate::load::ClaimSeen;
 
 pub struct CheckInput<'a> {
     pub client: &'a Client,

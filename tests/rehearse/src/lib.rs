@@ -3,8 +3,11 @@
 //! ceiling on a trivial handler in the same run, then proves the issuance invariants.
 
 pub mod check;
+mod client;
 pub mod load;
 pub mod report;
+
+pub use client::{Client, ClientError};
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -20,7 +23,6 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 
-use crate::{Client, ClientError};
 use load::{Pace, Plan, Req, RunResult, Schedule};
 use report::{Latency, Report};
 

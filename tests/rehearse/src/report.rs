@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::load::BUCKET;
+use crate::load::BUCKET;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {

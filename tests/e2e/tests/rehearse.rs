@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use clap::Parser;
 use firstcome_api::{AppState, Auth};
 use firstcome_core::{Campaign, CampaignId, ClaimStore, Coupon, CouponCode, Issuer, StoreClaim, StoreError, UserId};
+use firstcome_rehearse::{Options, rehearse};
 use firstcome_store_sqlite::SqliteStore;
-use firstcome_tests::rehearse::{Options, rehearse};
-use firstcome_tests::{LocalProcess, local_binary};
+use firstcome_tests::{LocalProcess, local_binary, rehearse_binary};
 
 const SECRET: &str = "rehearsal-test-secret-0123456789abcdef";
 
@@ -107,7 +107,7 @@ fn a_small_spike_against_firstcome_local_has_no_violations() {
     let dir = tempfile::tempdir().unwrap();
     let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
     let json = dir.path().join("spike.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_firstcome-rehearse"))
+    let out = Command::new(rehearse_binary())
         .args(["--url", &server.url, "--scenario", "spike", "--users", "2500", "--repeat", "2", "--stock", "100"])
         .args(["--connections", "32", "--lead", "1", "--quiet", "--ceiling"])
         .arg("--admin-token-file")

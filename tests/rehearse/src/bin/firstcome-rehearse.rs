@@ -1,7 +1,7 @@
 //! `firstcome-rehearse`: parse options, run the rehearsal, print the table; exit 1 on any invariant violation.
 
 use clap::Parser;
-use firstcome_tests::rehearse::{Options, rehearse};
+use firstcome_rehearse::{Options, rehearse};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -1,0 +1,87 @@
+//! Helpers for the black-box tests: a `firstcome-local` child process that can be started,
+//! killed with SIGKILL and restarted. The HTTP client is the load tool's (`firstcome_rehearse::Client`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub use firstcome_rehearse::Client;
+
+/// Builds `firstcome-local` with the profile this test binary was built with (so the child is
+/// never a stale build) and returns its path.
+pub fn local_binary() -> PathBuf {
+    workspace_binary("firstcome-local", "firstcome-local")
+}
+
+/// Builds `firstcome-rehearse`, the load tool, the same way.
+pub fn rehearse_binary() -> PathBuf {
+    workspace_binary("firstcome-rehearse", "firstcome-rehearse")
+}
+
+fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/<profile>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps layout").to_owned();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.args(["build", "--quiet", "-p", package, "--bin", bin]);
+    if release {
+        cargo.arg("--release");
+    }
+    let status = cargo.status().expect("running cargo build");
+    assert!(status.success(), "building {bin} failed");
+    profile_dir.join(bin)
+}
+
+/// A `firstcome-local` child process on a free loopback port.
+pub struct LocalProcess {
+    child: Child,
+    pub url: String,
+}
+
+impl LocalProcess {
+    /// Starts the server on `data_dir` and waits until it prints its URL.
+    pub fn start(binary: &Path, data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(binary)
+            .args(["--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning firstcome-local");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("firstcome-local listening on ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(60)).expect("firstcome-local printed its URL");
+        Self { child, url }
+    }
+
+    /// SIGKILL: no graceful shutdown, no flush. Whatever was durable must survive this.
+    pub fn kill_9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        self.child.wait().expect("reaped").success()
+    }
+}
+
+impl Drop for LocalProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,81 @@
+//! A pooled keep-alive HTTP/1.1 JSON client, for the rehearsal's setup and checks (the load
+//! itself goes through `load`'s raw connections).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Method;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad request")]
+    Build(#[from] hyper::http::Error),
+    #[error("request failed")]
+    Send(#[from] hyper_util::client::legacy::Error),
+    #[error("reading the response body failed")]
+    Body(#[from] hyper::Error),
+    #[error("response is not JSON")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A pooled keep-alive HTTP/1.1 client speaking JSON.
+#[derive(Clone)]
+pub struct Client {
+    inner: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Self { inner: HyperClient::builder(TokioExecutor::new()).build(connector) }
+    }
+
+    /// Sends a request and returns the status and the JSON body (`Null` when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ClientError> {
+        let mut req = hyper::Request::builder().method(method).uri(url);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let payload = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(v)?)
+            }
+            None => Bytes::new(),
+        };
+        let res = self.inner.request(req.body(Full::new(payload))?).await?;
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await?.to_bytes();
+        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
+        Ok((status, value))
+    }
+
+    pub async fn get(&self, url: &str, token: Option<&str>) -> Result<(u16, Value), ClientError> {
+        self.call(Method::GET, url, token, None).await
+    }
+
+    pub async fn post(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ClientError> {
+        self.call(Method::POST, url, token, body).await
+    }
+}
