@@ -21,7 +21,9 @@ struct Cli {
 enum Task {
     /// Install what the project needs (idempotent).
     Setup,
-    /// The main job: the local server with a fresh demo campaign (release build).
+    /// The main job: the local server (release build, the first build takes a few minutes) with
+    /// a demo campaign coming up and dev sign-in for this machine. ARGS are added to
+    /// `--demo --dev-tokens`.
     Run {
         /// Extra arguments for firstcome-local, e.g. `-- --addr 127.0.0.1:9000`.
         #[arg(last = true)]
@@ -56,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         Task::Run { args } => {
             setup()?;
             let mut cmd = cargo();
-            cmd.args(["run", "--release", "-p", "firstcome-local", "--", "--demo"]).args(args);
+            cmd.args(["run", "--release", "-p", "firstcome-local", "--", "--demo", "--dev-tokens"]).args(args);
             run(&mut cmd)
         }
         Task::Test => {

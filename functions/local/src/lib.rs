@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use firstcome_api::{AppState, Auth};
-use firstcome_core::{CampaignId, CouponTemplate, Issuer, NewCampaign, StoreError};
+use firstcome_core::{CacheConfig, CampaignId, CampaignStore, CouponTemplate, Issuer, NewCampaign, Status, StoreError};
 use firstcome_store_sqlite::{SqliteError, SqliteStore};
 use rand::RngCore;
 use time::OffsetDateTime;
@@ -24,8 +24,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `FIRSTCOME_JWT_SECRET`; when absent, a secret is generated into `<data-dir>/jwt-secret`.
     pub jwt_secret: Option<String>,
-    /// Create a demo campaign (100 coupons, opening 30 s after start).
+    /// Make sure a demo campaign is coming up: reuse one that has not opened yet, else create
+    /// one (100 coupons, opening 30 s after start).
     pub demo: bool,
+    /// Serve `POST /api/dev/token` to loopback peers: anyone on this machine may become any user.
+    pub dev_tokens: bool,
     /// Ledger writes per second drained from the outbox.
     pub ledger_rate: NonZeroU32,
 }
@@ -64,7 +67,7 @@ pub async fn start(config: Config) -> Result<Local, LocalError> {
     }
     let auth = Arc::new(Auth::hs256(&secret, true));
     let shared = Arc::new(store.clone());
-    let issuer = Arc::new(Issuer::load(shared.clone(), shared.clone(), shared).await.map_err(LocalError::Load)?);
+    let issuer = Arc::new(Issuer::new(shared.clone(), shared.clone(), shared, CacheConfig::default()));
 
     let admin_token_path = config.data_dir.join("admin-token");
     let admin = auth
@@ -72,12 +75,28 @@ pub async fn start(config: Config) -> Result<Local, LocalError> {
         .expect("local mode signs");
     write_private(&admin_token_path, admin.as_bytes())?;
 
-    let demo = if config.demo { Some(create_demo(&issuer).await?) } else { None };
-    Ok(Local { state: AppState { issuer, auth }, store, config, admin_token_path, demo })
+    let demo = if config.demo { Some(demo_campaign(&store, &issuer).await?) } else { None };
+    let state = AppState { issuer, auth, dev_tokens: config.dev_tokens };
+    Ok(Local { state, store, config, admin_token_path, demo })
 }
 
-async fn create_demo(issuer: &Issuer) -> Result<CampaignId, LocalError> {
+/// A demo campaign that has not opened yet: the one already waiting, if a previous start made
+/// it, else a new one. Restarting does not pile up demos.
+async fn demo_campaign(store: &SqliteStore, issuer: &Issuer) -> Result<CampaignId, LocalError> {
     let now = OffsetDateTime::now_utc();
+    let mut after = None;
+    loop {
+        let page = store.campaigns(after.as_ref(), 200).await.map_err(LocalError::Load)?;
+        if let Some(c) =
+            page.iter().find(|c| c.id.as_str().starts_with("demo-") && c.window_at(now) == Status::Scheduled)
+        {
+            return Ok(c.id.clone());
+        }
+        match page.last() {
+            Some(last) if page.len() == 200 => after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
     let stamp = now
         .format(time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
         .expect("fixed format");
@@ -89,9 +108,9 @@ async fn create_demo(issuer: &Issuer) -> Result<CampaignId, LocalError> {
         closes_at: None,
         coupon: CouponTemplate { discount: 5000, currency: "KRW".into(), valid_days: 30 },
     }
-    .validate()
+    .validate(now)
     .expect("the demo campaign is valid");
-    Ok(issuer.create(campaign).await.map_err(LocalError::Demo)?.id)
+    Ok(issuer.create(campaign, now).await.map_err(LocalError::Demo)?.id)
 }
 
 fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, LocalError> {

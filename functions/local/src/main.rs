@@ -22,9 +22,13 @@ struct Args {
     /// Where the database, the JWT secret and the admin token live.
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
-    /// Create a fresh demo campaign: 100 coupons, opening 30 s after start.
+    /// Make sure a demo campaign is coming up (100 coupons, opening 30 s after start); one that
+    /// has not opened yet is reused.
     #[arg(long)]
     demo: bool,
+    /// Serve POST /api/dev/token to this machine (loopback): anyone here may sign in as any user.
+    #[arg(long)]
+    dev_tokens: bool,
     /// Ledger records written per second by the outbox worker.
     #[arg(long, default_value = "5000")]
     ledger_rate: NonZeroU32,
@@ -40,7 +44,11 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never into a redirected log file.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if args.log_json {
         logs.json().init()
     } else {
@@ -51,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir,
         jwt_secret: args.jwt_secret,
         demo: args.demo,
+        dev_tokens: args.dev_tokens,
         ledger_rate: args.ledger_rate,
     };
     let local = firstcome_local::start(config).await.context("starting firstcome-local")?;
@@ -59,7 +68,9 @@ async fn main() -> anyhow::Result<()> {
     println!("firstcome-local listening on {url}");
     println!("admin token: {}", local.admin_token_path.display());
     if let Some(id) = &local.demo {
-        println!("demo campaign: {url}/api/campaigns/{id} (opens in 30 s, 100 coupons)");
+        println!("demo campaign: {url}/api/campaigns/{id} (100 coupons)");
+    }
+    if let (Some(id), true) = (&local.demo, local.config.dev_tokens) {
         println!(
             "try: TOKEN=$(curl -s -X POST {url}/api/dev/token -d '{{\"user_id\":\"me\"}}' | sed 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/') && \
              curl -s -X POST -H \"Authorization: Bearer $TOKEN\" {url}/api/campaigns/{id}/claims"

@@ -13,7 +13,13 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
 fn config(dir: &Path, demo: bool) -> Config {
-    Config { data_dir: dir.to_owned(), jwt_secret: None, demo, ledger_rate: NonZeroU32::new(2000).unwrap() }
+    Config {
+        data_dir: dir.to_owned(),
+        jwt_secret: None,
+        demo,
+        dev_tokens: true,
+        ledger_rate: NonZeroU32::new(2000).unwrap(),
+    }
 }
 
 /// Starts the service on port 0; returns its base URL, a shutdown trigger and the serving task.
@@ -108,6 +114,12 @@ async fn local_service_issues_drains_ledger_and_survives_restart() {
     }
     let (_, list) = client.get(&format!("{url}/api/admin/campaigns"), Some(&admin)).await.unwrap();
     assert_eq!(list["campaigns"].as_array().unwrap().len(), 2, "no new demo without --demo");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    // --demo again while the first demo has not opened: reused, not piled up.
+    let (url, stop, task) = serve(config(dir.path(), true)).await;
+    let (_, list) = client.get(&format!("{url}/api/admin/campaigns"), Some(&admin)).await.unwrap();
+    assert_eq!(list["campaigns"].as_array().unwrap().len(), 2, "the waiting demo is reused");
     let v = wait_for_ledger(&client, &url, &admin, "now", 50).await;
     assert_eq!((v["issued"].clone(), v["remaining"].clone()), (json!(50), json!(0)));
     stop.send(()).unwrap();

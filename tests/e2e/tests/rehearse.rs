@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use clap::Parser;
 use firstcome_api::{AppState, Auth};
-use firstcome_core::{Campaign, CampaignId, ClaimStore, Coupon, CouponCode, Issuer, StoreClaim, StoreError, UserId};
+use firstcome_core::{CacheConfig, CampaignId, ClaimStore, Coupon, CouponCode, Issuer, StoreClaim, StoreError, UserId};
 use firstcome_rehearse::{Options, rehearse};
 use firstcome_store_sqlite::SqliteStore;
 use firstcome_tests::{LocalProcess, local_binary, rehearse_binary};
@@ -27,7 +27,7 @@ struct DoubleIssuing {
 impl ClaimStore for DoubleIssuing {
     async fn claim(
         &self,
-        c: &Campaign,
+        c: &CampaignId,
         u: &UserId,
         code: CouponCode,
         at: time::OffsetDateTime,
@@ -81,10 +81,10 @@ async fn the_checker_catches_a_server_that_double_issues() {
     let store = SqliteStore::open(&dir.path().join("db")).unwrap();
     let broken = Arc::new(DoubleIssuing { inner: store.clone(), doubled: AtomicUsize::new(0) });
     let store = Arc::new(store);
-    let issuer = Issuer::load(store.clone(), broken.clone(), store).await.unwrap();
+    let issuer = Issuer::new(store.clone(), broken.clone(), store, CacheConfig::default());
     let auth = Arc::new(Auth::hs256(SECRET.as_bytes(), true));
     write_secrets(dir.path(), &auth);
-    let app = firstcome_api::router(AppState { issuer: Arc::new(issuer), auth });
+    let app = firstcome_api::router(AppState { issuer: Arc::new(issuer), auth, dev_tokens: false });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });

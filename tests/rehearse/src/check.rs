@@ -8,6 +8,10 @@ use futures::StreamExt;
 use hyper::header::HeaderValue;
 
 use crate::Client;
+use firstcome_wire::{AdminCampaign, Campaign, Coupon};
+
+/// How stale the public campaign view may be (the engine re-reads the issued count once a second).
+const PUBLIC_VIEW_LAG: Duration = Duration::from_millis(1200);
 use crate::load::ClaimSeen;
 
 pub struct CheckInput<'a> {
@@ -37,12 +41,10 @@ pub async fn check(input: CheckInput<'_>) -> (Vec<String>, Facts) {
     let mut facts = Facts::default();
     let campaign_url = format!("{}/api/campaigns/{}", input.base, input.campaign);
 
-    match input.client.get(&campaign_url, None).await {
-        Ok((200, v)) => {
-            let remaining = v["remaining"].as_u64().unwrap_or(u64::MAX);
-            facts.issued = input.total.saturating_sub(remaining);
-        }
-        other => violations.push(format!("GET campaign failed: {other:?}")),
+    let admin_url = format!("{}/api/admin/campaigns/{}", input.base, input.campaign);
+    match issued(&input, &campaign_url, &admin_url).await {
+        Ok(n) => facts.issued = n,
+        Err(e) => violations.push(e),
     }
     let expected = input.total.min(input.users_answered);
     if facts.issued != expected {
@@ -84,8 +86,9 @@ pub async fn check(input: CheckInput<'_>) -> (Vec<String>, Facts) {
             let (client, url) = (input.client, &me_url);
             let token = input.auth[c.user as usize].to_str().unwrap_or("").trim_start_matches("Bearer ").to_owned();
             async move {
-                match client.get(url, Some(&token)).await {
-                    Ok((200, v)) if v["code"] == c.code.as_str() && v["seq"] == c.seq => None,
+                let me = client.get(url, Some(&token)).await.map(|(s, v)| (s, serde_json::from_value::<Coupon>(v)));
+                match me {
+                    Ok((200, Ok(coupon))) if coupon.code == c.code && coupon.seq == c.seq => None,
                     other => Some(format!(
                         "user #{}: claims/me gave {other:?}, the claim said {} seq {}",
                         c.user, c.code, c.seq
@@ -119,20 +122,19 @@ pub async fn check(input: CheckInput<'_>) -> (Vec<String>, Facts) {
 
     // The ledger converges to the claims once the outbox drains.
     if let Some(admin) = input.admin_token {
-        let url = format!("{}/api/admin/campaigns/{}", input.base, input.campaign);
         let start = std::time::Instant::now();
         loop {
-            match input.client.get(&url, Some(admin)).await {
-                Ok((200, v)) => {
-                    let written = v["ledger_written"].as_u64().unwrap_or(0);
+            match admin_view(&input, &admin_url, admin).await {
+                Ok(v) => {
+                    let written = v.ledger_written;
                     facts.ledger_written = Some(written);
                     if written == facts.issued {
                         facts.ledger_drain_s = Some(start.elapsed().as_secs_f64());
                         break;
                     }
                 }
-                other => {
-                    violations.push(format!("admin GET campaign failed: {other:?}"));
+                Err(e) => {
+                    violations.push(e);
                     break;
                 }
             }
@@ -147,4 +149,26 @@ pub async fn check(input: CheckInput<'_>) -> (Vec<String>, Facts) {
         }
     }
     (violations, facts)
+}
+
+async fn admin_view(input: &CheckInput<'_>, url: &str, admin: &str) -> Result<AdminCampaign, String> {
+    match input.client.get(url, Some(admin)).await {
+        Ok((200, v)) => serde_json::from_value(v).map_err(|e| format!("admin GET campaign: unexpected body: {e}")),
+        other => Err(format!("admin GET campaign failed: {other:?}")),
+    }
+}
+
+/// Issued coupons, exactly: from the admin view when the tool holds an admin token; else from the
+/// public view, which may lag by up to a second (it is served from memory), so read after that.
+async fn issued(input: &CheckInput<'_>, public_url: &str, admin_url: &str) -> Result<u64, String> {
+    if let Some(admin) = input.admin_token {
+        return admin_view(input, admin_url, admin).await.map(|v| v.issued);
+    }
+    tokio::time::sleep(PUBLIC_VIEW_LAG).await;
+    match input.client.get(public_url, None).await {
+        Ok((200, v)) => serde_json::from_value::<Campaign>(v)
+            .map(|c| input.total.saturating_sub(c.remaining))
+            .map_err(|e| format!("GET campaign: unexpected body: {e}")),
+        other => Err(format!("GET campaign failed: {other:?}")),
+    }
 }

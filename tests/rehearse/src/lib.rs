@@ -15,12 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use firstcome_wire::{self as wire, CouponTerms, CreateCampaign};
 use hyper::Method;
 use hyper::header::HeaderValue;
 use rand::seq::SliceRandom;
-use serde_json::json;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 
 use load::{Pace, Plan, Req, RunResult, Schedule};
@@ -213,12 +212,15 @@ async fn campaign(o: &Options, client: &Client, base: &str, admin: Option<&str>)
         (Some(id), _) => id.clone(),
         (None, Some(stock)) => {
             let id = format!("rehearse-{}", OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000);
-            let opens_at = OffsetDateTime::now_utc() + time::Duration::seconds_f64(o.lead);
-            let body = json!({
-                "id": id, "title": format!("Rehearsal {:?}", o.scenario), "total": stock,
-                "opens_at": opens_at.format(&Rfc3339).expect("formats"),
-                "coupon": {"discount": 1000, "currency": "KRW", "valid_days": 7}
-            });
+            let body = serde_json::to_value(CreateCampaign {
+                id: id.clone(),
+                title: format!("Rehearsal {:?}", o.scenario),
+                total: stock,
+                opens_at: OffsetDateTime::now_utc() + time::Duration::seconds_f64(o.lead),
+                closes_at: None,
+                coupon: CouponTerms { discount: 1000, currency: "KRW".into(), valid_days: 7 },
+            })
+            .expect("plain data serialises");
             let url = format!("{base}/api/admin/campaigns");
             match client.post(&url, admin, Some(&body)).await {
                 Ok((201, _)) => id,
@@ -235,20 +237,20 @@ async fn campaign(o: &Options, client: &Client, base: &str, admin: Option<&str>)
         (None, None) => return Err(RehearseError::Usage("give --campaign ID, or --stock S with --admin-token-file F")),
     };
     let url = format!("{base}/api/campaigns/{id}");
-    let v = match client.get(&url, None).await {
-        Ok((200, v)) => v,
+    let v: wire::Campaign = match client.get(&url, None).await {
+        Ok((200, v)) => serde_json::from_value(v.clone()).map_err(|_| RehearseError::Refused {
+            what: "reading the campaign",
+            status: 200,
+            body: v.to_string(),
+        })?,
         Ok((status, body)) => {
             return Err(RehearseError::Refused { what: "reading the campaign", status, body: body.to_string() });
         }
         Err(source) => return Err(RehearseError::Api { what: "reading the campaign", source }),
     };
-    let parse = |k: &str| v[k].as_str().and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok());
-    let (opens_at, server_time) = (parse("opens_at"), parse("server_time"));
-    let until = match (opens_at, server_time) {
-        (Some(o), Some(s)) if o > s => Duration::try_from(o - s).unwrap_or_default(),
-        _ => Duration::ZERO,
-    };
-    Ok(Campaign { id, total: v["total"].as_u64().unwrap_or(0), opens: Instant::now() + until })
+    // Count down on the server's clock, not this machine's.
+    let until = Duration::try_from(v.opens_at - v.server_time).unwrap_or_default();
+    Ok(Campaign { id, total: u64::from(v.total), opens: Instant::now() + until })
 }
 
 /// Resident set size of a process, from /proc.

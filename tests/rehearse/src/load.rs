@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use firstcome_wire::{ClaimResponse, ErrorBody};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, HOST, HeaderValue};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
 use std::sync::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -159,22 +159,6 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// Per open-loop step: latency histogram and error count (for `ramp`).
     pub steps: Vec<(Histogram<u64>, u64)>,
-}
-
-#[derive(Deserialize)]
-struct ClaimBody<'a> {
-    #[serde(borrow)]
-    outcome: Option<&'a str>,
-    #[serde(borrow)]
-    error: Option<&'a str>,
-    #[serde(borrow)]
-    coupon: Option<CouponBody<'a>>,
-}
-
-#[derive(Deserialize)]
-struct CouponBody<'a> {
-    code: &'a str,
-    seq: u32,
 }
 
 struct Local {
@@ -359,15 +343,16 @@ fn record_answer(local: &mut Local, req: &Req, status: u16, body: &[u8], micros:
         *local.outcomes.entry(status.to_string()).or_default() += 1;
         return;
     };
-    let key = match serde_json::from_slice::<ClaimBody>(body) {
-        Ok(b) => {
-            if let (Some(c), 200 | 201) = (&b.coupon, status) {
-                local.claims.push(ClaimSeen { user, status, code: c.code.to_owned(), seq: c.seq });
-            }
-            format!("{status} {}", b.outcome.or(b.error).unwrap_or("?"))
-        }
-        Err(_) => format!("{status} unparsable"),
+    // The API's own wire types: an answer that does not parse as one is a finding in itself.
+    let word = if matches!(status, 200 | 201) {
+        serde_json::from_slice::<ClaimResponse>(body).ok().map(|r| {
+            local.claims.push(ClaimSeen { user, status, code: r.coupon.code, seq: r.coupon.seq });
+            r.outcome.as_str()
+        })
+    } else {
+        serde_json::from_slice::<ErrorBody>(body).ok().map(|e| e.error.as_str())
     };
+    let key = format!("{status} {}", word.unwrap_or("unparsable"));
     local.by_outcome.entry(key.clone()).or_insert_with(coarse).saturating_record(micros);
     *local.outcomes.entry(key).or_default() += 1;
 }

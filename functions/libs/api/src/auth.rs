@@ -90,7 +90,8 @@ fn claims(parts: &Parts, state: &AppState) -> Result<TokenClaims, ApiError> {
     })
 }
 
-/// A signed-in user (any valid token).
+/// A signed-in customer: any valid token except an admin's. Admins are not claimants: an admin
+/// token claiming would use up stock meant for customers.
 pub struct User(pub UserId);
 
 impl FromRequestParts<AppState> for User {
@@ -98,6 +99,9 @@ impl FromRequestParts<AppState> for User {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let c = claims(parts, state)?;
+        if c.role.as_deref() == Some(ADMIN_ROLE) {
+            return Err(ApiError::Forbidden("admin tokens cannot claim coupons; sign in as a customer"));
+        }
         UserId::parse(&c.sub).map(User).map_err(|_| ApiError::unauthorized("token subject is not a valid user id"))
     }
 }
@@ -111,7 +115,7 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match claims(parts, state)?.role.as_deref() {
             Some(ADMIN_ROLE) => Ok(Admin),
-            _ => Err(ApiError::Forbidden),
+            _ => Err(ApiError::Forbidden("this needs an admin token")),
         }
     }
 }

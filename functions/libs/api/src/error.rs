@@ -1,20 +1,10 @@
-//! `ApiError`: every failure the HTTP boundary can answer, mapped to status + `{"error","message"}` here and only here.
+//! `ApiError`: every failure the HTTP boundary can answer, mapped to status + `{"error","message"}`
+//! here and only here. Codes and their statuses come from the wire crate's `ErrorCode`.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use firstcome_core::{IssuerError, StoreError, ValidationError};
-use serde::Serialize;
-use utoipa::ToSchema;
-
-/// The error body of every non-2xx answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Machine-readable code: invalid_request, unauthorized, forbidden, not_found, sold_out,
-    /// not_open, closed, conflict, already_open, too_large, method_not_allowed, unavailable.
-    pub error: &'static str,
-    /// Human-readable explanation, naming the offending field where there is one.
-    pub message: String,
-}
+use firstcome_wire::{ErrorBody, ErrorCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -32,12 +22,24 @@ pub enum ApiError {
         #[source]
         source: Option<jsonwebtoken::errors::Error>,
     },
-    #[error("this needs an admin token")]
-    Forbidden,
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0}")]
     NotFound(String),
-    #[error("{message}")]
-    Conflict { code: &'static str, message: &'static str },
+    #[error("a campaign with this id already exists")]
+    Conflict,
+    #[error("the campaign has opened or issued coupons; its terms can no longer change")]
+    AlreadyOpen,
+    #[error("the campaign is at version {current}; re-read it and send If-Match: \"{current}\"")]
+    VersionConflict { current: u64 },
+    #[error("an edit needs If-Match: \"<version>\" (the campaign's ETag), or If-Match: * to edit whatever is stored")]
+    PreconditionRequired,
+    #[error("all coupons have been issued")]
+    SoldOut,
+    #[error("the campaign has not opened yet")]
+    NotOpen,
+    #[error("the campaign has closed")]
+    Closed,
     #[error("request body is too large")]
     TooLarge,
     #[error("method not allowed")]
@@ -51,18 +53,22 @@ impl ApiError {
         Self::Unauthorized { reason, source: None }
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Invalid(_) | Self::BadJson(_) | Self::TrailingJson(_) | Self::BadBody(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_request")
-            }
-            Self::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
-            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Invalid(_) | Self::BadJson(_) | Self::TrailingJson(_) | Self::BadBody(_) => ErrorCode::InvalidRequest,
+            Self::Unauthorized { .. } => ErrorCode::Unauthorized,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict => ErrorCode::Conflict,
+            Self::AlreadyOpen => ErrorCode::AlreadyOpen,
+            Self::VersionConflict { .. } => ErrorCode::VersionConflict,
+            Self::PreconditionRequired => ErrorCode::PreconditionRequired,
+            Self::SoldOut => ErrorCode::SoldOut,
+            Self::NotOpen => ErrorCode::NotOpen,
+            Self::Closed => ErrorCode::Closed,
+            Self::TooLarge => ErrorCode::TooLarge,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 }
@@ -71,13 +77,9 @@ impl From<IssuerError> for ApiError {
     fn from(e: IssuerError) -> Self {
         match e {
             IssuerError::NotFound => Self::NotFound("no such campaign".into()),
-            IssuerError::Conflict => {
-                Self::Conflict { code: "conflict", message: "a campaign with this id already exists" }
-            }
-            IssuerError::AlreadyOpen => Self::Conflict {
-                code: "already_open",
-                message: "the campaign has opened; its terms can no longer change",
-            },
+            IssuerError::Conflict => Self::Conflict,
+            IssuerError::AlreadyOpen => Self::AlreadyOpen,
+            IssuerError::VersionConflict { current } => Self::VersionConflict { current },
             IssuerError::Invalid(v) => Self::Invalid(v),
             IssuerError::Store(s) => Self::Unavailable(s),
         }
@@ -86,7 +88,8 @@ impl From<IssuerError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, error) = self.status_and_code();
+        let code = self.code();
+        let status = StatusCode::from_u16(code.status()).expect("error codes carry valid statuses");
         if status.is_server_error() {
             // Keep the whole chain in the log; the client only gets the summary.
             let mut chain = String::new();
@@ -97,7 +100,7 @@ impl IntoResponse for ApiError {
             }
             tracing::error!(error = %self, chain = %chain, "request failed");
         }
-        let mut res = (status, axum::Json(ErrorBody { error, message: self.to_string() })).into_response();
+        let mut res = (status, axum::Json(ErrorBody { error: code, message: self.to_string() })).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

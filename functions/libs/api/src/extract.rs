@@ -45,3 +45,77 @@ impl<S: Send + Sync> FromRequestParts<S> for CampaignPath {
         Ok(Self(CampaignId::parse(&id)?))
     }
 }
+
+/// `If-Match` on an edit: `"<version>"` (the ETag of the campaign), or `*` for whatever is stored.
+/// Required, so an edit based on a stale read can never silently overwrite a newer one.
+pub struct IfMatch(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let value = parts.headers.get(axum::http::header::IF_MATCH).ok_or(ApiError::PreconditionRequired)?;
+        let bad = || ApiError::Invalid(firstcome_core::ValidationError::new("If-Match", "must be \"<version>\" or *"));
+        let text = value.to_str().map_err(|_| bad())?.trim();
+        if text == "*" {
+            return Ok(Self(None));
+        }
+        let version = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).ok_or_else(bad)?;
+        version.parse().map(|v| Self(Some(v))).map_err(|_| bad())
+    }
+}
+
+/// The campaign's version as an entity tag.
+pub fn etag(version: u64) -> axum::http::HeaderValue {
+    axum::http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits in quotes are a valid header")
+}
+
+/// `?after=ID&limit=N` on the admin list.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Start after this campaign id (the previous page's `next`).
+    #[param(pattern = "^[a-z0-9-]{1,64}$")]
+    pub after: Option<String>,
+    /// Campaigns per page, 1..=200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<usize>,
+}
+
+/// The admin list's query, answered with a 400 that names the parameter when it does not parse.
+pub struct Page(pub PageQuery);
+
+impl<S: Send + Sync> FromRequestParts<S> for Page {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(q) = axum::extract::Query::<PageQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::Invalid(firstcome_core::ValidationError::new("query", e.body_text())))?;
+        Ok(Self(q))
+    }
+}
+
+/// The `{id}` path parameter as documented.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only read by the OpenAPI derive
+pub struct IdParam {
+    /// Campaign id (slug).
+    #[param(pattern = "^[a-z0-9-]{1,64}$", min_length = 1, max_length = 64)]
+    id: String,
+}
+
+/// The peer's address where the server knows it (`into_make_service_with_connect_info`); `None`
+/// behind Lambda or in-process tests, which the routes that care treat as "not loopback".
+pub struct Peer(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let info = axum::extract::ConnectInfo::<std::net::SocketAddr>::from_request_parts(parts, state).await;
+        Ok(Self(info.ok().map(|c| c.0)))
+    }
+}

@@ -1,7 +1,7 @@
 //! firstcome's HTTP API: one `router(state)` that the Lambdas, the local server and in-process tests all serve.
 
 pub mod auth;
-pub mod dto;
+mod convert;
 pub mod error;
 pub mod extract;
 mod routes;
@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, Uri};
+use axum::http::header::CACHE_CONTROL;
+use axum::http::{HeaderValue, Method, Uri};
 use firstcome_core::Issuer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -19,15 +21,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::{Auth, sign_hs256};
-pub use error::{ApiError, ErrorBody};
-
+pub use error::ApiError;
 /// Largest request body accepted; campaign JSON is a few hundred bytes.
-pub const BODY_LIMIT: usize = 16 * 1024;
+pub use firstcome_wire::BODY_LIMIT;
 
 #[derive(Clone)]
 pub struct AppState {
     pub issuer: Arc<Issuer>,
     pub auth: Arc<Auth>,
+    /// Serve `POST /api/dev/token` (local mode with `--dev-tokens`; loopback peers only).
+    pub dev_tokens: bool,
 }
 
 #[derive(OpenApi)]
@@ -56,7 +59,7 @@ fn documented(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(routes::my_claim))
         .routes(routes!(routes::list_campaigns, routes::create_campaign))
         .routes(routes!(routes::admin_campaign, routes::patch_campaign));
-    if state.auth.can_sign() { router.routes(routes!(routes::dev_token)) } else { router }
+    if state.dev_tokens && state.auth.can_sign() { router.routes(routes!(routes::dev_token)) } else { router }
 }
 
 /// The OpenAPI document for this deployment's routes.
@@ -74,6 +77,9 @@ pub fn router(state: AppState) -> Router {
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Everything but the public campaign view (which sets its own) is per user or per
+        // moment: never stored by a CDN or browser.
+        .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

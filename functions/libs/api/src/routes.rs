@@ -1,20 +1,30 @@
-//! Route handlers: thin translations between HTTP and the `Issuer`.
+//! Route handlers: thin translations between HTTP and the `Issuer`. Each handler reads the clock
+//! once; every status a route can answer is listed in its OpenAPI responses.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::{CACHE_CONTROL, ETAG};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use firstcome_core::{CampaignChanges, CampaignId, ClaimOutcome, NewCampaign, UserId};
+use firstcome_wire::{
+    AdminCampaign, AdminCampaignPage, Campaign, ClaimResponse, Coupon, CreateCampaign, DevTokenRequest,
+    DevTokenResponse, ErrorBody, Health, MAX_PAGE, PatchCampaign,
+};
 use time::OffsetDateTime;
 
 use crate::auth::{Admin, User};
-use crate::dto::*;
-use crate::error::ErrorBody;
-use crate::extract::{ApiJson, CampaignPath};
+use crate::convert;
+use crate::extract::{ApiJson, CampaignPath, IdParam, IfMatch, Page, PageQuery, Peer, etag};
 use crate::{ApiError, AppState};
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
+
+/// How long a CDN or browser may reuse a public campaign view: the issued count it carries is
+/// up to this stale anyway (the engine re-reads it at most once a second).
+const PUBLIC_CACHE: HeaderValue = HeaderValue::from_static("public, max-age=1");
 
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
@@ -23,26 +33,40 @@ pub async fn healthz() -> Json<Health> {
 
 #[utoipa::path(
     get, path = "/api/campaigns/{id}", tag = "public",
-    params(("id" = String, Path, description = "campaign slug")),
-    responses((status = 200, body = CampaignDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    description = "The campaign as the event page shows it. Served from the engine's memory, not a \
+        store read per request: `remaining` may lag the store by up to about a second (exact once \
+        sold out), and the answer carries `Cache-Control: public, max-age=1` so a CDN absorbs polling.",
+    params(IdParam),
+    responses(
+        (status = 200, body = Campaign, headers(("Cache-Control" = String))),
+        (status = 400, description = "the id is not a campaign slug", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
+    ),
 )]
-pub async fn get_campaign(
-    State(s): State<AppState>,
-    CampaignPath(id): CampaignPath,
-) -> Result<Json<CampaignDto>, ApiError> {
+pub async fn get_campaign(State(s): State<AppState>, CampaignPath(id): CampaignPath) -> Result<Response, ApiError> {
     let now = now();
-    Ok(Json(CampaignDto::new(&s.issuer.view(&id, now).await?, now)))
+    let view = s.issuer.view(&id, now).await?;
+    let mut res = Json(convert::campaign(&view, now)).into_response();
+    res.headers_mut().insert(CACHE_CONTROL, PUBLIC_CACHE);
+    Ok(res)
 }
 
 #[utoipa::path(
     post, path = "/api/campaigns/{id}/claims", tag = "public",
-    params(("id" = String, Path, description = "campaign slug")),
+    description = "Claim a coupon. `issued` is answered only once the coupon is durable; a repeat \
+        answers the same coupon. Admin tokens are refused (admins are not claimants).",
+    params(IdParam),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "a new coupon, durable", body = ClaimResponse),
         (status = 200, description = "this user already holds this coupon", body = ClaimResponse),
+        (status = 400, description = "the id is not a campaign slug", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "an admin token", body = ErrorBody),
+        (status = 404, body = ErrorBody),
         (status = 409, description = "sold_out | not_open | closed", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
     ),
 )]
 pub async fn claim(
@@ -51,56 +75,79 @@ pub async fn claim(
     User(user): User,
 ) -> Result<(StatusCode, Json<ClaimResponse>), ApiError> {
     let (status, outcome, coupon) = match s.issuer.claim(&id, &user, now()).await? {
-        ClaimOutcome::Issued(c) => (StatusCode::CREATED, "issued", c),
-        ClaimOutcome::AlreadyIssued(c) => (StatusCode::OK, "already_issued", c),
-        ClaimOutcome::SoldOut => {
-            return Err(ApiError::Conflict { code: "sold_out", message: "all coupons have been issued" });
-        }
-        ClaimOutcome::NotOpen => {
-            return Err(ApiError::Conflict { code: "not_open", message: "the campaign has not opened yet" });
-        }
-        ClaimOutcome::Closed => return Err(ApiError::Conflict { code: "closed", message: "the campaign has closed" }),
+        ClaimOutcome::Issued(c) => (StatusCode::CREATED, firstcome_wire::ClaimOutcome::Issued, c),
+        ClaimOutcome::AlreadyIssued(c) => (StatusCode::OK, firstcome_wire::ClaimOutcome::AlreadyIssued, c),
+        ClaimOutcome::SoldOut => return Err(ApiError::SoldOut),
+        ClaimOutcome::NotOpen => return Err(ApiError::NotOpen),
+        ClaimOutcome::Closed => return Err(ApiError::Closed),
     };
-    Ok((status, Json(ClaimResponse { outcome: outcome.into(), coupon: coupon.into() })))
+    Ok((status, Json(ClaimResponse { outcome, coupon: convert::coupon(coupon) })))
 }
 
 #[utoipa::path(
     get, path = "/api/campaigns/{id}/claims/me", tag = "public",
-    params(("id" = String, Path, description = "campaign slug")),
+    params(IdParam),
     security(("bearer" = [])),
-    responses((status = 200, body = CouponDto), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses(
+        (status = 200, body = Coupon),
+        (status = 400, description = "the id is not a campaign slug", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "an admin token", body = ErrorBody),
+        (status = 404, description = "no such campaign, or no coupon of yours", body = ErrorBody),
+        (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
+    ),
 )]
 pub async fn my_claim(
     State(s): State<AppState>,
     CampaignPath(id): CampaignPath,
     User(user): User,
-) -> Result<Json<CouponDto>, ApiError> {
-    match s.issuer.coupon_of(&id, &user).await? {
-        Some(c) => Ok(Json(c.into())),
+) -> Result<Json<Coupon>, ApiError> {
+    match s.issuer.coupon_of(&id, &user, now()).await? {
+        Some(c) => Ok(Json(convert::coupon(c))),
         None => Err(ApiError::NotFound("you hold no coupon from this campaign".into())),
     }
 }
 
 #[utoipa::path(
     get, path = "/api/admin/campaigns", tag = "admin",
+    description = "Campaigns ordered by id, a page at a time; follow `next` with `?after=`.",
+    params(PageQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = AdminCampaignList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses(
+        (status = 200, body = AdminCampaignPage),
+        (status = 400, description = "a bad query parameter", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
+    ),
 )]
-pub async fn list_campaigns(State(s): State<AppState>, _: Admin) -> Result<Json<AdminCampaignList>, ApiError> {
+pub async fn list_campaigns(
+    State(s): State<AppState>,
+    _: Admin,
+    Page(q): Page,
+) -> Result<Json<AdminCampaignPage>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(firstcome_core::ValidationError::new("limit", format!("must be between 1 and {MAX_PAGE}")).into());
+    }
+    let after = q.after.as_deref().map(CampaignId::parse).transpose()?;
     let now = now();
-    let campaigns = s.issuer.list(now).await?.iter().map(|(v, written)| admin_dto(v, *written, now)).collect();
-    Ok(Json(AdminCampaignList { campaigns }))
+    // One more than asked tells whether there is a next page.
+    let mut views = s.issuer.admin_page(after.as_ref(), limit + 1, now).await?;
+    let more = views.len() > limit;
+    views.truncate(limit);
+    let campaigns: Vec<AdminCampaign> = views.iter().map(|(v, w)| convert::admin_campaign(v, *w, now)).collect();
+    let next = if more { campaigns.last().map(|c| c.campaign.id.clone()) } else { None };
+    Ok(Json(AdminCampaignPage { campaigns, next }))
 }
 
-fn admin_dto(v: &firstcome_core::CampaignView, ledger_written: u64, now: OffsetDateTime) -> AdminCampaignDto {
-    AdminCampaignDto { campaign: CampaignDto::new(v, now), issued: v.issued, ledger_written }
-}
-
-/// One campaign as the admin sees it right now (after a create or an edit, or on a read).
-async fn admin_view(s: &AppState, id: &CampaignId) -> Result<AdminCampaignDto, ApiError> {
+/// One campaign as the admin sees it right now, with its version as the ETag.
+async fn admin_view(s: &AppState, id: &CampaignId, status: StatusCode) -> Result<Response, ApiError> {
     let now = now();
     let (view, written) = s.issuer.admin_get(id, now).await?;
-    Ok(admin_dto(&view, written, now))
+    let mut res = (status, Json(convert::admin_campaign(&view, written, now))).into_response();
+    res.headers_mut().insert(ETAG, etag(view.campaign.version));
+    Ok(res)
 }
 
 #[utoipa::path(
@@ -108,81 +155,117 @@ async fn admin_view(s: &AppState, id: &CampaignId) -> Result<AdminCampaignDto, A
     security(("bearer" = [])),
     request_body = CreateCampaign,
     responses(
-        (status = 201, body = AdminCampaignDto), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 201, body = AdminCampaign, headers(("ETag" = String, description = "the campaign's version"))),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 409, description = "conflict: the id is taken", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
     ),
 )]
 pub async fn create_campaign(
     State(s): State<AppState>,
     _: Admin,
     ApiJson(body): ApiJson<CreateCampaign>,
-) -> Result<(StatusCode, Json<AdminCampaignDto>), ApiError> {
+) -> Result<Response, ApiError> {
+    let now = now();
     let campaign = NewCampaign {
         id: body.id,
         title: body.title,
         total: body.total,
         opens_at: body.opens_at,
         closes_at: body.closes_at,
-        coupon: body.coupon.into(),
+        coupon: convert::template(body.coupon),
     }
-    .validate()?;
-    let campaign = s.issuer.create(campaign).await?;
-    Ok((StatusCode::CREATED, Json(admin_view(&s, &campaign.id).await?)))
+    .validate(now)?;
+    let campaign = s.issuer.create(campaign, now).await?;
+    admin_view(&s, &campaign.id, StatusCode::CREATED).await
 }
 
 #[utoipa::path(
     get, path = "/api/admin/campaigns/{id}", tag = "admin",
-    params(("id" = String, Path, description = "campaign slug")),
+    params(IdParam),
     security(("bearer" = [])),
-    responses((status = 200, body = AdminCampaignDto), (status = 404, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses(
+        (status = 200, body = AdminCampaign, headers(("ETag" = String, description = "the campaign's version"))),
+        (status = 400, description = "the id is not a campaign slug", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
+    ),
 )]
 pub async fn admin_campaign(
     State(s): State<AppState>,
     _: Admin,
     CampaignPath(id): CampaignPath,
-) -> Result<Json<AdminCampaignDto>, ApiError> {
-    Ok(Json(admin_view(&s, &id).await?))
+) -> Result<Response, ApiError> {
+    admin_view(&s, &id, StatusCode::OK).await
 }
 
 #[utoipa::path(
     patch, path = "/api/admin/campaigns/{id}", tag = "admin",
-    params(("id" = String, Path, description = "campaign slug")),
+    description = "Edit a campaign that has not opened and has issued nothing. Send \
+        `If-Match: \"<version>\"` (the ETag of the campaign you edited); if another edit landed \
+        first the answer is 409 `version_conflict`. `If-Match: *` edits whatever is stored.",
+    params(IdParam, ("If-Match" = String, Header, description = "\"<version>\" or *")),
     security(("bearer" = [])),
     request_body = PatchCampaign,
     responses(
-        (status = 200, body = AdminCampaignDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "already_open", body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 200, body = AdminCampaign, headers(("ETag" = String, description = "the new version"))),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "already_open | version_conflict", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 428, description = "precondition_required: no If-Match", body = ErrorBody),
+        (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
     ),
 )]
 pub async fn patch_campaign(
     State(s): State<AppState>,
     _: Admin,
     CampaignPath(id): CampaignPath,
+    IfMatch(version): IfMatch,
     ApiJson(body): ApiJson<PatchCampaign>,
-) -> Result<Json<AdminCampaignDto>, ApiError> {
+) -> Result<Response, ApiError> {
     let changes = CampaignChanges {
         title: body.title,
         total: body.total,
         opens_at: body.opens_at,
         closes_at: body.closes_at,
-        coupon: body.coupon.map(Into::into),
+        coupon: body.coupon.map(convert::template),
     };
-    s.issuer.update(&id, changes, now()).await?;
-    Ok(Json(admin_view(&s, &id).await?))
+    s.issuer.update(&id, changes, version, now()).await?;
+    admin_view(&s, &id, StatusCode::OK).await
 }
 
 #[utoipa::path(
     post, path = "/api/dev/token", tag = "dev",
+    description = "Local mode with --dev-tokens only, and only from loopback: signs a user token so \
+        the page and scripts can sign in. Never mints admin tokens.",
     request_body = DevTokenRequest,
-    responses((status = 200, body = DevTokenResponse), (status = 400, body = ErrorBody)),
+    responses(
+        (status = 200, body = DevTokenResponse),
+        (status = 400, body = ErrorBody),
+        (status = 403, description = "not from loopback", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+    ),
 )]
-/// Local mode only: signs a user token so the page and scripts can sign in. Never mints admin tokens.
 pub async fn dev_token(
     State(s): State<AppState>,
+    Peer(peer): Peer,
     ApiJson(body): ApiJson<DevTokenRequest>,
 ) -> Result<Json<DevTokenResponse>, ApiError> {
+    if !peer.is_some_and(|addr| addr.ip().is_loopback()) {
+        return Err(ApiError::Forbidden("dev tokens are only handed out to this machine (loopback)"));
+    }
     let user = UserId::parse(&body.user_id)?;
-    let token =
-        s.auth.sign(user.as_str(), None, time::Duration::days(1)).ok_or(ApiError::NotFound("no such route".into()))?;
+    let token = s
+        .auth
+        .sign(user.as_str(), None, time::Duration::days(1))
+        .ok_or(ApiError::NotFound("no route for POST /api/dev/token".into()))?;
     Ok(Json(DevTokenResponse { token }))
 }

@@ -1,15 +1,17 @@
-//! The router in-process over a real SqliteStore: status codes, error bodies, auth, bad input,
-//! the OpenAPI document against the routes, and claims under real concurrency.
+//! The router in-process over the in-memory reference store (the API knows no store crate):
+//! status codes, error bodies, auth, bad input, conditional edits, cache headers, the OpenAPI
+//! document against what the routes really answer, and claims under real concurrency.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode};
 use firstcome_api::{AppState, Auth, router, sign_hs256};
-use firstcome_core::Issuer;
-use firstcome_store_sqlite::SqliteStore;
+use firstcome_core::testkit::MemoryStore;
+use firstcome_core::{CacheConfig, Issuer};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -20,19 +22,17 @@ const SECRET: &[u8] = b"test-secret-test-secret-test-secret";
 
 struct App {
     router: Router,
-    _dir: tempfile::TempDir,
 }
 
-async fn app_with(can_sign: bool) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    let issuer = Issuer::load(store.clone(), store.clone(), store).await.unwrap();
-    let state = AppState { issuer: Arc::new(issuer), auth: Arc::new(Auth::hs256(SECRET, can_sign)) };
-    App { router: router(state), _dir: dir }
+fn app_from(peer: &str, dev_tokens: bool, can_sign: bool) -> App {
+    let store = Arc::new(MemoryStore::new());
+    let issuer = Issuer::new(store.clone(), store.clone(), store, CacheConfig::default());
+    let state = AppState { issuer: Arc::new(issuer), auth: Arc::new(Auth::hs256(SECRET, can_sign)), dev_tokens };
+    App { router: router(state).layer(MockConnectInfo(peer.parse::<std::net::SocketAddr>().unwrap())) }
 }
 
 async fn app() -> App {
-    app_with(true).await
+    app_from("127.0.0.1:40000", true, true)
 }
 
 fn admin() -> String {
@@ -56,9 +56,25 @@ fn campaign_body(id: &str, total: u64, opens_in: time::Duration) -> Value {
 
 impl App {
     async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (StatusCode, Value) {
+        let (s, _, v) = self.send(method, path, token, &[], body).await;
+        (s, v)
+    }
+
+    /// The whole answer: status, headers and JSON body, with extra request headers.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> (StatusCode, HeaderMap, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let req = match body {
             Some(b) => req.header("content-type", "application/json").body(Body::from(b)),
@@ -67,10 +83,25 @@ impl App {
         .unwrap();
         let res = self.router.clone().oneshot(req).await.unwrap();
         let status = res.status();
+        let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         let value =
             if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("every answer is JSON") };
-        (status, value)
+        (status, headers, value)
+    }
+
+    /// A PATCH with `If-Match: "<version>"`.
+    async fn patch(&self, id: &str, version: u64, body: &Value) -> (StatusCode, Value) {
+        let (s, _, v) = self
+            .send(
+                "PATCH",
+                &format!("/api/admin/campaigns/{id}"),
+                Some(&admin()),
+                &[("if-match", &format!("\"{version}\""))],
+                Some(serde_json::to_vec(body).unwrap()),
+            )
+            .await;
+        (s, v)
     }
 
     async fn json(&self, method: &str, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
@@ -103,7 +134,7 @@ async fn health_answers() {
 #[tokio::test]
 async fn claim_flow_issues_dedups_and_sells_out() {
     let app = app().await;
-    app.create("flow", 2, time::Duration::minutes(-1)).await;
+    app.create("flow", 2, time::Duration::seconds(-5)).await;
 
     let (s, first) = app.claim("flow", "alice").await;
     assert_eq!(s, StatusCode::CREATED, "{first}");
@@ -113,6 +144,12 @@ async fn claim_flow_issues_dedups_and_sells_out() {
     assert_eq!(first["coupon"]["campaign_id"], "flow");
     let code = first["coupon"]["code"].as_str().unwrap().to_owned();
     assert_eq!(code.len(), 19);
+    let parse = |v: &Value| OffsetDateTime::parse(v.as_str().unwrap(), &Rfc3339).unwrap();
+    assert_eq!(
+        parse(&first["coupon"]["expires_at"]) - parse(&first["coupon"]["issued_at"]),
+        time::Duration::days(30),
+        "a coupon answers when it expires"
+    );
 
     let (s, again) = app.claim("flow", "alice").await;
     assert_eq!(s, StatusCode::OK);
@@ -153,30 +190,49 @@ async fn claim_flow_issues_dedups_and_sells_out() {
 async fn not_open_then_rescheduled_then_frozen() {
     let app = app().await;
     app.create("later", 5, time::Duration::hours(1)).await;
-    let (_, view) = app.call("GET", "/api/campaigns/later", None, None).await;
+    let (_, headers, view) = app.send("GET", "/api/admin/campaigns/later", Some(&admin()), &[], None).await;
+    assert_eq!((view["version"].clone(), headers["etag"].to_str().unwrap()), (json!(1), "\"1\""));
     assert_eq!(view["status"], "scheduled");
     assert_error(app.claim("later", "alice").await, StatusCode::CONFLICT, "not_open");
 
     let patch = json!({"opens_at": at(time::Duration::seconds(-1)), "total": 3, "title": "Now"});
-    let (s, changed) = app.json("PATCH", "/api/admin/campaigns/later", Some(&admin()), &patch).await;
+    let (s, changed) = app.patch("later", 1, &patch).await;
     assert_eq!(s, StatusCode::OK, "{changed}");
     assert_eq!(
-        (changed["total"].clone(), changed["title"].clone(), changed["status"].clone()),
-        (json!(3), json!("Now"), json!("open"))
+        (changed["total"].clone(), changed["title"].clone(), changed["status"].clone(), changed["version"].clone()),
+        (json!(3), json!("Now"), json!("open"), json!(2))
     );
     assert_eq!(app.claim("later", "alice").await.0, StatusCode::CREATED);
 
-    let msg = assert_error(
-        app.json("PATCH", "/api/admin/campaigns/later", Some(&admin()), &json!({"total": 10})).await,
-        StatusCode::CONFLICT,
-        "already_open",
-    );
+    let msg = assert_error(app.patch("later", 2, &json!({"total": 10})).await, StatusCode::CONFLICT, "already_open");
     assert!(msg.contains("opened"));
-    assert_error(
-        app.json("PATCH", "/api/admin/campaigns/nope", Some(&admin()), &json!({"total": 10})).await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
+    assert_error(app.patch("nope", 1, &json!({"total": 10})).await, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn edits_are_conditional_on_the_version() {
+    let app = app().await;
+    app.create("race", 5, time::Duration::hours(1)).await;
+    let path = "/api/admin/campaigns/race";
+    let body = || Some(serde_json::to_vec(&json!({"total": 7})).unwrap());
+    // Without If-Match an edit could silently overwrite one it never saw: refused.
+    let (s, _, v) = app.send("PATCH", path, Some(&admin()), &[], body()).await;
+    assert_error((s, v), StatusCode::PRECONDITION_REQUIRED, "precondition_required");
+    for bad in ["7", "\"x\"", "W/\"1\""] {
+        let (s, _, v) = app.send("PATCH", path, Some(&admin()), &[("if-match", bad)], body()).await;
+        assert_error((s, v), StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    // Two marketers edit version 1; the second loses with a clear code, nothing is overwritten.
+    let (s, first) = app.patch("race", 1, &json!({"title": "First"})).await;
+    assert_eq!((s, first["version"].clone()), (StatusCode::OK, json!(2)));
+    let m =
+        assert_error(app.patch("race", 1, &json!({"title": "Second"})).await, StatusCode::CONFLICT, "version_conflict");
+    assert!(m.contains("version 2"), "{m}");
+    let (_, v) = app.call("GET", path, Some(&admin()), None).await;
+    assert_eq!(v["title"], "First");
+    // `*` edits whatever is stored.
+    let (s, headers, v) = app.send("PATCH", path, Some(&admin()), &[("if-match", "*")], body()).await;
+    assert_eq!((s, v["total"].clone(), headers["etag"].to_str().unwrap()), (StatusCode::OK, json!(7), "\"3\""));
 }
 
 #[tokio::test]
@@ -184,22 +240,45 @@ async fn closing_time_can_be_set_and_removed_before_open_and_closes_claims() {
     let app = app().await;
     app.create("short", 5, time::Duration::hours(1)).await;
     let set = json!({"closes_at": at(time::Duration::hours(2))});
-    let (_, v) = app.json("PATCH", "/api/admin/campaigns/short", Some(&admin()), &set).await;
-    assert!(v["closes_at"].is_string());
-    let (_, v) = app.json("PATCH", "/api/admin/campaigns/short", Some(&admin()), &json!({"closes_at": null})).await;
-    assert!(v["closes_at"].is_null());
+    let (_, v) = app.patch("short", 1, &set).await;
+    assert!(v["closes_at"].is_string(), "{v}");
+    let (_, v) = app.patch("short", 2, &json!({"closes_at": null})).await;
+    assert!(v["closes_at"].is_null(), "{v}");
 
-    let mut body = campaign_body("ended", 5, time::Duration::hours(-2));
-    body["closes_at"] = json!(at(time::Duration::hours(-1)));
+    let mut body = campaign_body("ended", 5, time::Duration::seconds(-30));
+    body["closes_at"] = json!(at(time::Duration::seconds(-10)));
     assert_eq!(app.json("POST", "/api/admin/campaigns", Some(&admin()), &body).await.0, StatusCode::CREATED);
     assert_error(app.claim("ended", "alice").await, StatusCode::CONFLICT, "closed");
     assert_eq!(app.call("GET", "/api/campaigns/ended", None, None).await.1["status"], "closed");
 }
 
 #[tokio::test]
+async fn odd_dates_are_400_not_a_panic() {
+    let app = app().await;
+    let cases = [
+        ("opens_at", json!("9999-12-31T23:59:59-01:00")),
+        ("opens_at", json!("0000-01-01T00:00:00+01:00")),
+        ("opens_at", json!(at(time::Duration::hours(-1)))),
+        ("closes_at", json!("9999-12-31T23:59:59-01:00")),
+    ];
+    for (field, value) in cases {
+        let mut body = campaign_body("odd", 5, time::Duration::hours(1));
+        body[field] = value.clone();
+        let m = assert_error(
+            app.json("POST", "/api/admin/campaigns", Some(&admin()), &body).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        );
+        assert!(m.contains(field), "{value}: {m}");
+    }
+    // Opening "now" (a few seconds ago) is fine.
+    app.create("odd", 5, time::Duration::seconds(-5)).await;
+}
+
+#[tokio::test]
 async fn auth_failures_are_401_and_403() {
     let app = app().await;
-    app.create("auth", 5, time::Duration::minutes(-1)).await;
+    app.create("auth", 5, time::Duration::seconds(-5)).await;
     let path = "/api/campaigns/auth/claims";
     let m = assert_error(app.call("POST", path, None, None).await, StatusCode::UNAUTHORIZED, "unauthorized");
     assert!(m.contains("Bearer"), "{m}");
@@ -224,6 +303,62 @@ async fn auth_failures_are_401_and_403() {
         StatusCode::FORBIDDEN,
         "forbidden",
     );
+    // Admins are not claimants: an admin token would use up stock meant for customers.
+    let m = assert_error(app.call("POST", path, Some(&admin()), None).await, StatusCode::FORBIDDEN, "forbidden");
+    assert!(m.contains("admin"), "{m}");
+    let me = "/api/campaigns/auth/claims/me";
+    assert_error(app.call("GET", me, Some(&admin()), None).await, StatusCode::FORBIDDEN, "forbidden");
+    let (_, v) = app.call("GET", "/api/admin/campaigns/auth", Some(&admin()), None).await;
+    assert_eq!(v["issued"], 0);
+}
+
+#[tokio::test]
+async fn public_views_may_be_cached_briefly_and_everything_else_never() {
+    let app = app().await;
+    app.create("cache", 5, time::Duration::seconds(-5)).await;
+    let cache_control = |h: &HeaderMap| h["cache-control"].to_str().unwrap().to_owned();
+    let (s, h, _) = app.send("GET", "/api/campaigns/cache", None, &[], None).await;
+    assert_eq!((s, cache_control(&h)), (StatusCode::OK, "public, max-age=1".into()));
+    let alice = user_token("alice");
+    for (m, p, t) in [
+        ("POST", "/api/campaigns/cache/claims", Some(alice.as_str())),
+        ("GET", "/api/campaigns/cache/claims/me", Some(alice.as_str())),
+        ("GET", "/api/admin/campaigns/cache", Some(&admin())),
+        ("GET", "/api/campaigns/missing", None),
+    ] {
+        let (_, h, _) = app.send(m, p, t, &[], None).await;
+        assert_eq!(cache_control(&h), "no-store", "{m} {p}");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_list_comes_in_pages() {
+    let app = app().await;
+    for i in 0..5 {
+        app.create(&format!("page-{i}"), 1, time::Duration::hours(1)).await;
+    }
+    let mut seen = Vec::new();
+    let mut url = "/api/admin/campaigns?limit=2".to_owned();
+    loop {
+        let (s, page) = app.call("GET", &url, Some(&admin()), None).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        let ids: Vec<String> =
+            page["campaigns"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().into()).collect();
+        assert!(ids.len() <= 2);
+        seen.extend(ids);
+        match page["next"].as_str() {
+            Some(next) => url = format!("/api/admin/campaigns?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..5).map(|i| format!("page-{i}")).collect::<Vec<_>>());
+    for bad in ["limit=0", "limit=201", "limit=x", "after=UPPER", "surprise=1"] {
+        assert_error(
+            app.call("GET", &format!("/api/admin/campaigns?{bad}"), Some(&admin()), None).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        );
+    }
 }
 
 #[tokio::test]
@@ -269,11 +404,8 @@ async fn bad_input_is_400_naming_the_field() {
 
     app.create("taken", 1, time::Duration::hours(1)).await;
     assert_error(post(campaign_body("taken", 1, time::Duration::hours(1))).await, StatusCode::CONFLICT, "conflict");
-    let msg = assert_error(
-        app.json("PATCH", "/api/admin/campaigns/taken", Some(&admin), &json!({"total": "x"})).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-    );
+    let msg =
+        assert_error(app.patch("taken", 1, &json!({"total": "x"})).await, StatusCode::BAD_REQUEST, "invalid_request");
     assert!(msg.contains("total"), "{msg}");
 }
 
@@ -299,7 +431,7 @@ async fn unknown_paths_and_methods_answer_json() {
 #[tokio::test]
 async fn dev_tokens_sign_users_in_but_never_admins() {
     let app = app().await;
-    app.create("dev", 5, time::Duration::minutes(-1)).await;
+    app.create("dev", 5, time::Duration::seconds(-5)).await;
     let (s, body) = app.json("POST", "/api/dev/token", None, &json!({"user_id": "dora"})).await;
     assert_eq!(s, StatusCode::OK);
     let token = body["token"].as_str().unwrap();
@@ -318,13 +450,21 @@ async fn dev_tokens_sign_users_in_but_never_admins() {
         "invalid_request",
     );
 
-    // A deployment that cannot sign (Lambda) has no such route.
-    let lambda = app_with(false).await;
+    // Only to this machine: anyone who can reach the port must not become any user.
+    let remote = app_from("192.0.2.7:40000", true, true);
     assert_error(
-        lambda.json("POST", "/api/dev/token", None, &json!({"user_id": "x"})).await,
-        StatusCode::NOT_FOUND,
-        "not_found",
+        remote.json("POST", "/api/dev/token", None, &json!({"user_id": "x"})).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
     );
+    // Off unless asked for (--dev-tokens), and a deployment that cannot sign (Lambda) has no such route.
+    for off in [app_from("127.0.0.1:1", false, true), app_from("127.0.0.1:1", true, false)] {
+        assert_error(
+            off.json("POST", "/api/dev/token", None, &json!({"user_id": "x"})).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
+    }
 }
 
 #[tokio::test]
@@ -372,7 +512,7 @@ async fn concurrent_claims_issue_exactly_the_stock() {
     const STOCK: u64 = 1_000;
     const TASKS: usize = 64;
     let app = Arc::new(app().await);
-    app.create("rush", STOCK, time::Duration::minutes(-1)).await;
+    app.create("rush", STOCK, time::Duration::seconds(-5)).await;
     let tokens: Arc<Vec<String>> = Arc::new((0..USERS).map(|u| user_token(&format!("u{u}"))).collect());
 
     let mut handles = Vec::new();

@@ -5,11 +5,18 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{ValidationError, truncate_to_millis};
+use crate::{Coupon, CouponCode, UserId, ValidationError, truncate_to_millis};
 
 /// Upper bound on a campaign's stock; keeps per-campaign state (winners map, seq) in u32 range
 /// and memory bounded.
 pub const MAX_TOTAL: u64 = 10_000_000;
+
+/// How far in the past `opens_at` may be when a campaign is created or rescheduled: opening
+/// "now" must work despite clock skew and typing time, a date long gone is a mistake.
+pub const OPENS_AT_GRACE: time::Duration = time::Duration::minutes(1);
+
+/// 9999-12-31T23:59:59Z: timestamps beyond it (or before 1970) are refused, not panicked on.
+const MAX_UNIX: i64 = 253_402_300_799;
 
 /// A campaign slug: `[a-z0-9-]{1,64}`. Used in URLs and as a store key, so it is validated once here.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,6 +95,13 @@ pub struct Campaign {
     #[serde(with = "time::serde::rfc3339::option")]
     pub closes_at: Option<OffsetDateTime>,
     pub coupon: CouponTemplate,
+    /// Starts at 1, bumped by every edit; an edit applies only to the version it was based on.
+    #[serde(default = "first_version")]
+    pub version: u64,
+}
+
+fn first_version() -> u64 {
+    1
 }
 
 /// Where a campaign stands at an instant. Derived, never stored.
@@ -123,6 +137,18 @@ impl Campaign {
         }
     }
 
+    /// The coupon this campaign issues to `user` as number `seq`; it expires `valid_days` after issue.
+    pub fn coupon_for(&self, user: UserId, code: CouponCode, seq: u32, issued_at: OffsetDateTime) -> Coupon {
+        Coupon {
+            code,
+            seq,
+            campaign_id: self.id.clone(),
+            user_id: user,
+            issued_at,
+            expires_at: issued_at + time::Duration::days(i64::from(self.coupon.valid_days)),
+        }
+    }
+
     pub fn status_at(&self, now: OffsetDateTime, issued: u64) -> Status {
         match self.window_at(now) {
             Status::Open if issued >= u64::from(self.total) => Status::SoldOut,
@@ -143,14 +169,16 @@ pub struct NewCampaign {
 }
 
 impl NewCampaign {
-    pub fn validate(self) -> Result<Campaign, ValidationError> {
+    /// Checks every field; `opens_at` may be at most [`OPENS_AT_GRACE`] before `now`.
+    pub fn validate(self, now: OffsetDateTime) -> Result<Campaign, ValidationError> {
         let campaign = Campaign {
             id: CampaignId::parse(&self.id)?,
             title: validate_title(self.title)?,
             total: validate_total(self.total)?,
-            opens_at: truncate_to_millis(self.opens_at),
-            closes_at: self.closes_at.map(truncate_to_millis),
+            opens_at: validate_opens_at(self.opens_at, now)?,
+            closes_at: self.closes_at.map(|t| instant("closes_at", t)).transpose()?,
             coupon: self.coupon.validate()?,
+            version: first_version(),
         };
         validate_window(&campaign)?;
         Ok(campaign)
@@ -169,8 +197,11 @@ pub struct CampaignChanges {
 }
 
 impl CampaignChanges {
-    pub fn apply(self, current: &Campaign) -> Result<Campaign, ValidationError> {
+    /// The edited campaign, one version on from `current`. A new `opens_at` may be at most
+    /// [`OPENS_AT_GRACE`] before `now`.
+    pub fn apply(self, current: &Campaign, now: OffsetDateTime) -> Result<Campaign, ValidationError> {
         let mut next = current.clone();
+        next.version = current.version + 1;
         if let Some(title) = self.title {
             next.title = validate_title(title)?;
         }
@@ -178,10 +209,10 @@ impl CampaignChanges {
             next.total = validate_total(total)?;
         }
         if let Some(opens_at) = self.opens_at {
-            next.opens_at = truncate_to_millis(opens_at);
+            next.opens_at = validate_opens_at(opens_at, now)?;
         }
         if let Some(closes_at) = self.closes_at {
-            next.closes_at = closes_at.map(truncate_to_millis);
+            next.closes_at = closes_at.map(|t| instant("closes_at", t)).transpose()?;
         }
         if let Some(coupon) = self.coupon {
             next.coupon = coupon.validate()?;
@@ -210,6 +241,23 @@ fn validate_total(total: u64) -> Result<u32, ValidationError> {
     }
 }
 
+/// A timestamp within 1970..=9999 UTC, kept at millisecond precision.
+fn instant(field: &'static str, t: OffsetDateTime) -> Result<OffsetDateTime, ValidationError> {
+    if (0..=MAX_UNIX).contains(&t.unix_timestamp()) {
+        Ok(truncate_to_millis(t))
+    } else {
+        Err(ValidationError::new(field, "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z"))
+    }
+}
+
+fn validate_opens_at(t: OffsetDateTime, now: OffsetDateTime) -> Result<OffsetDateTime, ValidationError> {
+    let t = instant("opens_at", t)?;
+    if t < now - OPENS_AT_GRACE {
+        return Err(ValidationError::new("opens_at", "must not be more than a minute in the past"));
+    }
+    Ok(t)
+}
+
 fn validate_window(c: &Campaign) -> Result<(), ValidationError> {
     match c.closes_at {
         Some(closes_at) if closes_at <= c.opens_at => Err(ValidationError::new("closes_at", "must be after opens_at")),
@@ -221,6 +269,8 @@ fn validate_window(c: &Campaign) -> Result<(), ValidationError> {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-30 10:00 UTC);
 
     fn new_campaign() -> NewCampaign {
         NewCampaign {
@@ -244,7 +294,7 @@ mod tests {
 
     #[test]
     fn valid_campaign_is_normalised() {
-        let c = new_campaign().validate().unwrap();
+        let c = new_campaign().validate(NOW).unwrap();
         assert_eq!(c.title, "Spring sale");
         assert_eq!(c.opens_at, datetime!(2026-12-01 10:00:00.123 UTC), "truncated to ms");
     }
@@ -261,17 +311,20 @@ mod tests {
             (|n| n.coupon.valid_days = 0, "coupon.valid_days"),
             (|n| n.closes_at = Some(n.opens_at), "closes_at"),
             (|n| n.id = "Bad".into(), "id"),
+            (|n| n.opens_at = NOW - time::Duration::seconds(61), "opens_at"),
+            (|n| n.opens_at = datetime!(9999-12-31 23:59:59 -1), "opens_at"),
+            (|n| n.closes_at = Some(datetime!(0000-01-01 0:00 +1)), "closes_at"),
         ];
         for (mutate, field) in cases {
             let mut n = new_campaign();
             mutate(&mut n);
-            assert_eq!(n.validate().unwrap_err().field, field);
+            assert_eq!(n.validate(NOW).unwrap_err().field, field);
         }
     }
 
     #[test]
     fn status_is_derived_from_clock_and_stock() {
-        let c = new_campaign().validate().unwrap();
+        let c = new_campaign().validate(NOW).unwrap();
         assert_eq!(c.status_at(datetime!(2026-12-01 09:59:59 UTC), 0), Status::Scheduled);
         assert_eq!(c.status_at(datetime!(2026-12-01 10:00:00.123 UTC), 0), Status::Open);
         assert_eq!(c.status_at(datetime!(2026-12-01 10:30 UTC), 999), Status::Open);
@@ -281,18 +334,33 @@ mod tests {
 
     #[test]
     fn changes_apply_and_revalidate() {
-        let c = new_campaign().validate().unwrap();
+        let c = new_campaign().validate(NOW).unwrap();
         let changed =
-            CampaignChanges { total: Some(5), closes_at: Some(None), ..Default::default() }.apply(&c).unwrap();
-        assert_eq!((changed.total, changed.closes_at), (5, None));
-        let bad = CampaignChanges { opens_at: Some(datetime!(2026-12-02 0:00 UTC)), ..Default::default() }.apply(&c);
+            CampaignChanges { total: Some(5), closes_at: Some(None), ..Default::default() }.apply(&c, NOW).unwrap();
+        assert_eq!((changed.total, changed.closes_at, changed.version), (5, None, 2));
+        let bad =
+            CampaignChanges { opens_at: Some(datetime!(2026-12-02 0:00 UTC)), ..Default::default() }.apply(&c, NOW);
         assert_eq!(bad.unwrap_err().field, "closes_at");
+        let past = CampaignChanges { opens_at: Some(NOW - time::Duration::hours(1)), ..Default::default() };
+        assert_eq!(past.apply(&c, NOW).unwrap_err().field, "opens_at");
+        let now_is_fine = CampaignChanges { opens_at: Some(NOW - time::Duration::seconds(5)), ..Default::default() };
+        assert!(now_is_fine.apply(&c, NOW).is_ok());
     }
 
     #[test]
-    fn campaign_round_trips_through_json() {
-        let c = new_campaign().validate().unwrap();
+    fn campaign_round_trips_through_json_and_old_bodies_are_version_1() {
+        let c = new_campaign().validate(NOW).unwrap();
         let back: Campaign = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
+        let mut old = serde_json::to_value(&c).unwrap();
+        old.as_object_mut().unwrap().remove("version");
+        assert_eq!(serde_json::from_value::<Campaign>(old).unwrap().version, 1);
+    }
+
+    #[test]
+    fn coupons_expire_valid_days_after_issue() {
+        let c = new_campaign().validate(NOW).unwrap();
+        let coupon = c.coupon_for(UserId::parse("u").unwrap(), CouponCode::generate(), 1, NOW);
+        assert_eq!(coupon.expires_at, NOW + time::Duration::days(30));
     }
 }

@@ -134,7 +134,9 @@ impl fmt::Display for UserId {
     }
 }
 
-/// An issued coupon. `seq` is its place in the order of issuance: 1..=total, without gaps.
+/// An issued coupon, made by [`Campaign::coupon_for`](crate::Campaign::coupon_for). `seq` is
+/// unique within 1..=total in every store; once a campaign sells out its winners hold exactly
+/// 1..=total (SqliteStore also never leaves a gap at any instant).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Coupon {
     pub code: CouponCode,
@@ -143,6 +145,8 @@ pub struct Coupon {
     pub user_id: UserId,
     #[serde(with = "time::serde::rfc3339")]
     pub issued_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
 }
 
 #[cfg(test)]

@@ -1,11 +1,19 @@
 //! The claim engine. It owns invariant 4 (fast fail from memory) and the campaign cache, and
-//! delegates the atomic decision (stock, dedup, durability, outbox) to a [`ClaimStore`].
+//! delegates every decision that must hold across instances (stock, window, dedup, durability,
+//! edits) to the stores.
+//!
+//! Many `Issuer`s (one per Lambda container) share one store, so the cache is read-through:
+//! a miss reads the store; unknown ids are remembered briefly (bounded) so a flood of bogus ids
+//! cannot hammer it; a scheduled campaign is re-read after `scheduled_ttl` (it may still be
+//! edited elsewhere); a campaign read from the store once it had opened is cached for good,
+//! because the store refuses edits from then on. The cache only ever decides *refusals*
+//! (`not_open`, `closed`, `sold_out`); an issue is always the store's decision, on its own copy.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use futures::lock::Mutex;
 use time::OffsetDateTime;
 
 use crate::ports::{CampaignStore, ClaimStore, LedgerStore, StoreClaim, StoreError};
@@ -28,15 +36,17 @@ pub enum IssuerError {
     NotFound,
     #[error("a campaign with this id already exists")]
     Conflict,
-    #[error("the campaign has opened and can no longer be edited")]
+    #[error("the campaign has opened or issued coupons; its terms can no longer change")]
     AlreadyOpen,
+    #[error("the campaign is at version {current}; re-read it and apply the edit to that version")]
+    VersionConflict { current: u64 },
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// A campaign as the public sees it at an instant.
+/// A campaign as seen at an instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CampaignView {
     pub campaign: Campaign,
@@ -45,157 +55,349 @@ pub struct CampaignView {
     pub status: Status,
 }
 
-struct Cached {
+/// How long the engine trusts what it has read.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// A scheduled campaign is re-read after this (edits elsewhere reach this instance within it).
+    pub scheduled_ttl: Duration,
+    /// The public view's issued count is re-read after this.
+    pub issued_ttl: Duration,
+    /// An id the store did not know is answered `not_found` from memory for this long.
+    pub unknown_ttl: Duration,
+    /// At most this many unknown ids are remembered.
+    pub unknown_capacity: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            scheduled_ttl: Duration::from_secs(1),
+            issued_ttl: Duration::from_secs(1),
+            unknown_ttl: Duration::from_secs(1),
+            unknown_capacity: 10_000,
+        }
+    }
+}
+
+struct Entry {
     campaign: Campaign,
+    fetched: Instant,
+    /// Read from the store at or after `opens_at`: the store refuses edits from then on, so
+    /// this copy is final.
+    frozen: bool,
     /// Set once the store has answered `SoldOut`; from then on losers are answered without a
-    /// store write (invariant 4). Never cleared: stock only goes down.
+    /// store write (invariant 4). Per instance: each pays at most one store attempt after sell-out.
     sold_out: AtomicBool,
+    /// Whoever sees the entry stale first re-reads it; the others keep serving the old copy.
+    refreshing: AtomicBool,
+    /// The public view's issued count and when it was read.
+    issued: Mutex<Option<(u64, Instant)>>,
+    issued_refreshing: AtomicBool,
+}
+
+impl Entry {
+    fn new(campaign: Campaign, now: OffsetDateTime) -> Self {
+        Self {
+            frozen: now >= campaign.opens_at,
+            campaign,
+            fetched: Instant::now(),
+            sold_out: AtomicBool::new(false),
+            refreshing: AtomicBool::new(false),
+            issued: Mutex::new(None),
+            issued_refreshing: AtomicBool::new(false),
+        }
+    }
+
+    /// A claim's answer tells us at least `seq` coupons exist: keeps this instance's view
+    /// current during the rush without a read.
+    fn saw_issued(&self, seq: u32) {
+        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *issued {
+            Some((n, _)) => *n = (*n).max(u64::from(seq)),
+            None => *issued = Some((u64::from(seq), Instant::now())),
+        }
+    }
+}
+
+/// Clears a "refreshing" flag when the refresh ends, however it ends.
+struct Refreshing<'a>(&'a AtomicBool);
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+fn try_refresh(flag: &AtomicBool) -> Option<Refreshing<'_>> {
+    flag.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).ok().map(|_| Refreshing(flag))
 }
 
 /// The claim engine: campaign metadata cached in memory, decisions delegated to the store.
 pub struct Issuer {
-    cache: RwLock<HashMap<CampaignId, Arc<Cached>>>,
-    /// Serialises admin writes so two edits cannot both start from the same cached version.
-    admin: Mutex<()>,
+    config: CacheConfig,
+    cache: RwLock<HashMap<CampaignId, Arc<Entry>>>,
+    unknown: Mutex<HashMap<CampaignId, Instant>>,
     campaigns: Arc<dyn CampaignStore>,
     claims: Arc<dyn ClaimStore>,
     ledger: Arc<dyn LedgerStore>,
 }
 
 impl Issuer {
-    /// Builds the engine and warms the campaign cache from the store.
-    pub async fn load(
+    /// Builds the engine. Nothing is read up front: campaigns are read on first use.
+    pub fn new(
         campaigns: Arc<dyn CampaignStore>,
         claims: Arc<dyn ClaimStore>,
         ledger: Arc<dyn LedgerStore>,
-    ) -> Result<Self, StoreError> {
-        let cache = campaigns
-            .campaigns()
-            .await?
-            .into_iter()
-            .map(|c| (c.id.clone(), Arc::new(Cached { campaign: c, sold_out: AtomicBool::new(false) })))
-            .collect();
-        Ok(Self { cache: RwLock::new(cache), admin: Mutex::new(()), campaigns, claims, ledger })
+        config: CacheConfig,
+    ) -> Self {
+        Self {
+            config,
+            cache: RwLock::new(HashMap::new()),
+            unknown: Mutex::new(HashMap::new()),
+            campaigns,
+            claims,
+            ledger,
+        }
     }
 
-    fn cached(&self, id: &CampaignId) -> Option<Arc<Cached>> {
+    fn cached(&self, id: &CampaignId) -> Option<Arc<Entry>> {
         self.cache.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
-    fn put(&self, campaign: Campaign) {
-        let entry = Arc::new(Cached { campaign, sold_out: AtomicBool::new(false) });
-        self.cache.write().unwrap_or_else(|p| p.into_inner()).insert(entry.campaign.id.clone(), entry);
+    fn put(&self, campaign: Campaign, now: OffsetDateTime) -> Arc<Entry> {
+        let entry = Arc::new(Entry::new(campaign, now));
+        self.cache.write().unwrap_or_else(|p| p.into_inner()).insert(entry.campaign.id.clone(), entry.clone());
+        self.unknown.lock().unwrap_or_else(|p| p.into_inner()).remove(&entry.campaign.id);
+        entry
     }
 
-    /// One claim by `user`. `issued` only comes back once the coupon is durable; every other
-    /// outcome that can be told from memory is told without a store write.
+    /// Drops what this instance believed about `id`, after the store contradicted it.
+    fn forget(&self, id: &CampaignId) {
+        self.cache.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    fn known_unknown(&self, id: &CampaignId) -> bool {
+        let unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        unknown.get(id).is_some_and(|at| at.elapsed() < self.config.unknown_ttl)
+    }
+
+    fn remember_unknown(&self, id: &CampaignId) {
+        self.forget(id);
+        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        if unknown.len() >= self.config.unknown_capacity {
+            let ttl = self.config.unknown_ttl;
+            unknown.retain(|_, at| at.elapsed() < ttl);
+            if unknown.len() >= self.config.unknown_capacity {
+                // Still full of live entries: a flood of distinct ids. Start over rather than grow.
+                unknown.clear();
+            }
+        }
+        unknown.insert(id.clone(), Instant::now());
+    }
+
+    /// The campaign as this instance may use it for refusals: cached, or read through.
+    async fn entry(&self, id: &CampaignId, now: OffsetDateTime) -> Result<Arc<Entry>, IssuerError> {
+        let stale = match self.cached(id) {
+            Some(e) if e.frozen || e.fetched.elapsed() < self.config.scheduled_ttl => return Ok(e),
+            Some(e) => Some(e),
+            None if self.known_unknown(id) => return Err(IssuerError::NotFound),
+            None => None,
+        };
+        // One reader per instance refreshes a stale entry; the rest keep using the old copy.
+        let _guard = match &stale {
+            Some(e) => match try_refresh(&e.refreshing) {
+                Some(g) => Some(g),
+                None => return Ok(e.clone()),
+            },
+            None => None,
+        };
+        match self.campaigns.campaign(id).await? {
+            Some(c) => Ok(self.put(c, now)),
+            None => {
+                self.remember_unknown(id);
+                Err(IssuerError::NotFound)
+            }
+        }
+    }
+
+    /// One claim by `user`. `issued` only comes back once the coupon is durable; every refusal
+    /// that can be told from memory is told without a store write.
     pub async fn claim(
         &self,
         id: &CampaignId,
         user: &UserId,
         now: OffsetDateTime,
     ) -> Result<ClaimOutcome, IssuerError> {
-        let entry = self.cached(id).ok_or(IssuerError::NotFound)?;
+        let entry = self.entry(id, now).await?;
         match entry.campaign.window_at(now) {
             Status::Scheduled => return Ok(ClaimOutcome::NotOpen),
             // A winner retrying after close or sell-out still gets their coupon back (invariant 2).
-            Status::Closed => return self.existing_or(&entry, user, ClaimOutcome::Closed).await,
+            Status::Closed => return self.existing_or(id, user, ClaimOutcome::Closed).await,
             _ if entry.sold_out.load(Ordering::Relaxed) => {
-                return self.existing_or(&entry, user, ClaimOutcome::SoldOut).await;
+                return self.existing_or(id, user, ClaimOutcome::SoldOut).await;
             }
             _ => {}
         }
-        let decided = self.claims.claim(&entry.campaign, user, CouponCode::generate(), truncate_to_millis(now)).await?;
+        let decided = match self.claims.claim(id, user, CouponCode::generate(), truncate_to_millis(now)).await {
+            Err(StoreError::NotFound) => {
+                self.remember_unknown(id);
+                return Err(IssuerError::NotFound);
+            }
+            other => other?,
+        };
         Ok(match decided {
-            StoreClaim::Issued(c) => ClaimOutcome::Issued(c),
+            StoreClaim::Issued(c) => {
+                entry.saw_issued(c.seq);
+                ClaimOutcome::Issued(c)
+            }
             StoreClaim::Existing(c) => ClaimOutcome::AlreadyIssued(c),
             StoreClaim::SoldOut => {
                 entry.sold_out.store(true, Ordering::Relaxed);
                 ClaimOutcome::SoldOut
+            }
+            // Our copy said open; the store's did not (edited elsewhere, or clocks apart). The
+            // store is right: re-read on the next request.
+            StoreClaim::NotOpen => {
+                self.forget(id);
+                ClaimOutcome::NotOpen
+            }
+            StoreClaim::Closed => {
+                self.forget(id);
+                ClaimOutcome::Closed
             }
         })
     }
 
     async fn existing_or(
         &self,
-        entry: &Cached,
+        id: &CampaignId,
         user: &UserId,
         otherwise: ClaimOutcome,
     ) -> Result<ClaimOutcome, IssuerError> {
-        Ok(match self.claims.coupon_of(&entry.campaign.id, user).await? {
+        Ok(match self.claims.coupon_of(id, user).await? {
             Some(c) => ClaimOutcome::AlreadyIssued(c),
             None => otherwise,
         })
     }
 
-    pub async fn coupon_of(&self, id: &CampaignId, user: &UserId) -> Result<Option<Coupon>, IssuerError> {
-        let entry = self.cached(id).ok_or(IssuerError::NotFound)?;
-        Ok(self.claims.coupon_of(&entry.campaign.id, user).await?)
+    pub async fn coupon_of(
+        &self,
+        id: &CampaignId,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<Option<Coupon>, IssuerError> {
+        self.entry(id, now).await?;
+        Ok(self.claims.coupon_of(id, user).await?)
     }
 
+    /// The public view, served from memory: the campaign as cached and an issued count at most
+    /// `issued_ttl` old (exact once sold out, 0 while scheduled). Pollers never reach the store
+    /// more than once per `issued_ttl` per instance.
     pub async fn view(&self, id: &CampaignId, now: OffsetDateTime) -> Result<CampaignView, IssuerError> {
-        let entry = self.cached(id).ok_or(IssuerError::NotFound)?;
-        self.view_of(entry.campaign.clone(), now).await
+        let entry = self.entry(id, now).await?;
+        let c = &entry.campaign;
+        let issued = if entry.sold_out.load(Ordering::Relaxed) {
+            u64::from(c.total)
+        } else if c.window_at(now) == Status::Scheduled {
+            0
+        } else {
+            self.cached_issued(&entry).await?
+        };
+        Ok(view_of(c.clone(), issued, now))
     }
 
-    async fn view_of(&self, campaign: Campaign, now: OffsetDateTime) -> Result<CampaignView, IssuerError> {
-        let issued = self.claims.issued(&campaign.id).await?;
-        Ok(CampaignView {
-            remaining: u64::from(campaign.total).saturating_sub(issued),
-            status: campaign.status_at(now, issued),
-            issued,
-            campaign,
-        })
+    async fn cached_issued(&self, entry: &Entry) -> Result<u64, IssuerError> {
+        let last = *entry.issued.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((n, at)) = last {
+            if at.elapsed() < self.config.issued_ttl {
+                return Ok(n);
+            }
+        }
+        let _guard = match (try_refresh(&entry.issued_refreshing), last) {
+            (Some(g), _) => Some(g),
+            (None, Some((n, _))) => return Ok(n),
+            // Nothing to serve yet and someone else is reading: read too.
+            (None, None) => None,
+        };
+        let n = self.claims.issued(&entry.campaign.id).await?;
+        let mut issued = entry.issued.lock().unwrap_or_else(|p| p.into_inner());
+        // A claim answer may have told us of more in the meantime; counts only grow.
+        let n = issued.map_or(n, |(m, _)| n.max(m));
+        *issued = Some((n, Instant::now()));
+        Ok(n)
     }
 
-    /// All campaigns (newest opening first) with how many issuance records reached the ledger.
-    pub async fn list(&self, now: OffsetDateTime) -> Result<Vec<(CampaignView, u64)>, IssuerError> {
-        let mut campaigns: Vec<Campaign> =
-            self.cache.read().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.campaign.clone()).collect();
-        campaigns.sort_by(|a, b| b.opens_at.cmp(&a.opens_at).then_with(|| a.id.cmp(&b.id)));
-        let mut out = Vec::with_capacity(campaigns.len());
-        for c in campaigns {
+    /// One campaign as marketing sees it: read from the store (exact, not cached), with how many
+    /// issuance records reached the ledger.
+    pub async fn admin_get(&self, id: &CampaignId, now: OffsetDateTime) -> Result<(CampaignView, u64), IssuerError> {
+        let campaign = self.campaigns.campaign(id).await?.ok_or(IssuerError::NotFound)?;
+        self.admin_view(campaign, now).await
+    }
+
+    /// A page of campaigns (by id, after `after`) as marketing sees them.
+    pub async fn admin_page(
+        &self,
+        after: Option<&CampaignId>,
+        limit: usize,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(CampaignView, u64)>, IssuerError> {
+        let mut out = Vec::new();
+        for c in self.campaigns.campaigns(after, limit).await? {
             out.push(self.admin_view(c, now).await?);
         }
         Ok(out)
     }
 
-    pub async fn admin_get(&self, id: &CampaignId, now: OffsetDateTime) -> Result<(CampaignView, u64), IssuerError> {
-        let entry = self.cached(id).ok_or(IssuerError::NotFound)?;
-        self.admin_view(entry.campaign.clone(), now).await
-    }
-
     async fn admin_view(&self, campaign: Campaign, now: OffsetDateTime) -> Result<(CampaignView, u64), IssuerError> {
+        let issued = self.claims.issued(&campaign.id).await?;
         let written = self.ledger.ledger_written(&campaign.id).await?;
-        Ok((self.view_of(campaign, now).await?, written))
+        Ok((view_of(campaign, issued, now), written))
     }
 
-    pub async fn create(&self, campaign: Campaign) -> Result<Campaign, IssuerError> {
-        let _guard = self.admin.lock().await;
+    pub async fn create(&self, campaign: Campaign, now: OffsetDateTime) -> Result<Campaign, IssuerError> {
         match self.campaigns.insert_campaign(&campaign).await {
             Err(StoreError::Conflict) => return Err(IssuerError::Conflict),
             other => other?,
         }
-        self.put(campaign.clone());
+        self.put(campaign.clone(), now);
         Ok(campaign)
     }
 
-    /// Edits a campaign that has not opened yet. Once open, its terms are what people raced
-    /// for, so they are frozen.
+    /// Edits a campaign that has not opened and has issued nothing, if it is still at
+    /// `expected_version` (`None`: whatever version is stored now). The store decides, so two
+    /// instances editing at once cannot both win, and no edit lands after a coupon was issued.
     pub async fn update(
         &self,
         id: &CampaignId,
         changes: CampaignChanges,
+        expected_version: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<Campaign, IssuerError> {
-        let _guard = self.admin.lock().await;
-        let entry = self.cached(id).ok_or(IssuerError::NotFound)?;
-        if entry.campaign.window_at(now) != Status::Scheduled {
+        let current = self.campaigns.campaign(id).await?.ok_or(IssuerError::NotFound)?;
+        if expected_version.is_some_and(|v| v != current.version) {
+            return Err(IssuerError::VersionConflict { current: current.version });
+        }
+        if current.window_at(now) != Status::Scheduled {
             return Err(IssuerError::AlreadyOpen);
         }
-        let next = changes.apply(&entry.campaign)?;
-        self.campaigns.update_campaign(&next).await?;
-        self.put(next.clone());
+        let next = changes.apply(&current, now)?;
+        match self.campaigns.update_campaign(&next, current.version, now).await {
+            Ok(()) => {}
+            Err(StoreError::VersionMismatch { current }) => return Err(IssuerError::VersionConflict { current }),
+            Err(StoreError::Frozen) => return Err(IssuerError::AlreadyOpen),
+            Err(StoreError::NotFound) => return Err(IssuerError::NotFound),
+            Err(e) => return Err(e.into()),
+        }
+        self.put(next.clone(), now);
         Ok(next)
+    }
+}
+
+fn view_of(campaign: Campaign, issued: u64, now: OffsetDateTime) -> CampaignView {
+    CampaignView {
+        remaining: u64::from(campaign.total).saturating_sub(issued),
+        status: campaign.status_at(now, issued),
+        issued,
+        campaign,
     }
 }

@@ -33,7 +33,7 @@ impl IssuanceRecord {
             issued_at: coupon.issued_at,
             discount: campaign.coupon.discount,
             currency: campaign.coupon.currency.clone(),
-            expires_at: coupon.issued_at + time::Duration::days(i64::from(campaign.coupon.valid_days)),
+            expires_at: coupon.expires_at,
         }
     }
 

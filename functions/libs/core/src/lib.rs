@@ -13,7 +13,7 @@ pub mod testkit;
 
 pub use campaign::{Campaign, CampaignChanges, CampaignId, CouponTemplate, NewCampaign, Status};
 pub use coupon::{Coupon, CouponCode, UserId};
-pub use issuer::{CampaignView, ClaimOutcome, Issuer, IssuerError};
+pub use issuer::{CacheConfig, CampaignView, ClaimOutcome, Issuer, IssuerError};
 pub use ledger::{IssuanceRecord, LedgerError, consume_issuance};
 pub use ports::{CampaignStore, ClaimStore, LedgerStore, LedgerWrite, Outbox, StoreClaim, StoreError};
 

@@ -1,5 +1,10 @@
 //! Store ports: the narrow traits the engine and the ledger consumer need. Adapters are named
-//! by technology (`SqliteStore`, later `DynamoClaimStore`) and must all pass `testkit`'s contract suite.
+//! by technology (`SqliteStore`, later `DynamoClaimStore`) and pass `testkit`'s contract suites,
+//! one suite per port, so a store without a polling outbox (DynamoDB + SQS) runs the ones that apply.
+//!
+//! Many engines (one per Lambda container) share one store, so every decision that must hold
+//! across them is the store's: stock, window and one-coupon-per-user for claims; version, window
+//! and "nothing issued yet" for edits. Callers pass ids and the time, never their copy of a campaign.
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -13,9 +18,15 @@ pub enum StoreError {
     /// The key already exists (creating a campaign whose id is taken).
     #[error("already exists")]
     Conflict,
-    /// The key does not exist (updating a campaign that was never created).
+    /// The campaign does not exist.
     #[error("not found")]
     NotFound,
+    /// An edit was based on a version that is no longer the stored one.
+    #[error("the campaign is at version {current}")]
+    VersionMismatch { current: u64 },
+    /// An edit reached a campaign that has opened or issued a coupon: its terms are frozen.
+    #[error("the campaign has opened or issued coupons")]
+    Frozen,
     /// The store cannot answer right now; the caller may retry later.
     #[error("store unavailable")]
     Unavailable(#[source] BoxError),
@@ -31,37 +42,55 @@ impl StoreError {
 pub trait CampaignStore: Send + Sync {
     /// Durably stores a new campaign; `Conflict` if the id is taken.
     async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError>;
-    /// Durably replaces a campaign; `NotFound` if it does not exist.
-    async fn update_campaign(&self, campaign: &Campaign) -> Result<(), StoreError>;
-    async fn campaigns(&self) -> Result<Vec<Campaign>, StoreError>;
+    /// Durably replaces the campaign with `next` (whose `version` is `expected_version + 1`) only
+    /// if the stored version is `expected_version` (`VersionMismatch`), the stored campaign is
+    /// still scheduled at `now` and has issued nothing (`Frozen`). Decided under the same lock or
+    /// condition as claims, so no edit can land after a coupon was issued on the old terms.
+    async fn update_campaign(
+        &self,
+        next: &Campaign,
+        expected_version: u64,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// One campaign as stored, if it exists.
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError>;
+    /// Up to `limit` campaigns ordered by id, starting after `after`.
+    async fn campaigns(&self, after: Option<&CampaignId>, limit: usize) -> Result<Vec<Campaign>, StoreError>;
 }
 
 /// What the store decided for one claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreClaim {
-    /// A new coupon, with `seq` = previous issued + 1, durable together with its outbox record.
+    /// A new coupon, durable together with its ledger record (or whatever the store uses to
+    /// guarantee the record reaches the ledger). `seq` is unique within 1..=total.
     Issued(Coupon),
     /// The user already holds this coupon (possibly issued by a claim still being made durable:
     /// the store only answers once it is durable).
     Existing(Coupon),
-    /// `campaign.total` coupons are out; nothing was written.
+    /// The stored stock is gone; nothing was written.
     SoldOut,
+    /// `now` is before the stored `opens_at`; nothing was written.
+    NotOpen,
+    /// `now` is at or after the stored `closes_at`; nothing was written.
+    Closed,
 }
 
 #[async_trait]
 pub trait ClaimStore: Send + Sync {
-    /// Atomically: the user's existing coupon, or a new one made from `code` and `issued_at`
-    /// while stock remains, or `SoldOut`. Returns only once the outcome is durable.
+    /// Atomically, against the *stored* campaign: the user's existing coupon; else `NotOpen` /
+    /// `Closed` by the stored window at `now`; else a new coupon made from `code`, issued at
+    /// `now`, while stored stock remains; else `SoldOut`. `NotFound` for an unknown campaign.
+    /// Returns only once the outcome is durable.
     async fn claim(
         &self,
-        campaign: &Campaign,
+        campaign: &CampaignId,
         user: &UserId,
         code: CouponCode,
-        issued_at: OffsetDateTime,
+        now: OffsetDateTime,
     ) -> Result<StoreClaim, StoreError>;
     /// The user's coupon for this campaign, if any (a read; never writes).
     async fn coupon_of(&self, campaign: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError>;
-    /// How many coupons the campaign has issued.
+    /// How many coupons the campaign has issued (0 for an unknown campaign).
     async fn issued(&self, campaign: &CampaignId) -> Result<u64, StoreError>;
 }
 
@@ -80,6 +109,7 @@ pub trait LedgerStore: Send + Sync {
 }
 
 /// Issuance records written in the same transaction as their claims, waiting to reach the ledger.
+/// Only stores that are polled for their records have one (SQLite); DynamoDB hands them to SQS.
 #[async_trait]
 pub trait Outbox: Send + Sync {
     /// Up to `limit` undelivered records, oldest first.

@@ -9,6 +9,7 @@ mod writer;
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -16,7 +17,7 @@ use std::sync::{Arc, mpsc};
 use async_trait::async_trait;
 use firstcome_core::{
     Campaign, CampaignId, CampaignStore, ClaimStore, Coupon, CouponCode, IssuanceRecord, LedgerStore, LedgerWrite,
-    Outbox, StoreClaim, StoreError, UserId,
+    Outbox, Status, StoreClaim, StoreError, UserId,
 };
 use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
@@ -25,8 +26,10 @@ use tokio::sync::{oneshot, watch};
 
 use writer::{ClaimRow, Cmd};
 
-/// Winners maps are sized from the campaign's stock up front (a map resizing under the lock
-/// stalls every claim behind it), but capped so a 10M campaign does not reserve it all at once.
+/// A campaign's winners map is sized from its stock at its first claim in this process (a map
+/// resizing under the lock stalls every claim behind it), but capped so a 10M campaign does not
+/// reserve it all at once. At load only what is on disk is reserved: campaigns that never open
+/// (or ended long ago) cost nothing.
 const PRESIZE_CAP: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,20 +63,29 @@ struct Winner {
     issued_at: OffsetDateTime,
 }
 
+/// One campaign's state, under its lock: the stored campaign (claims and edits are decided on
+/// this copy, never a caller's), its winners and how far its coupons are durable.
 struct CampaignClaims {
+    campaign: Campaign,
     issued: u32,
     winners: HashMap<UserId, Winner>,
+    presized: bool,
     durable: Arc<watch::Sender<Durability>>,
 }
 
 impl CampaignClaims {
-    fn new(total: u32, loaded: usize) -> Self {
-        let capacity = (total as usize).min(PRESIZE_CAP).max(loaded);
+    fn new(campaign: Campaign, loaded: usize) -> Self {
         Self {
+            campaign,
             issued: 0,
-            winners: HashMap::with_capacity(capacity),
+            winners: HashMap::with_capacity(loaded),
+            presized: false,
             durable: Arc::new(watch::Sender::new(Durability::default())),
         }
+    }
+
+    fn coupon(&self, user: &UserId, w: &Winner) -> Coupon {
+        self.campaign.coupon_for(user.clone(), w.code, w.seq, w.issued_at)
     }
 }
 
@@ -104,12 +116,12 @@ pub struct SqliteStore {
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE campaigns (id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 -- Keyed by (campaign, seq) only, so a batch of claims appends to one end of one B-tree. One
 -- coupon per user and distinct codes are enforced by the in-memory winners map under the
 -- campaign lock and re-verified here at every start (`load_claims`): unique indexes on random
 -- keys (user id, code) would dirty a page per claim and multiply the WAL written per commit.
-CREATE TABLE IF NOT EXISTS coupons (
+CREATE TABLE coupons (
     campaign_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     user_id TEXT NOT NULL,
@@ -119,8 +131,8 @@ CREATE TABLE IF NOT EXISTS coupons (
 ) WITHOUT ROWID;
 -- Undelivered issuance records: a pointer to the coupon. The record itself is derived from the
 -- coupon and its campaign's terms, which are frozen once the campaign opens.
-CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, campaign_id TEXT NOT NULL, seq INTEGER NOT NULL, UNIQUE (campaign_id, seq));
-CREATE TABLE IF NOT EXISTS ledger (
+CREATE TABLE outbox (id INTEGER PRIMARY KEY, campaign_id TEXT NOT NULL, seq INTEGER NOT NULL, UNIQUE (campaign_id, seq));
+CREATE TABLE ledger (
     code TEXT PRIMARY KEY,
     campaign_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
@@ -131,7 +143,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     expires_at INTEGER NOT NULL,
     recorded_at INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ledger_by_campaign ON ledger (campaign_id);
+CREATE INDEX ledger_by_campaign ON ledger (campaign_id);
 ";
 
 fn open_conn(path: &Path) -> Result<Connection, SqliteError> {
@@ -164,22 +176,24 @@ impl SqliteStore {
     /// Only one process may hold a data dir: two would each believe they own the stock.
     pub fn open(dir: &Path) -> Result<Self, SqliteError> {
         let io = |source| SqliteError::Io { path: dir.to_owned(), source };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let lock = File::options().create(true).truncate(false).write(true).open(dir.join("lock")).map_err(io)?;
+        // Coupon codes are bearer secrets: the data dir is the owner's alone.
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        let lock =
+            File::options().create(true).truncate(false).write(true).mode(0o600).open(dir.join("lock")).map_err(io)?;
         if lock.try_lock().is_err() {
             return Err(SqliteError::Locked(dir.to_owned()));
         }
         let path = dir.join("firstcome.sqlite3");
-        let conn = open_conn(&path)?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version != 0 && version != SCHEMA_VERSION {
-            return Err(SqliteError::Corrupt(format!(
-                "{} has schema version {version}; this build reads version {SCHEMA_VERSION}",
-                path.display()
-            )));
+        if !path.exists() {
+            create_database(&path)?;
         }
-        conn.execute_batch(SCHEMA)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        for file in [path.clone(), wal_path(&path, "-wal"), wal_path(&path, "-shm")] {
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            }
+        }
+        let conn = open_conn(&path)?;
+        check_schema(&conn, &path)?;
         let claims = load_claims(&conn)?;
         let reader = open_conn(&path)?;
         let (tx, rx) = mpsc::channel();
@@ -265,6 +279,60 @@ impl SqliteStore {
     }
 }
 
+fn wal_path(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Creates the schema in a file beside `path` and renames it into place once committed, so a
+/// database file that exists always had its schema: an empty or schema-less file found later is
+/// damage (or someone else's file), never "a fresh start" that would forget every coupon.
+fn create_database(path: &Path) -> Result<(), SqliteError> {
+    let io = |source| SqliteError::Io { path: path.to_owned(), source };
+    let fresh = wal_path(path, ".new");
+    for leftover in [fresh.clone(), wal_path(&fresh, "-wal"), wal_path(&fresh, "-shm")] {
+        match std::fs::remove_file(&leftover) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+    }
+    // SQLite gives the -wal and -shm files the database file's mode.
+    File::options().write(true).create_new(true).mode(0o600).open(&fresh).map_err(io)?;
+    let mut conn = open_conn(&fresh)?;
+    let tx = conn.transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    conn.close().map_err(|(_, e)| e)?;
+    std::fs::rename(&fresh, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Refuses a database this build did not create, in whole: wrong version, or a table missing.
+fn check_schema(conn: &Connection, path: &Path) -> Result<(), SqliteError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version != SCHEMA_VERSION {
+        return Err(SqliteError::Corrupt(format!(
+            "{} has schema version {version}; this build reads version {SCHEMA_VERSION} (an empty or foreign file has 0)",
+            path.display()
+        )));
+    }
+    for table in ["campaigns", "coupons", "outbox", "ledger"] {
+        let n: i64 =
+            conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| {
+                r.get(0)
+            })?;
+        if n != 1 {
+            return Err(SqliteError::Corrupt(format!("{}: table {table} is missing", path.display())));
+        }
+    }
+    Ok(())
+}
+
 fn load_claims(conn: &Connection) -> Result<HashMap<CampaignId, Arc<Mutex<CampaignClaims>>>, SqliteError> {
     let corrupt = |what: &str, e: &dyn std::fmt::Display| SqliteError::Corrupt(format!("{what}: {e}"));
     let mut totals = HashMap::new();
@@ -273,7 +341,10 @@ fn load_claims(conn: &Connection) -> Result<HashMap<CampaignId, Arc<Mutex<Campai
         let c: Campaign = serde_json::from_str(&body?).map_err(|e| corrupt("campaign", &e))?;
         let count: i64 =
             conn.query_row("SELECT COUNT(*) FROM coupons WHERE campaign_id = ?1", [c.id.as_str()], |r| r.get(0))?;
-        totals.insert(c.id.clone(), CampaignClaims::new(c.total, count as usize));
+        if count > i64::from(c.total) {
+            return Err(corrupt(&format!("campaign {}", c.id), &format!("{count} coupons but total {}", c.total)));
+        }
+        totals.insert(c.id.clone(), CampaignClaims::new(c, count as usize));
     }
     let mut codes = std::collections::HashSet::new();
     let mut stmt =
@@ -312,10 +383,6 @@ fn from_millis(ms: i64) -> Result<OffsetDateTime, time::error::ComponentRange> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
 }
 
-fn coupon(campaign: &CampaignId, user: &UserId, w: &Winner) -> Coupon {
-    Coupon { code: w.code, seq: w.seq, campaign_id: campaign.clone(), user_id: user.clone(), issued_at: w.issued_at }
-}
-
 /// Returns `coupon` once its seq is on disk, or fails if the commit carrying it failed.
 async fn once_durable(coupon: Coupon, mut rx: watch::Receiver<Durability>) -> Result<Coupon, StoreError> {
     let seq = coupon.seq;
@@ -338,38 +405,39 @@ enum Wait {
 impl ClaimStore for SqliteStore {
     async fn claim(
         &self,
-        campaign: &Campaign,
+        campaign: &CampaignId,
         user: &UserId,
         code: CouponCode,
-        issued_at: OffsetDateTime,
+        now: OffsetDateTime,
     ) -> Result<StoreClaim, StoreError> {
         self.check()?;
-        let state = match self.campaign_claims(&campaign.id) {
-            Some(s) => s,
-            None => self
-                .shared
-                .claims
-                .write()
-                .entry(campaign.id.clone())
-                .or_insert_with(|| Arc::new(Mutex::new(CampaignClaims::new(campaign.total, 0))))
-                .clone(),
-        };
+        let state = self.campaign_claims(campaign).ok_or(StoreError::NotFound)?;
         let wait = {
             let mut st = state.lock();
             if let Some(w) = st.winners.get(user) {
-                let c = coupon(&campaign.id, user, w);
-                Wait::Existing(c, st.durable.subscribe())
-            } else if st.issued >= campaign.total {
-                return Ok(StoreClaim::SoldOut);
+                Wait::Existing(st.coupon(user, w), st.durable.subscribe())
             } else {
+                match st.campaign.window_at(now) {
+                    Status::Scheduled => return Ok(StoreClaim::NotOpen),
+                    Status::Closed => return Ok(StoreClaim::Closed),
+                    _ => {}
+                }
+                if st.issued >= st.campaign.total {
+                    return Ok(StoreClaim::SoldOut);
+                }
+                if !st.presized {
+                    let want = (st.campaign.total as usize).min(PRESIZE_CAP).saturating_sub(st.winners.len());
+                    st.winners.reserve(want);
+                    st.presized = true;
+                }
                 let seq = st.issued + 1;
-                let c = Coupon { code, seq, campaign_id: campaign.id.clone(), user_id: user.clone(), issued_at };
+                let c = st.campaign.coupon_for(user.clone(), code, seq, now);
                 let (reply, rx) = oneshot::channel();
                 let row = ClaimRow { coupon: c.clone(), durable: st.durable.clone(), reply };
                 // Sent under the campaign lock so the writer sees this campaign's seqs in order.
                 self.shared.tx.send(Cmd::Claim(row)).map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
                 st.issued = seq;
-                st.winners.insert(user.clone(), Winner { code, seq, issued_at });
+                st.winners.insert(user.clone(), Winner { code, seq, issued_at: now });
                 Wait::Issued(c, rx)
             }
         };
@@ -389,9 +457,9 @@ impl ClaimStore for SqliteStore {
             let st = state.lock();
             let Some(w) = st.winners.get(user) else { return Ok(None) };
             if w.seq <= st.durable.borrow().upto {
-                return Ok(Some(coupon(campaign, user, w)));
+                return Ok(Some(st.coupon(user, w)));
             }
-            (coupon(campaign, user, w), st.durable.subscribe())
+            (st.coupon(user, w), st.durable.subscribe())
         };
         // Never show a coupon that could still vanish in a crash.
         Ok(Some(once_durable(c, rx).await?))
@@ -405,27 +473,56 @@ impl ClaimStore for SqliteStore {
 #[async_trait]
 impl CampaignStore for SqliteStore {
     async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+        self.check()?;
         let (reply, rx) = oneshot::channel();
         let body = serde_json::to_string(campaign).map_err(StoreError::unavailable)?;
-        self.send(Cmd::InsertCampaign { id: campaign.id.to_string(), body, reply }, rx).await
+        self.send(Cmd::InsertCampaign { id: campaign.id.to_string(), body, reply }, rx).await?;
+        // Only once it is durable do claims see it.
+        self.shared
+            .claims
+            .write()
+            .entry(campaign.id.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(CampaignClaims::new(campaign.clone(), 0))));
+        Ok(())
     }
 
-    async fn update_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+    async fn update_campaign(&self, next: &Campaign, expected: u64, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.check()?;
+        let state = self.campaign_claims(&next.id).ok_or(StoreError::NotFound)?;
         let (reply, rx) = oneshot::channel();
-        let body = serde_json::to_string(campaign).map_err(StoreError::unavailable)?;
-        self.send(Cmd::UpdateCampaign { id: campaign.id.to_string(), body, reply }, rx).await
+        {
+            // The claims' lock: no claim can be decided between this check and the new terms.
+            let mut st = state.lock();
+            if st.campaign.version != expected {
+                return Err(StoreError::VersionMismatch { current: st.campaign.version });
+            }
+            if st.campaign.window_at(now) != Status::Scheduled || st.issued > 0 {
+                return Err(StoreError::Frozen);
+            }
+            let body = serde_json::to_string(next).map_err(StoreError::unavailable)?;
+            self.shared
+                .tx
+                .send(Cmd::UpdateCampaign { id: next.id.to_string(), body, reply })
+                .map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
+            // Claims decided on the new terms queue behind this write, so none is durable before
+            // it; if it fails the writer poisons the store and a restart reloads the old terms.
+            st.campaign = next.clone();
+        }
+        rx.await.map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?
     }
 
-    async fn campaigns(&self) -> Result<Vec<Campaign>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT body FROM campaigns ORDER BY id")?;
-            let bodies = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-            bodies
-                .iter()
-                .map(|b| serde_json::from_str(b).map_err(|e| SqliteError::Corrupt(format!("campaign: {e}"))))
-                .collect()
-        })
-        .await
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError> {
+        Ok(self.campaign_claims(id).map(|s| s.lock().campaign.clone()))
+    }
+
+    async fn campaigns(&self, after: Option<&CampaignId>, limit: usize) -> Result<Vec<Campaign>, StoreError> {
+        let all: Vec<Arc<Mutex<CampaignClaims>>> = {
+            let map = self.shared.claims.read();
+            let mut ids: Vec<&CampaignId> = map.keys().filter(|id| after.is_none_or(|a| *id > a)).collect();
+            ids.sort_unstable();
+            ids.into_iter().take(limit).map(|id| map[id].clone()).collect()
+        };
+        Ok(all.iter().map(|s| s.lock().campaign.clone()).collect())
     }
 }
 
@@ -471,13 +568,12 @@ impl Outbox for SqliteStore {
                 }
                 let campaign = &campaigns[&id];
                 let corrupt = |what: &str| SqliteError::Corrupt(format!("outbox coupon {what}"));
-                let coupon = Coupon {
-                    campaign_id: campaign.id.clone(),
-                    seq: r.get(1)?,
-                    user_id: UserId::parse(&r.get::<_, String>(2)?).map_err(|_| corrupt("user id"))?,
-                    code: CouponCode::parse(&r.get::<_, String>(3)?).map_err(|_| corrupt("code"))?,
-                    issued_at: from_millis(r.get(4)?).map_err(|_| corrupt("issued_at"))?,
-                };
+                let coupon = campaign.coupon_for(
+                    UserId::parse(&r.get::<_, String>(2)?).map_err(|_| corrupt("user id"))?,
+                    CouponCode::parse(&r.get::<_, String>(3)?).map_err(|_| corrupt("code"))?,
+                    r.get(1)?,
+                    from_millis(r.get(4)?).map_err(|_| corrupt("issued_at"))?,
+                );
                 out.push(IssuanceRecord::new(campaign, &coupon));
             }
             Ok(out)

@@ -97,6 +97,8 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::syn
         return false;
     }
     let has_claims = batch.iter().any(|c| matches!(c, Cmd::Claim(_)));
+    // Claims and edits were applied in memory before their commit (under the campaign lock).
+    let promised_in_memory = batch.iter().any(|c| matches!(c, Cmd::Claim(_) | Cmd::UpdateCampaign { .. }));
     let mut claims: Vec<ClaimRow> = Vec::new();
     let mut done = Vec::new();
     let mut queue = batch.drain(..);
@@ -191,10 +193,10 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Cmd>, poisoned: &std::syn
         Err(e) => {
             let e = Arc::new(e);
             tracing::error!(error = %e, "sqlite commit failed");
-            // The claims of this batch were already promised in memory and are not on disk, so
-            // memory and disk disagree: refuse all further claims until a restart rebuilds
-            // state from disk. Nothing was answered `issued`, so nothing is lost.
-            if has_claims {
+            // The claims (or edits) of this batch were already applied in memory and are not on
+            // disk, so memory and disk disagree: refuse all further claims until a restart
+            // rebuilds state from disk. Nothing was answered `issued`, so nothing is lost.
+            if promised_in_memory {
                 poisoned.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             let fail = || StoreError::unavailable(SqliteError::Commit(e.clone()));

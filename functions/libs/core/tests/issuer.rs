@@ -1,0 +1,210 @@
+//! The `Issuer` engine over the in-memory store, wrapped in a decorator that counts store calls:
+//! refusals (not_open, closed, sold_out once known) never reach the claim path; the campaign is
+//! re-read at most once per TTL while scheduled and never once frozen; public views read the
+//! issued count at most once per TTL; unknown ids are remembered, in bounded memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use firstcome_core::testkit::{MemoryStore, campaign_at, now, user};
+use firstcome_core::{
+    CacheConfig, Campaign, CampaignChanges, CampaignId, CampaignStore, ClaimOutcome, ClaimStore, Coupon, CouponCode,
+    Issuer, IssuerError, StoreClaim, StoreError, UserId,
+};
+use time::{Duration, OffsetDateTime};
+
+#[derive(Default)]
+struct Calls {
+    claim: AtomicUsize,
+    campaign: AtomicUsize,
+    issued: AtomicUsize,
+}
+
+struct Counting {
+    inner: MemoryStore,
+    calls: Calls,
+}
+
+#[async_trait]
+impl ClaimStore for Counting {
+    async fn claim(
+        &self,
+        c: &CampaignId,
+        u: &UserId,
+        code: CouponCode,
+        at: OffsetDateTime,
+    ) -> Result<StoreClaim, StoreError> {
+        self.calls.claim.fetch_add(1, Ordering::SeqCst);
+        self.inner.claim(c, u, code, at).await
+    }
+    async fn coupon_of(&self, c: &CampaignId, u: &UserId) -> Result<Option<Coupon>, StoreError> {
+        self.inner.coupon_of(c, u).await
+    }
+    async fn issued(&self, c: &CampaignId) -> Result<u64, StoreError> {
+        self.calls.issued.fetch_add(1, Ordering::SeqCst);
+        self.inner.issued(c).await
+    }
+}
+
+#[async_trait]
+impl CampaignStore for Counting {
+    async fn insert_campaign(&self, c: &Campaign) -> Result<(), StoreError> {
+        self.inner.insert_campaign(c).await
+    }
+    async fn update_campaign(&self, c: &Campaign, v: u64, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.inner.update_campaign(c, v, now).await
+    }
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError> {
+        self.calls.campaign.fetch_add(1, Ordering::SeqCst);
+        self.inner.campaign(id).await
+    }
+    async fn campaigns(&self, after: Option<&CampaignId>, limit: usize) -> Result<Vec<Campaign>, StoreError> {
+        self.inner.campaigns(after, limit).await
+    }
+}
+
+fn issuer(config: CacheConfig) -> (Issuer, Arc<Counting>) {
+    let store = Arc::new(Counting { inner: MemoryStore::new(), calls: Calls::default() });
+    let ledger = Arc::new(MemoryStore::new());
+    (Issuer::new(store.clone(), store.clone(), ledger, config), store)
+}
+
+fn count(c: &AtomicUsize) -> usize {
+    c.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn refusals_never_reach_the_claim_path() {
+    let (issuer, store) = issuer(CacheConfig::default());
+    let t0 = now();
+    let mut c = campaign_at("fast", 2, t0 + Duration::hours(1));
+    c.closes_at = Some(t0 + Duration::hours(2));
+    let c = issuer.create(c, t0).await.unwrap();
+    let claims = || count(&store.calls.claim);
+
+    for u in 0..100 {
+        assert_eq!(issuer.claim(&c.id, &user(u), t0).await.unwrap(), ClaimOutcome::NotOpen);
+    }
+    assert_eq!(claims(), 0, "not_open is answered from memory");
+
+    let open = t0 + Duration::minutes(61);
+    assert!(matches!(issuer.claim(&c.id, &user(1), open).await.unwrap(), ClaimOutcome::Issued(_)));
+    assert!(matches!(issuer.claim(&c.id, &user(2), open).await.unwrap(), ClaimOutcome::Issued(_)));
+    assert_eq!(issuer.claim(&c.id, &user(3), open).await.unwrap(), ClaimOutcome::SoldOut);
+    assert_eq!(claims(), 3, "the store is asked until it first says sold out");
+    for u in 4..1000 {
+        assert_eq!(issuer.claim(&c.id, &user(u), open).await.unwrap(), ClaimOutcome::SoldOut);
+    }
+    assert!(matches!(issuer.claim(&c.id, &user(1), open).await.unwrap(), ClaimOutcome::AlreadyIssued(_)));
+    assert_eq!(claims(), 3, "after sell-out, losers and winners are answered without a store write");
+
+    let closed = t0 + Duration::hours(3);
+    assert_eq!(issuer.claim(&c.id, &user(500), closed).await.unwrap(), ClaimOutcome::Closed);
+    assert!(matches!(issuer.claim(&c.id, &user(2), closed).await.unwrap(), ClaimOutcome::AlreadyIssued(_)));
+    assert_eq!(claims(), 3);
+}
+
+#[tokio::test]
+async fn a_scheduled_campaign_is_reread_per_ttl_and_an_open_one_never() {
+    let ttl = StdDuration::from_millis(40);
+    let (issuer, store) = issuer(CacheConfig { scheduled_ttl: ttl, ..Default::default() });
+    let t0 = now();
+    let c = campaign_at("ttl", 5, t0 + Duration::hours(1));
+    store.inner.insert_campaign(&c).await.unwrap();
+    let reads = || count(&store.calls.campaign);
+
+    for u in 0..50 {
+        assert_eq!(issuer.claim(&c.id, &user(u), t0).await.unwrap(), ClaimOutcome::NotOpen);
+    }
+    assert_eq!(reads(), 1, "read through once, then cached");
+    std::thread::sleep(ttl + StdDuration::from_millis(5));
+    issuer.view(&c.id, t0).await.unwrap();
+    issuer.view(&c.id, t0).await.unwrap();
+    assert_eq!(reads(), 2, "a scheduled campaign is re-read once its TTL is up");
+
+    // Read at or after opening: frozen for good, however long it stays cached.
+    let open = c.opens_at + Duration::seconds(1);
+    std::thread::sleep(ttl + StdDuration::from_millis(5));
+    assert!(matches!(issuer.claim(&c.id, &user(1), open).await.unwrap(), ClaimOutcome::Issued(_)));
+    assert_eq!(reads(), 3);
+    std::thread::sleep(ttl + StdDuration::from_millis(5));
+    for u in 2..20 {
+        issuer.claim(&c.id, &user(u), open).await.unwrap();
+        issuer.view(&c.id, open).await.unwrap();
+    }
+    assert_eq!(reads(), 3, "an opened campaign's terms are frozen; no more reads");
+}
+
+#[tokio::test]
+async fn public_views_read_the_issued_count_at_most_once_per_ttl() {
+    let ttl = StdDuration::from_millis(40);
+    let (issuer, store) = issuer(CacheConfig { issued_ttl: ttl, ..Default::default() });
+    let t0 = now();
+    let c = issuer.create(campaign_at("poll", 3, t0 + Duration::hours(1)), t0).await.unwrap();
+    let reads = || count(&store.calls.issued);
+    for _ in 0..100 {
+        assert_eq!(issuer.view(&c.id, t0).await.unwrap().remaining, 3);
+    }
+    assert_eq!(reads(), 0, "nothing can be issued before opening");
+    let open = c.opens_at;
+    for _ in 0..100 {
+        issuer.view(&c.id, open).await.unwrap();
+    }
+    assert_eq!(reads(), 1, "100 polls, one read");
+    // Another instance issues one; this one sees it once the TTL is up.
+    store.inner.claim(&c.id, &user(9), CouponCode::generate(), open).await.unwrap();
+    std::thread::sleep(ttl + StdDuration::from_millis(5));
+    assert_eq!(issuer.view(&c.id, open).await.unwrap().remaining, 2);
+    assert_eq!(reads(), 2);
+    // Its own claims keep its view current without a read.
+    issuer.claim(&c.id, &user(1), open).await.unwrap();
+    assert_eq!(issuer.view(&c.id, open).await.unwrap().remaining, 1);
+    assert_eq!(reads(), 2);
+}
+
+#[tokio::test]
+async fn unknown_ids_are_remembered_in_bounded_memory() {
+    let config = CacheConfig { unknown_capacity: 2, unknown_ttl: StdDuration::from_secs(60), ..Default::default() };
+    let (issuer, store) = issuer(config);
+    let t = now();
+    let reads = || count(&store.calls.campaign);
+    let bogus = |s: &str| CampaignId::parse(s).unwrap();
+    for _ in 0..1000 {
+        assert!(matches!(issuer.claim(&bogus("nope"), &user(1), t).await, Err(IssuerError::NotFound)));
+    }
+    assert_eq!(reads(), 1, "a flood of one bogus id costs one read");
+    issuer.view(&bogus("nope-2"), t).await.unwrap_err();
+    assert_eq!(reads(), 2);
+    // A third id finds the memory full of live entries: it starts over instead of growing.
+    issuer.view(&bogus("nope-3"), t).await.unwrap_err();
+    issuer.view(&bogus("nope"), t).await.unwrap_err();
+    assert_eq!(reads(), 4, "the memory was bounded: the first id had to be read again");
+    // Creating an id that was unknown makes it known at once.
+    issuer.create(campaign_at("nope-3", 1, t), t).await.unwrap();
+    assert_eq!(issuer.view(&bogus("nope-3"), t).await.unwrap().campaign.total, 1);
+}
+
+#[tokio::test]
+async fn edits_need_the_current_version_and_a_campaign_that_has_not_opened() {
+    let (issuer, _) = issuer(CacheConfig::default());
+    let t0 = now();
+    let c = issuer.create(campaign_at("edit", 5, t0 + Duration::hours(1)), t0).await.unwrap();
+    assert!(matches!(issuer.create(c.clone(), t0).await, Err(IssuerError::Conflict)));
+    let seven = || CampaignChanges { total: Some(7), ..Default::default() };
+    let changed = issuer.update(&c.id, seven(), Some(1), t0).await.unwrap();
+    assert_eq!((changed.total, changed.version), (7, 2));
+    assert_eq!(issuer.view(&c.id, t0).await.unwrap().remaining, 7, "this instance serves its edit at once");
+    assert!(matches!(
+        issuer.update(&c.id, seven(), Some(1), t0).await,
+        Err(IssuerError::VersionConflict { current: 2 })
+    ));
+    assert_eq!(issuer.update(&c.id, seven(), None, t0).await.unwrap().version, 3, "None: whatever is stored");
+    let after_open = t0 + Duration::hours(2);
+    assert!(matches!(issuer.update(&c.id, seven(), Some(3), after_open).await, Err(IssuerError::AlreadyOpen)));
+    let bad = CampaignChanges { total: Some(0), ..Default::default() };
+    assert!(matches!(issuer.update(&c.id, bad, Some(3), t0).await, Err(IssuerError::Invalid(e)) if e.field == "total"));
+    let ghost = CampaignId::parse("ghost").unwrap();
+    assert!(matches!(issuer.update(&ghost, seven(), None, t0).await, Err(IssuerError::NotFound)));
+}

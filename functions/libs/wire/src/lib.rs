@@ -1,0 +1,349 @@
+//! firstcome's wire types, defined once: every request and response body of the HTTP API, the
+//! error body with its closed set of codes, and the claim outcome and campaign status enums.
+//!
+//! The router serialises these, the load tool and the event page deserialise them. Only serde and
+//! time here (utoipa behind the `openapi` feature), so a WASM page can depend on it.
+
+pub mod datetime;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use time::OffsetDateTime;
+
+/// Campaign ids: the path segment and the `id` field.
+pub const CAMPAIGN_ID_PATTERN: &str = "^[a-z0-9-]{1,64}$";
+/// User ids (a token's `sub`): visible ASCII.
+pub const USER_ID_PATTERN: &str = "^[!-~]{1,128}$";
+/// Largest stock a campaign may have.
+pub const MAX_TOTAL: u64 = 10_000_000;
+/// Largest request body the server reads.
+pub const BODY_LIMIT: usize = 16 * 1024;
+/// Most campaigns on one page of the admin list.
+pub const MAX_PAGE: usize = 200;
+
+/// Every error code the API answers with. The HTTP status of each is fixed (see `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: a field, the path or the body is invalid; the message names it.
+    InvalidRequest,
+    /// 401: no token, or a token that does not verify.
+    Unauthorized,
+    /// 403: the token is valid but may not do this.
+    Forbidden,
+    /// 404: no such campaign, coupon or route.
+    NotFound,
+    /// 405: the route exists, the method does not.
+    MethodNotAllowed,
+    /// 409: a campaign with this id already exists.
+    Conflict,
+    /// 409: the campaign has opened or issued coupons; its terms are frozen.
+    AlreadyOpen,
+    /// 409: the campaign changed since the version in `If-Match` (another edit won the race).
+    VersionConflict,
+    /// 428: an edit must say which version it is based on (`If-Match`).
+    PreconditionRequired,
+    /// 409: every coupon has been issued.
+    SoldOut,
+    /// 409: the campaign has not opened yet.
+    NotOpen,
+    /// 409: the campaign has closed.
+    Closed,
+    /// 413: the body is larger than the server reads.
+    TooLarge,
+    /// 503: the store cannot answer right now; retry after `Retry-After`.
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 14] = [
+        Self::InvalidRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::Conflict,
+        Self::AlreadyOpen,
+        Self::VersionConflict,
+        Self::PreconditionRequired,
+        Self::SoldOut,
+        Self::NotOpen,
+        Self::Closed,
+        Self::TooLarge,
+        Self::Unavailable,
+    ];
+
+    /// The HTTP status this code is always answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::InvalidRequest => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::Conflict
+            | Self::AlreadyOpen
+            | Self::VersionConflict
+            | Self::SoldOut
+            | Self::NotOpen
+            | Self::Closed => 409,
+            Self::TooLarge => 413,
+            Self::PreconditionRequired => 428,
+            Self::Unavailable => 503,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict => "conflict",
+            Self::AlreadyOpen => "already_open",
+            Self::VersionConflict => "version_conflict",
+            Self::PreconditionRequired => "precondition_required",
+            Self::SoldOut => "sold_out",
+            Self::NotOpen => "not_open",
+            Self::Closed => "closed",
+            Self::TooLarge => "too_large",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The body of every non-2xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorCode,
+    /// Human-readable explanation, naming the offending field where there is one.
+    pub message: String,
+}
+
+/// Where a campaign stands when the answer was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignStatus {
+    Scheduled,
+    Open,
+    SoldOut,
+    Closed,
+}
+
+/// What a successful claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimOutcome {
+    /// A new coupon, durable before this answer (201).
+    Issued,
+    /// The user already held this coupon; the very same one again (200).
+    AlreadyIssued,
+}
+
+impl ClaimOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Issued => "issued",
+            Self::AlreadyIssued => "already_issued",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CouponTerms {
+    /// Discount in the currency's minor unit (cents, won).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000_000_000u64))]
+    pub discount: u64,
+    /// ISO 4217 alphabetic code, e.g. KRW.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Z]{3}$"))]
+    pub currency: String,
+    /// Days a coupon stays redeemable after it is issued.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3650))]
+    pub valid_days: u32,
+}
+
+/// A campaign as the public (the event page) sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Campaign {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9-]{1,64}$"))]
+    pub id: String,
+    pub title: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
+    pub total: u32,
+    /// Coupons left. On the public view this may lag the store by up to about a second.
+    pub remaining: u64,
+    pub status: CampaignStatus,
+    #[serde(with = "datetime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub opens_at: OffsetDateTime,
+    #[serde(default, with = "datetime::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub closes_at: Option<OffsetDateTime>,
+    /// The server's clock when it answered, so a page can count down to `opens_at` without
+    /// trusting the device's clock.
+    #[serde(with = "datetime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub server_time: OffsetDateTime,
+    pub coupon: CouponTerms,
+}
+
+/// A campaign as marketing sees it: the public view (with an exact `remaining`), its version
+/// for conditional edits, and issuance progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdminCampaign {
+    #[serde(flatten)]
+    pub campaign: Campaign,
+    /// Bumped by every edit; send it back as `If-Match: "<version>"` to edit (also the `ETag`).
+    pub version: u64,
+    pub issued: u64,
+    /// Issuance records that have reached the ledger; equals `issued` once the queue drains.
+    pub ledger_written: u64,
+}
+
+/// One page of the admin list, ordered by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdminCampaignPage {
+    pub campaigns: Vec<AdminCampaign>,
+    /// Pass as `?after=` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Coupon {
+    /// Grouped Crockford base32, e.g. 7KQ3-M9XZ-0C4T-HV2R.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}$"))]
+    pub code: String,
+    /// Unique within 1..=total; once the campaign sells out, the winners hold exactly 1..=total.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub seq: u32,
+    pub campaign_id: String,
+    pub user_id: String,
+    #[serde(with = "datetime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub issued_at: OffsetDateTime,
+    /// When the coupon stops being redeemable: `issued_at` + the campaign's `valid_days`.
+    #[serde(with = "datetime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClaimResponse {
+    pub outcome: ClaimOutcome,
+    pub coupon: Coupon,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateCampaign {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9-]{1,64}$"))]
+    pub id: String,
+    /// 1 to 200 characters, no control characters (trimmed).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
+    pub title: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
+    pub total: u64,
+    /// At most a minute in the past (opening "now" is allowed).
+    #[serde(with = "datetime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub opens_at: OffsetDateTime,
+    /// After `opens_at`; absent: open until sold out.
+    #[serde(default, with = "datetime::option", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub closes_at: Option<OffsetDateTime>,
+    pub coupon: CouponTerms,
+}
+
+/// Fields to change before the campaign opens; absent fields stay, `closes_at: null` removes the
+/// closing time. Needs `If-Match: "<version>"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PatchCampaign {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000_000))]
+    pub total: Option<u64>,
+    #[serde(default, with = "datetime::option", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub opens_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        deserialize_with = "present_nullable",
+        serialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub closes_at: Option<Option<OffsetDateTime>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupon: Option<CouponTerms>,
+}
+
+/// Absent → `None` (by `default`), `null` → `Some(None)`, a date → `Some(Some(date))`.
+fn present_nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<OffsetDateTime>>, D::Error> {
+    datetime::option::deserialize(d).map(Some)
+}
+
+fn nullable<S: serde::Serializer>(v: &Option<Option<OffsetDateTime>>, s: S) -> Result<S::Ok, S::Error> {
+    datetime::option::serialize(&v.flatten(), s)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DevTokenRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[!-~]{1,128}$"))]
+    pub user_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DevTokenResponse {
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    pub status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip_and_have_one_status() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+            assert!((400..600).contains(&code.status()));
+        }
+    }
+
+    #[test]
+    fn patch_tells_absent_from_null() {
+        let absent: PatchCampaign = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.closes_at, None);
+        let null: PatchCampaign = serde_json::from_str(r#"{"closes_at":null}"#).unwrap();
+        assert_eq!(null.closes_at, Some(None));
+        assert_eq!(serde_json::to_string(&null).unwrap(), r#"{"closes_at":null}"#);
+        assert_eq!(serde_json::to_string(&absent).unwrap(), "{}");
+    }
+}
