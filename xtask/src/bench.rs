@@ -176,8 +176,8 @@ fn recorded_section(previous: &str, name: &str) -> String {
     let mut out = String::new();
     let mut inside = false;
     for line in previous.lines() {
-        if line.starts_with("## ") {
-            inside = line[3..].split_whitespace().next() == Some(name);
+        if let Some(heading) = line.strip_prefix("## ") {
+            inside = heading.split_whitespace().next() == Some(name);
         }
         if inside {
             out.push_str(line);
@@ -217,8 +217,7 @@ fn write_section(md: &mut String, t: &Target, results: &[(Value, PathBuf)], medi
             opt(f(v, &["latency_ms", "p999"]), 2),
             opt(f(v, &["latency_ms", "max"]), 2),
             opt(f(v, &["server_rss_mb"]), 1),
-            opt(f(v, &["rss_growth_pct"]), 1).replace("–", "–")
-                + if f(v, &["rss_growth_pct"]).is_nan() { "" } else { "%" },
+            opt(f(v, &["rss_growth_pct"]), 1) + if f(v, &["rss_growth_pct"]).is_nan() { "" } else { "%" },
             opt(f(v, &["p99_drift"]), 2),
             v["violations"].as_array().map_or(0, Vec::len),
         );

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 
 mod bench;
+mod boundaries;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -29,7 +30,8 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Every test: formatting, then the whole workspace's tests.
+    /// Every test: formatting, clippy (warnings are errors), the architecture boundaries, then the
+    /// whole workspace's tests.
     Test,
     /// Run firstcome-rehearse (release build) with these arguments, e.g. `-- --scenario spike ...`.
     Rehearse {
@@ -64,6 +66,8 @@ fn main() -> anyhow::Result<()> {
         Task::Test => {
             setup()?;
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+            run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+            boundaries::check(&std::fs::read_to_string("ARCHITECTURE.md").context("reading ARCHITECTURE.md")?)?;
             test_workspace()
         }
         Task::Rehearse { args } => run(cargo()
@@ -75,8 +79,10 @@ fn main() -> anyhow::Result<()> {
 
 /// Everything beyond a Rust toolchain that the tasks need. Each step checks before installing.
 fn setup() -> anyhow::Result<()> {
-    if !Command::new("rustfmt").arg("--version").output().is_ok_and(|o| o.status.success()) {
-        run(Command::new("rustup").args(["component", "add", "rustfmt"]))?;
+    for (probe, component) in [("rustfmt", "rustfmt"), ("cargo-clippy", "clippy")] {
+        if !Command::new(probe).arg("--version").output().is_ok_and(|o| o.status.success()) {
+            run(Command::new("rustup").args(["component", "add", component]))?;
+        }
     }
     Ok(())
 }

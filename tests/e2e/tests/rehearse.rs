@@ -106,7 +106,7 @@ async fn the_checker_catches_a_server_that_double_issues() {
 fn a_small_spike_against_firstcome_local_has_no_violations() {
     let dir = tempfile::tempdir().unwrap();
     let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
-    let json = dir.path().join("spike.json");
+    let json = dir.path().join("reports/spike.json");
     let out = Command::new(rehearse_binary())
         .args(["--url", &server.url, "--scenario", "spike", "--users", "2500", "--repeat", "2", "--stock", "100"])
         .args(["--connections", "32", "--lead", "1", "--quiet", "--ceiling"])
@@ -130,7 +130,7 @@ fn a_small_spike_against_firstcome_local_has_no_violations() {
     for k in ["p50", "p90", "p99", "p999", "max"] {
         assert!(report["latency_ms"][k].as_f64().unwrap() > 0.0, "{k}");
     }
-    assert!(json.with_extension("svg").exists(), "the chart is written next to the report");
+    assert!(json.with_extension("svg").exists(), "the chart is written next to the report, directories created");
     assert!(table.contains("0 violations"), "{table}");
 }
 

@@ -277,10 +277,10 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
         for fd in fds.flatten() {
-            if let Ok(link) = std::fs::read_link(fd.path()) {
-                if inodes.iter().any(|i| link.as_os_str() == i.as_str()) {
-                    return Some(pid);
-                }
+            if let Ok(link) = std::fs::read_link(fd.path())
+                && inodes.iter().any(|i| link.as_os_str() == i.as_str())
+            {
+                return Some(pid);
             }
         }
     }
@@ -499,7 +499,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     };
     if let Some(path) = &o.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises");
-        std::fs::write(path, text).map_err(|source| RehearseError::File { path: path.clone(), source })?;
+        write_creating_dirs(path, text.as_bytes())?;
     }
     let svg_path = o.svg.clone().or_else(|| o.json.as_ref().map(|p| p.with_extension("svg")));
     if let Some(path) = svg_path {
@@ -507,10 +507,17 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
             "{} — {} req, {:.0} req/s, p99 {:.2} ms",
             report.scenario, report.requests, report.rps, report.latency_ms.p99
         );
-        std::fs::write(&path, report::svg(&title, &result.buckets))
-            .map_err(|source| RehearseError::File { path, source })?;
+        write_creating_dirs(&path, report::svg(&title, &result.buckets).as_bytes())?;
     }
     Ok(report)
+}
+
+fn write_creating_dirs(path: &std::path::Path, contents: &[u8]) -> Result<(), RehearseError> {
+    let fail = |source| RehearseError::File { path: path.to_owned(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    std::fs::write(path, contents).map_err(fail)
 }
 
 /// Distinct users who clicked. Request indices are handed out in order and request i is a

@@ -570,3 +570,79 @@ async fn concurrent_claims_issue_exactly_the_stock() {
     let (_, v) = app.call("GET", "/api/admin/campaigns/rush", Some(&admin()), None).await;
     assert_eq!((v["issued"].clone(), v["remaining"].clone()), (json!(STOCK), json!(0)));
 }
+
+/// Every operation lists the statuses it can answer, with the constraints the server enforces in
+/// its schemas; then every operation is probed with hostile variants (no token, a forged one, the
+/// wrong role, bad ids, broken and oversized bodies, odd If-Match) and each answer's status must be
+/// one the document lists for that operation, with an error body of a documented code.
+#[tokio::test]
+async fn openapi_lists_every_status_each_route_answers() {
+    let app = app().await;
+    app.create("probe", 1, time::Duration::hours(1)).await;
+    let (_, doc) = app.call("GET", "/api/openapi.json", None, None).await;
+
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["CreateCampaign"]["properties"]["id"]["pattern"], firstcome_wire::CAMPAIGN_ID_PATTERN);
+    assert_eq!(schemas["CreateCampaign"]["properties"]["total"]["maximum"], json!(firstcome_wire::MAX_TOTAL));
+    assert_eq!(schemas["CouponTerms"]["properties"]["currency"]["pattern"], "^[A-Z]{3}$");
+    let codes: Vec<&str> =
+        schemas["ErrorCode"]["enum"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    for code in firstcome_wire::ErrorCode::ALL {
+        assert!(codes.contains(&code.as_str()), "{} is not in the documented enum", code.as_str());
+    }
+
+    let mut probed = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !["get", "post", "patch", "put", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let method = method.to_uppercase();
+            let documented: HashSet<u16> =
+                op["responses"].as_object().unwrap().keys().map(|k| k.parse().unwrap()).collect();
+            let name = format!("{method} {path}");
+            let has = |s: u16| documented.contains(&s);
+            if path.contains("{id}") {
+                assert!(has(400) && has(404), "{name} has a path id: 400 and 404");
+                let id = op["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "id").unwrap();
+                assert_eq!(id["schema"]["pattern"], firstcome_wire::CAMPAIGN_ID_PATTERN, "{name}");
+            }
+            if op.get("security").is_some() {
+                assert!(has(401) && has(403), "{name} is authenticated: 401 and 403");
+            }
+            if op.get("requestBody").is_some() {
+                assert!(has(400) && has(413), "{name} reads a body: 400 and 413");
+            }
+            if path.starts_with("/api/") && !path.starts_with("/api/dev/") {
+                assert!(has(503), "{name} reaches the store: 503");
+            }
+
+            for id in ["probe", "missing", "UPPER", &"a".repeat(65), "%20"] {
+                let url = path.replace("{id}", id);
+                for token in [None, Some("garbage".to_owned()), Some(user_token("prober")), Some(admin())] {
+                    for body in [None, Some(b"{}".to_vec()), Some(b"{bad".to_vec()), Some(vec![b' '; BODY + 1])] {
+                        for if_match in [None, Some("\"1\""), Some("*"), Some("bad")] {
+                            let headers: Vec<(&str, &str)> = if_match.map(|m| ("if-match", m)).into_iter().collect();
+                            let (s, _, v) = app.send(&method, &url, token.as_deref(), &headers, body.clone()).await;
+                            probed += 1;
+                            assert!(
+                                has(s.as_u16()),
+                                "{name} answered {s} (undocumented) for id={id} token={} body={:?}: {v}",
+                                token.is_some(),
+                                body.as_ref().map(|b| b.len())
+                            );
+                            if !s.is_success() {
+                                let e: firstcome_wire::ErrorBody = serde_json::from_value(v.clone())
+                                    .unwrap_or_else(|err| panic!("{name} {s}: not an ErrorBody ({err}): {v}"));
+                                assert_eq!(e.error.status(), s.as_u16(), "{name}: {v}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(probed > 1000, "{probed}");
+}
+
+const BODY: usize = firstcome_api::BODY_LIMIT;

@@ -301,7 +301,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(fn(&mut NewCampaign), &str)> = vec![
+        type Case = (fn(&mut NewCampaign), &'static str);
+        let cases: Vec<Case> = vec![
             (|n| n.total = 0, "total"),
             (|n| n.total = MAX_TOTAL + 1, "total"),
             (|n| n.title = "   ".into(), "title"),

@@ -308,10 +308,10 @@ impl Issuer {
 
     async fn cached_issued(&self, entry: &Entry) -> Result<u64, IssuerError> {
         let last = *entry.issued.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((n, at)) = last {
-            if at.elapsed() < self.config.issued_ttl {
-                return Ok(n);
-            }
+        if let Some((n, at)) = last
+            && at.elapsed() < self.config.issued_ttl
+        {
+            return Ok(n);
         }
         let _guard = match (try_refresh(&entry.issued_refreshing), last) {
             (Some(g), _) => Some(g),

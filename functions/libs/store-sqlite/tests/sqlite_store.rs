@@ -109,7 +109,8 @@ async fn after_close_claims_fail_instead_of_pretending() {
 /// so a damaged file is refused rather than served (or silently started afresh).
 #[tokio::test]
 async fn opening_refuses_a_database_that_breaks_the_invariants() {
-    let damages: [(&str, &dyn Fn(&std::path::Path)); 7] = [
+    type Damage<'a> = (&'a str, &'a dyn Fn(&std::path::Path));
+    let damages: [Damage; 7] = [
         ("a user holding two coupons", &|db| sql(db, "UPDATE coupons SET user_id = 'user-1' WHERE seq = 2")),
         ("a code issued twice", &|db| {
             sql(db, "UPDATE coupons SET code = (SELECT code FROM coupons WHERE seq = 1) WHERE seq = 2")
