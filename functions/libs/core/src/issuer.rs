@@ -374,6 +374,10 @@ impl Issuer {
         now: OffsetDateTime,
     ) -> Result<Campaign, IssuerError> {
         let current = self.campaigns.campaign(id).await?.ok_or(IssuerError::NotFound)?;
+        // The store re-checks both conditions under its lock; these are not redundant. `next` is
+        // built from `current`, so the store must be asked for `current.version`: passing the
+        // caller's version instead would let an edit built on v1 land on a v2 made meanwhile.
+        // And a frozen campaign answers `already_open` before any complaint about the edit itself.
         if expected_version.is_some_and(|v| v != current.version) {
             return Err(IssuerError::VersionConflict { current: current.version });
         }
