@@ -1,6 +1,6 @@
 //! The rehearsal tool tested both ways: its invariant checker must catch a deliberately broken
 //! server (a store that double-issues), and a small spike against the real `firstcome-local`
-//! binary must come back with 0 violations.
+//! binary must come back with 0 violations; over HTTPS too, as against a deployed stage.
 
 use std::path::Path;
 use std::process::Command;
@@ -100,6 +100,82 @@ async fn the_checker_catches_a_server_that_double_issues() {
     assert!(report.violations.iter().any(|v| v.contains("got two codes")), "{:#?}", report.violations);
     assert!(report.violations.iter().any(|v| v.contains("claims/me")), "{:#?}", report.violations);
     assert!(report.violations.iter().any(|v| v.contains("`issued` answers")), "{:#?}", report.violations);
+}
+
+/// `axum::serve` over TLS: each accepted TCP connection is handshaken before the router sees it.
+/// Handshakes that fail (a client refusing our certificate) are dropped, as a real edge would.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, peer)) = self.tcp.accept().await else { continue };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// The real router on SQLite behind TLS with a fresh self-signed certificate for 127.0.0.1;
+/// returns the https URL, the certificate's PEM and the ledger worker's stop switch (dropping it
+/// stops the worker).
+async fn serve_tls(dir: &Path) -> (String, String, tokio::sync::watch::Sender<bool>) {
+    let store = Arc::new(SqliteStore::open(&dir.join("db")).unwrap());
+    // The ledger worker too: the rehearsal checks that every issued coupon reached the ledger.
+    let (stop_worker, stop) = tokio::sync::watch::channel(false);
+    let rate = std::num::NonZeroU32::new(5000).unwrap();
+    tokio::spawn(firstcome_local::ledger_worker::run(store.clone(), store.clone(), rate, || false, stop));
+    let issuer = Issuer::new(store.clone(), store.clone(), store, CacheConfig::default());
+    let auth = Arc::new(Auth::hs256(SECRET.as_bytes(), true));
+    write_secrets(dir, &auth);
+    let app = firstcome_api::router(AppState { issuer: Arc::new(issuer), auth, dev_tokens: false });
+
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", tcp.local_addr().unwrap());
+    let listener = TlsListener { tcp, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) };
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, cert.cert.pem(), stop_worker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spike_over_https_trusting_the_stage_certificate_has_no_violations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, pem, _worker) = serve_tls(dir.path()).await;
+    let ca = dir.path().join("stage-ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let args = ["--stock", "40", "--users", "300", "--repeat", "2", "--connections", "8", "--ceiling"];
+
+    // Not trusted: the certificate is nobody's, so the tool refuses to talk (no silent insecure mode).
+    let refused = rehearse(options(&url, dir.path(), &args)).await.expect_err("an untrusted certificate is refused");
+    assert!(refused.to_string().contains("creating the campaign"), "{refused}");
+
+    let mut trusted = options(&url, dir.path(), &args);
+    trusted.ca_cert = Some(ca);
+    let report = rehearse(trusted).await.unwrap();
+    assert_eq!(report.violations, Vec::<String>::new());
+    assert_eq!((report.requests, report.issued), (600, 40));
+    assert_eq!(report.outcomes.get("201 issued"), Some(&40));
+    assert_eq!(report.outcomes.get("conn_error"), None, "every load connection completed its handshake");
+    assert!(report.ceiling_rps.is_some_and(|c| c > 0.0), "the ceiling is measured over TLS too");
 }
 
 #[test]

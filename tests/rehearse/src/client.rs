@@ -1,9 +1,12 @@
-//! A pooled keep-alive HTTP/1.1 JSON client, for the rehearsal's setup and checks (the load
-//! itself goes through `load`'s raw connections).
+//! A pooled keep-alive HTTP/1.1 JSON client over http or https (rustls), for the rehearsal's
+//! setup and checks (the load itself goes through `load`'s raw connections).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Method;
+use std::sync::Arc;
+
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -24,7 +27,7 @@ pub enum ClientError {
 /// A pooled keep-alive HTTP/1.1 client speaking JSON.
 #[derive(Clone)]
 pub struct Client {
-    inner: HyperClient<HttpConnector, Full<Bytes>>,
+    inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Default for Client {
@@ -34,9 +37,22 @@ impl Default for Client {
 }
 
 impl Client {
+    /// Speaks http, and https trusting the Mozilla roots.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        Self::with_tls(&crate::net::client_config(None).expect("no CA file to read"))
+    }
+
+    /// Speaks http, and https with this rustls configuration (e.g. one trusting a private CA).
+    pub fn with_tls(tls: &Arc<rustls::ClientConfig>) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        // The TLS layer hands `https://` to this connector; it must not refuse non-http schemes.
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((**tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Self { inner: HyperClient::builder(TokioExecutor::new()).build(connector) }
     }
 

@@ -5,11 +5,11 @@
 pub mod check;
 mod client;
 pub mod load;
+pub mod net;
 pub mod report;
 
 pub use client::{Client, ClientError};
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use load::{Pace, Plan, Req, RunResult, Schedule};
+use net::Target;
 use report::{Latency, Report};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -106,6 +107,9 @@ pub struct Options {
     /// Allow a non-loopback target (a deployed API). Off by default.
     #[arg(long)]
     pub allow_remote: bool,
+    /// For https: also trust the certificates in this PEM file (a private CA, a self-signed stage).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -131,8 +135,10 @@ fn positive_usize(s: &str) -> Result<usize, String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RehearseError {
-    #[error("--url {0} is not http://host:port")]
+    #[error("--url {0} is not http(s)://host[:port][/stage-path]")]
     BadUrl(String),
+    #[error("--ca-cert {path}: {why}")]
+    CaCert { path: PathBuf, why: String },
     #[error("--url {0} is not on loopback; pass --allow-remote to target a deployed API")]
     NotLoopback(String),
     #[error("reading {path}")]
@@ -151,19 +157,6 @@ fn read(path: &PathBuf) -> Result<String, RehearseError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_owned())
         .map_err(|source| RehearseError::File { path: path.clone(), source })
-}
-
-fn target(url: &str, allow_remote: bool) -> Result<(SocketAddr, HeaderValue, String), RehearseError> {
-    let base = url.trim_end_matches('/').to_owned();
-    let authority =
-        base.strip_prefix("http://").filter(|a| !a.contains('/')).ok_or_else(|| RehearseError::BadUrl(url.into()))?;
-    let addr =
-        authority.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or_else(|| RehearseError::BadUrl(url.into()))?;
-    if !addr.ip().is_loopback() && !allow_remote {
-        return Err(RehearseError::NotLoopback(url.into()));
-    }
-    let host = HeaderValue::from_str(authority).map_err(|_| RehearseError::BadUrl(url.into()))?;
-    Ok((addr, host, base))
 }
 
 /// Bearer headers for `n` users: signed locally, or read from a tokens file.
@@ -308,11 +301,10 @@ fn progress(o: &Options, label: &str, total: u64, done: Arc<AtomicU64>) -> tokio
 }
 
 /// Closed-loop GET /healthz with the scenario's connections: what this server can do at all.
-async fn ceiling(o: &Options, addr: SocketAddr, host: &HeaderValue, requests: u64) -> f64 {
-    let path: Arc<str> = Arc::from("/healthz");
+async fn ceiling(o: &Options, target: &Target, requests: u64) -> f64 {
+    let path = target.path("/healthz");
     let plan = Plan {
-        addr,
-        host: host.clone(),
+        target: target.clone(),
         connections: o.connections,
         max_requests: requests,
         max_duration: Duration::from_secs(60),
@@ -330,8 +322,10 @@ async fn ceiling(o: &Options, addr: SocketAddr, host: &HeaderValue, requests: u6
 
 /// Runs one rehearsal end to end and returns its report (violations included; the caller decides the exit code).
 pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
-    let (addr, host, base) = target(&o.url, o.allow_remote)?;
-    let client = Client::new();
+    let tls = net::client_config(o.ca_cert.as_deref())?;
+    let target = Target::parse(&o.url, o.allow_remote, &tls)?;
+    let (addr, base) = (target.addr, target.base.clone());
+    let client = Client::with_tls(&tls);
     let admin = o.admin_token_file.as_ref().map(read).transpose()?;
     let auth = Arc::new(user_auth(&o)?);
     let c = campaign(&o, &client, &base, admin.as_deref()).await?;
@@ -351,7 +345,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         _ => 200_000,
     };
     // Before the plan: stress defaults to a multiple of this ceiling.
-    let ceiling_before = if o.ceiling { Some(ceiling(&o, addr, &host, ceiling_requests).await) } else { None };
+    let ceiling_before = if o.ceiling { Some(ceiling(&o, &target, ceiling_requests).await) } else { None };
 
     let (pace, max_requests) = match o.scenario {
         Scenario::Spike => (o.rate.map_or(Pace::Closed, |r| Pace::Open(Schedule::constant(r))), users * repeat),
@@ -383,7 +377,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     let mut order: Vec<u32> = (0..o.users).collect();
     order.shuffle(&mut rand::rng());
     let order = Arc::new(order);
-    let claim_path: Arc<str> = Arc::from(format!("/api/campaigns/{}/claims", c.id));
+    let claim_path = target.path(&format!("/api/campaigns/{}/claims", c.id));
     let request = {
         let (auth, order) = (auth.clone(), order.clone());
         move |i: u64| {
@@ -403,8 +397,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         _ => None,
     };
     let plan = Plan {
-        addr,
-        host: host.clone(),
+        target: target.clone(),
         connections: o.connections,
         max_requests,
         max_duration: Duration::from_secs_f64(max_duration),
@@ -437,7 +430,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         w.abort();
     }
 
-    let ceiling_after = if o.ceiling { Some(ceiling(&o, addr, &host, ceiling_requests).await) } else { None };
+    let ceiling_after = if o.ceiling { Some(ceiling(&o, &target, ceiling_requests).await) } else { None };
     let ceiling_rps = match (ceiling_before, ceiling_after) {
         (Some(a), Some(b)) => Some((a + b) / 2.0),
         _ => None,

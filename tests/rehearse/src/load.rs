@@ -3,7 +3,6 @@
 //! latency counts from that time, so a slow server cannot hide queueing: no coordinated omission).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,6 +18,8 @@ use hyper_util::rt::TokioIo;
 use std::sync::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::net::Target;
 
 /// Width of one chart bucket.
 pub const BUCKET: Duration = Duration::from_millis(100);
@@ -124,8 +125,7 @@ impl StepGuard {
 }
 
 pub struct Plan {
-    pub addr: SocketAddr,
-    pub host: HeaderValue,
+    pub target: Target,
     pub connections: usize,
     /// Hard bound on requests sent.
     pub max_requests: u64,
@@ -223,12 +223,23 @@ pub async fn run(plan: Plan, start: Instant, done: Arc<AtomicU64>) -> RunResult 
     out
 }
 
+/// One keep-alive connection (TLS when the target is https); `None` counts as a connection error.
 async fn connect(plan: &Plan) -> Option<SendRequest<Empty<Bytes>>> {
-    let stream = TcpStream::connect(plan.addr).await.ok()?;
+    let stream = TcpStream::connect(plan.target.addr).await.ok()?;
     stream.set_nodelay(true).ok()?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
-    tokio::spawn(conn);
-    Some(sender)
+    match &plan.target.tls {
+        None => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+            tokio::spawn(conn);
+            Some(sender)
+        }
+        Some((connector, name)) => {
+            let tls = connector.connect(name.clone(), stream).await.ok()?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.ok()?;
+            tokio::spawn(conn);
+            Some(sender)
+        }
+    }
 }
 
 async fn connection(
@@ -274,7 +285,7 @@ async fn connection(
         let req = (plan.request)(i);
         let outcome = match sender.as_mut() {
             None => Err("conn_error"),
-            Some(s) => match tokio::time::timeout(REQUEST_TIMEOUT, send(s, &plan.host, &req)).await {
+            Some(s) => match tokio::time::timeout(REQUEST_TIMEOUT, send(s, &plan.target.host, &req)).await {
                 Ok(Ok(answer)) => Ok(answer),
                 Ok(Err(())) => {
                     sender = None;

@@ -98,7 +98,8 @@ struct Shared {
     last_claim_commit: Arc<AtomicU64>,
     opened: std::time::Instant,
     stop_checkpoints: Arc<AtomicBool>,
-    _lock: File,
+    /// Held (flock) while this process owns the data dir; released by `close` or the last drop.
+    lock: Mutex<Option<File>>,
 }
 
 impl Drop for Shared {
@@ -222,17 +223,23 @@ impl SqliteStore {
                 last_claim_commit,
                 opened,
                 stop_checkpoints,
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             }),
         })
     }
 
-    /// Commits everything queued so far and stops the writer. Claims after this fail.
+    /// Commits everything queued so far, stops the writer and the checkpoints, and releases the
+    /// data dir. Claims after this fail. The release is explicit rather than left to the last
+    /// clone's drop: a clone can outlive shutdown by a moment (a connection task dropping its
+    /// router after signalling it is done), and a restart in that moment must not find the dir
+    /// locked. Nothing can write once the writer has stopped, so releasing here is safe.
     pub async fn close(&self) {
         let (reply, rx) = oneshot::channel();
         if self.shared.tx.send(Cmd::Close { reply }).is_ok() {
             let _ = rx.await;
         }
+        self.shared.stop_checkpoints.store(true, Ordering::Relaxed);
+        self.shared.lock.lock().take();
     }
 
     /// Whether claims committed within `window`: lets background work (the ledger drain) yield

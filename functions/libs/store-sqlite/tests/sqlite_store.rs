@@ -96,6 +96,22 @@ async fn a_data_dir_has_one_owner_and_its_files_are_private() {
 }
 
 #[tokio::test]
+async fn close_releases_the_data_dir_even_while_a_clone_is_still_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = SqliteStore::open(&data).unwrap();
+    first.insert_campaign(&open_campaign("kept", 3)).await.unwrap();
+    let lingering = first.clone();
+    first.close().await;
+    // A restart while an old clone lingers (a connection task not yet dropped) gets the dir,
+    // and sees what was committed before the close.
+    let second = SqliteStore::open(&data).unwrap();
+    assert_eq!(second.campaign(&firstcome_core::CampaignId::parse("kept").unwrap()).await.unwrap().unwrap().total, 3);
+    drop(lingering);
+    assert!(matches!(SqliteStore::open(&data), Err(SqliteError::Locked(_))), "the new owner holds it");
+}
+
+#[tokio::test]
 async fn after_close_claims_fail_instead_of_pretending() {
     let (_dir, s) = fresh().await;
     let c = open_campaign("closed-store", 3);
