@@ -47,6 +47,9 @@ impl ClaimStore for DoubleIssuing {
     async fn issued(&self, c: &CampaignId) -> Result<u64, StoreError> {
         self.inner.issued(c).await
     }
+    async fn coupons(&self, c: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError> {
+        self.inner.coupons(c, after, limit).await
+    }
 }
 
 fn write_secrets(dir: &Path, auth: &Auth) {

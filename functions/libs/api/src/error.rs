@@ -80,6 +80,8 @@ impl From<IssuerError> for ApiError {
             IssuerError::Conflict => Self::Conflict,
             IssuerError::AlreadyOpen => Self::AlreadyOpen,
             IssuerError::VersionConflict { current } => Self::VersionConflict { current },
+            IssuerError::NotOpenYet => Self::NotOpen,
+            IssuerError::AlreadyClosed => Self::Closed,
             IssuerError::Invalid(v) => Self::Invalid(v),
             IssuerError::Store(s) => Self::Unavailable(s),
         }

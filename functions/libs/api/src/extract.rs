@@ -83,14 +83,27 @@ pub struct PageQuery {
     pub limit: Option<usize>,
 }
 
-/// The admin list's query, answered with a 400 that names the parameter when it does not parse.
-pub struct Page(pub PageQuery);
+/// `?after=SEQ&limit=N` on the winners list.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CouponPageQuery {
+    /// Start after this seq (the previous page's `next`); 0 or absent for the first page.
+    #[param(minimum = 0)]
+    pub after: Option<u32>,
+    /// Coupons per page, 1..=1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for Page {
+/// A query string, answered with a 400 that names the parameter when it does not parse.
+pub struct Page<Q>(pub Q);
+
+impl<S: Send + Sync, Q: DeserializeOwned> FromRequestParts<S> for Page<Q> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Query(q) = axum::extract::Query::<PageQuery>::from_request_parts(parts, state)
+        let axum::extract::Query(q) = axum::extract::Query::<Q>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::Invalid(firstcome_core::ValidationError::new("query", e.body_text())))?;
         Ok(Self(q))

@@ -54,11 +54,15 @@ impl Modify for BearerAuth {
 fn documented(state: &AppState) -> OpenApiRouter<AppState> {
     let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::healthz))
+        .routes(routes!(routes::public_campaigns))
         .routes(routes!(routes::get_campaign))
         .routes(routes!(routes::claim))
         .routes(routes!(routes::my_claim))
         .routes(routes!(routes::list_campaigns, routes::create_campaign))
-        .routes(routes!(routes::admin_campaign, routes::patch_campaign));
+        .routes(routes!(routes::admin_campaign, routes::patch_campaign))
+        .routes(routes!(routes::end_campaign))
+        .routes(routes!(routes::coupons))
+        .routes(routes!(routes::coupons_csv));
     if state.dev_tokens && state.auth.can_sign() { router.routes(routes!(routes::dev_token)) } else { router }
 }
 

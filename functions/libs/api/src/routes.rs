@@ -8,14 +8,14 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use firstcome_core::{CampaignChanges, CampaignId, ClaimOutcome, NewCampaign, UserId};
 use firstcome_wire::{
-    AdminCampaign, AdminCampaignPage, Campaign, ClaimResponse, Coupon, CreateCampaign, DevTokenRequest,
-    DevTokenResponse, ErrorBody, Health, MAX_PAGE, PatchCampaign,
+    AdminCampaign, AdminCampaignPage, Campaign, CampaignList, ClaimResponse, Coupon, CouponPage, CreateCampaign,
+    DevTokenRequest, DevTokenResponse, ErrorBody, Health, MAX_COUPON_PAGE, MAX_LISTED, MAX_PAGE, PatchCampaign,
 };
 use time::OffsetDateTime;
 
 use crate::auth::{Admin, User};
 use crate::convert;
-use crate::extract::{ApiJson, CampaignPath, IdParam, IfMatch, Page, PageQuery, Peer, etag};
+use crate::extract::{ApiJson, CampaignPath, CouponPageQuery, IdParam, IfMatch, Page, PageQuery, Peer, etag};
 use crate::{ApiError, AppState};
 
 fn now() -> OffsetDateTime {
@@ -29,6 +29,24 @@ const PUBLIC_CACHE: HeaderValue = HeaderValue::from_static("public, max-age=1");
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into() })
+}
+
+#[utoipa::path(
+    get, path = "/api/campaigns", tag = "public",
+    description = "Campaigns open now (first) and upcoming (by opening time), at most 100. Served \
+        from a snapshot at most about a second old, with `Cache-Control: public, max-age=1`.",
+    responses(
+        (status = 200, body = CampaignList, headers(("Cache-Control" = String))),
+        (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
+    ),
+)]
+pub async fn public_campaigns(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let now = now();
+    let views = s.issuer.listing(now, MAX_LISTED).await?;
+    let campaigns = views.iter().map(|v| convert::campaign(v, now)).collect();
+    let mut res = Json(CampaignList { campaigns, server_time: now }).into_response();
+    res.headers_mut().insert(CACHE_CONTROL, PUBLIC_CACHE);
+    Ok(res)
 }
 
 #[utoipa::path(
@@ -124,7 +142,7 @@ pub async fn my_claim(
 pub async fn list_campaigns(
     State(s): State<AppState>,
     _: Admin,
-    Page(q): Page,
+    Page(q): Page<PageQuery>,
 ) -> Result<Json<AdminCampaignPage>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -240,6 +258,125 @@ pub async fn patch_campaign(
     };
     s.issuer.update(&id, changes, version, now()).await?;
     admin_view(&s, &id, StatusCode::OK).await
+}
+
+#[utoipa::path(
+    post, path = "/api/admin/campaigns/{id}/end", tag = "admin",
+    description = "End a running campaign now: `closes_at` becomes now; stock and coupons are \
+        untouched and winners keep their coupons. Claims decided after the answer are `closed`.",
+    params(IdParam),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = AdminCampaign, headers(("ETag" = String, description = "the new version"))),
+        (status = 400, description = "the id is not a campaign slug", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "not_open (reschedule it instead) | closed (already ended)", body = ErrorBody),
+        (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
+    ),
+)]
+pub async fn end_campaign(
+    State(s): State<AppState>,
+    _: Admin,
+    CampaignPath(id): CampaignPath,
+) -> Result<Response, ApiError> {
+    s.issuer.end(&id, now()).await?;
+    admin_view(&s, &id, StatusCode::OK).await
+}
+
+#[utoipa::path(
+    get, path = "/api/admin/campaigns/{id}/coupons", tag = "admin",
+    description = "The winners, by seq, a page at a time; follow `next` with `?after=`. Only \
+        durable coupons are listed.",
+    params(IdParam, CouponPageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = CouponPage),
+        (status = 400, description = "a bad id or query parameter", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
+    ),
+)]
+pub async fn coupons(
+    State(s): State<AppState>,
+    _: Admin,
+    CampaignPath(id): CampaignPath,
+    Page(q): Page<CouponPageQuery>,
+) -> Result<Json<CouponPage>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_COUPON_PAGE).contains(&limit) {
+        return Err(
+            firstcome_core::ValidationError::new("limit", format!("must be between 1 and {MAX_COUPON_PAGE}")).into()
+        );
+    }
+    let mut page = s.issuer.coupons(&id, q.after.unwrap_or(0), limit + 1).await?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = if more { page.last().map(|c| c.seq) } else { None };
+    Ok(Json(CouponPage { coupons: page.into_iter().map(convert::coupon).collect(), next }))
+}
+
+#[utoipa::path(
+    get, path = "/api/admin/campaigns/{id}/coupons.csv", tag = "admin",
+    description = "Every winner as CSV (`seq,user_id,code,issued_at,expires_at`, RFC 4180 quoting) \
+        for fulfilment. A cell that a spreadsheet would run as a formula (starting with = + - @) \
+        is prefixed with `'`.",
+    params(IdParam),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, content_type = "text/csv", body = String, headers(("Content-Disposition" = String))),
+        (status = 400, description = "the id is not a campaign slug", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
+    ),
+)]
+pub async fn coupons_csv(
+    State(s): State<AppState>,
+    _: Admin,
+    CampaignPath(id): CampaignPath,
+) -> Result<Response, ApiError> {
+    let mut out = String::from("seq,user_id,code,issued_at,expires_at\r\n");
+    let mut after = 0;
+    loop {
+        let page = s.issuer.coupons(&id, after, MAX_COUPON_PAGE).await?;
+        for c in &page {
+            let cells = [
+                c.seq.to_string(),
+                c.user_id.as_str().to_owned(),
+                c.code.to_string(),
+                firstcome_wire::datetime::format(c.issued_at),
+                firstcome_wire::datetime::format(c.expires_at),
+            ];
+            let row: Vec<String> = cells.iter().map(|cell| csv_cell(cell)).collect();
+            out.push_str(&row.join(","));
+            out.push_str("\r\n");
+        }
+        match page.last() {
+            Some(last) if page.len() == MAX_COUPON_PAGE => after = last.seq,
+            _ => break,
+        }
+    }
+    let disposition = format!("attachment; filename=\"{id}-winners.csv\"");
+    let mut res = out.into_response();
+    let headers = res.headers_mut();
+    headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    headers.insert(
+        axum::http::header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).expect("campaign ids are header-safe"),
+    );
+    Ok(res)
+}
+
+/// One CSV cell: quoted when it holds a comma, quote or line break (RFC 4180), and defused when
+/// a spreadsheet would evaluate it (user ids are chosen by users: `=HYPERLINK(...)` is an attack).
+fn csv_cell(cell: &str) -> String {
+    let defused = if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{cell}") } else { cell.to_owned() };
+    if defused.contains([',', '"', '\n', '\r']) { format!("\"{}\"", defused.replace('"', "\"\"")) } else { defused }
 }
 
 #[utoipa::path(

@@ -85,8 +85,14 @@ impl App {
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let value =
-            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("every answer is JSON") };
+        let json = headers.get("content-type").is_some_and(|t| t.to_str().unwrap().starts_with("application/json"));
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else if json || !status.is_success() {
+            serde_json::from_slice(&bytes).expect("every JSON or error answer is JSON")
+        } else {
+            Value::String(String::from_utf8(bytes.to_vec()).unwrap())
+        };
         (status, headers, value)
     }
 
@@ -332,6 +338,110 @@ async fn public_views_may_be_cached_briefly_and_everything_else_never() {
 }
 
 #[tokio::test]
+async fn the_public_list_shows_open_and_upcoming_campaigns_and_may_be_cached() {
+    let app = app().await;
+    app.create("later", 5, time::Duration::hours(2)).await;
+    app.create("now", 5, time::Duration::seconds(-5)).await;
+    app.create("soon", 1, time::Duration::minutes(10)).await;
+    app.create("gone", 1, time::Duration::seconds(-5)).await;
+    assert_eq!(app.claim("gone", "alice").await.0, StatusCode::CREATED);
+    assert_error(app.claim("gone", "bob").await, StatusCode::CONFLICT, "sold_out");
+    let (s, h, v) = app.send("GET", "/api/campaigns", None, &[], None).await;
+    assert_eq!((s, h["cache-control"].to_str().unwrap()), (StatusCode::OK, "public, max-age=1"));
+    let list: firstcome_wire::CampaignList = serde_json::from_value(v).unwrap();
+    let ids: Vec<&str> = list.campaigns.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["now", "soon", "later"], "open first, then by opening; sold out is not listed");
+    assert_eq!(list.campaigns[1].status, firstcome_wire::CampaignStatus::Scheduled);
+}
+
+#[tokio::test]
+async fn marketing_ends_a_running_campaign_now_and_winners_keep_their_coupons() {
+    let app = app().await;
+    app.create("run", 5, time::Duration::seconds(-5)).await;
+    app.create("sched", 5, time::Duration::hours(1)).await;
+    let (s, won) = app.claim("run", "alice").await;
+    assert_eq!(s, StatusCode::CREATED);
+    let end = |id: &str| format!("/api/admin/campaigns/{id}/end");
+    assert_error(
+        app.call("POST", &end("run"), Some(&user_token("bob")), None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let (s, h, v) = app.send("POST", &end("run"), Some(&admin()), &[], None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["status"].as_str(), v["version"].as_u64(), v["total"].as_u64()), (Some("closed"), Some(2), Some(5)));
+    assert_eq!(h["etag"], "\"2\"");
+    assert!(v["closes_at"].is_string());
+    assert_error(app.claim("run", "bob").await, StatusCode::CONFLICT, "closed");
+    let (s, again) = app.claim("run", "alice").await;
+    assert_eq!((s, &again["coupon"]["code"]), (StatusCode::OK, &won["coupon"]["code"]));
+    assert_error(app.call("POST", &end("run"), Some(&admin()), None).await, StatusCode::CONFLICT, "closed");
+    assert_error(app.call("POST", &end("sched"), Some(&admin()), None).await, StatusCode::CONFLICT, "not_open");
+    assert_error(app.call("POST", &end("nope"), Some(&admin()), None).await, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn the_winners_list_comes_in_pages_and_as_a_spreadsheet_safe_csv() {
+    let app = app().await;
+    app.create("win", 5, time::Duration::seconds(-5)).await;
+    let users = ["alice", "=HYPERLINK(\"http://x\",\"y\")", "bob,jr", "-2+3", "carol"];
+    let mut codes = HashMap::new();
+    for u in users {
+        let (s, v) = app.claim("win", u).await;
+        assert_eq!(s, StatusCode::CREATED, "{u}: {v}");
+        codes.insert(v["coupon"]["seq"].as_u64().unwrap(), (u, v["coupon"]["code"].as_str().unwrap().to_owned()));
+    }
+    let page = |q: &str| format!("/api/admin/campaigns/win/coupons{q}");
+    let (s, first) = app.call("GET", &page("?limit=2"), Some(&admin()), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let first: firstcome_wire::CouponPage = serde_json::from_value(first).unwrap();
+    assert_eq!((first.coupons.len(), first.next), (2, Some(2)));
+    let (_, rest) = app.call("GET", &page("?after=2&limit=10"), Some(&admin()), None).await;
+    let rest: firstcome_wire::CouponPage = serde_json::from_value(rest).unwrap();
+    assert_eq!(rest.next, None);
+    let all: Vec<_> = first.coupons.iter().chain(&rest.coupons).collect();
+    assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    for c in &all {
+        assert_eq!((c.user_id.as_str(), &c.code), (codes[&u64::from(c.seq)].0, &codes[&u64::from(c.seq)].1));
+    }
+    assert_error(
+        app.call("GET", &page("?limit=0"), Some(&admin()), None).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert_error(
+        app.call("GET", &page("?after=-1"), Some(&admin()), None).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert_error(
+        app.call("GET", &page(""), Some(&user_token("alice")), None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+
+    let (s, h, csv) = app.send("GET", "/api/admin/campaigns/win/coupons.csv", Some(&admin()), &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(h["content-disposition"], "attachment; filename=\"win-winners.csv\"");
+    let csv = csv.as_str().unwrap();
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines[0], "seq,user_id,code,issued_at,expires_at");
+    assert_eq!(lines.len(), 6);
+    let row = |seq: u64| lines.iter().find(|l| l.starts_with(&format!("{seq},"))).unwrap().to_string();
+    let seq_of = |u: &str| *codes.iter().find(|(_, (v, _))| *v == u).unwrap().0;
+    assert!(row(seq_of("alice")).starts_with(&format!("{},alice,{},", seq_of("alice"), codes[&seq_of("alice")].1)));
+    // Formulas are defused with a leading quote, then RFC 4180-quoted where needed.
+    assert!(
+        row(seq_of(users[1])).contains(",\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\","),
+        "{}",
+        row(seq_of(users[1]))
+    );
+    assert!(row(seq_of("bob,jr")).contains(",\"bob,jr\","));
+    assert!(row(seq_of("-2+3")).contains(",'-2+3,"));
+}
+
+#[tokio::test]
 async fn the_admin_list_comes_in_pages() {
     let app = app().await;
     for i in 0..5 {
@@ -485,11 +595,15 @@ async fn openapi_documents_exactly_the_routes_that_answer() {
     let expected = [
         "GET /api/admin/campaigns",
         "GET /api/admin/campaigns/{id}",
+        "GET /api/admin/campaigns/{id}/coupons",
+        "GET /api/admin/campaigns/{id}/coupons.csv",
+        "GET /api/campaigns",
         "GET /api/campaigns/{id}",
         "GET /api/campaigns/{id}/claims/me",
         "GET /healthz",
         "PATCH /api/admin/campaigns/{id}",
         "POST /api/admin/campaigns",
+        "POST /api/admin/campaigns/{id}/end",
         "POST /api/campaigns/{id}/claims",
         "POST /api/dev/token",
     ];

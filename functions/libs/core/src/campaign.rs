@@ -137,6 +137,18 @@ impl Campaign {
         }
     }
 
+    /// "End now" as every store decides it, under the same lock or condition as claims: an open
+    /// campaign closes at `now` (a new version); a scheduled one is refused (reschedule it
+    /// instead); a closed one stays as it is.
+    pub fn end_at(&self, now: OffsetDateTime) -> crate::ports::EndOutcome {
+        use crate::ports::EndOutcome;
+        match self.window_at(now) {
+            Status::Scheduled => EndOutcome::NotOpen,
+            Status::Closed => EndOutcome::AlreadyClosed(self.clone()),
+            _ => EndOutcome::Ended(Campaign { closes_at: Some(now), version: self.version + 1, ..self.clone() }),
+        }
+    }
+
     /// The coupon this campaign issues to `user` as number `seq`; it expires `valid_days` after issue.
     pub fn coupon_for(&self, user: UserId, code: CouponCode, seq: u32, issued_at: OffsetDateTime) -> Coupon {
         Coupon {

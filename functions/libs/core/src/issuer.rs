@@ -5,9 +5,12 @@
 //! Many `Issuer`s (one per Lambda container) share one store, so the cache is read-through:
 //! a miss reads the store; unknown ids are remembered briefly (bounded) so a flood of bogus ids
 //! cannot hammer it; a scheduled campaign is re-read after `scheduled_ttl` (it may still be
-//! edited elsewhere); a campaign read from the store once it had opened is cached for good,
-//! because the store refuses edits from then on. The cache only ever decides *refusals*
-//! (`not_open`, `closed`, `sold_out`); an issue is always the store's decision, on its own copy.
+//! edited elsewhere); a campaign read once it had opened has final terms (the store refuses
+//! edits from then on) except that marketing may end it early, so it is re-read only every
+//! `opened_ttl`, by one reader while the rest use the old copy, keeping its sold-out flag. The
+//! cache only ever decides *refusals* (`not_open`, `closed`, `sold_out`); an issue is always the
+//! store's decision, on its own copy, so a stale copy can refuse wrongly for at most a TTL but
+//! can never issue wrongly.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::ports::{CampaignStore, ClaimStore, LedgerStore, StoreClaim, StoreError};
+use crate::ports::{CampaignStore, ClaimStore, EndOutcome, LedgerStore, StoreClaim, StoreError};
 use crate::{
     Campaign, CampaignChanges, CampaignId, Coupon, CouponCode, Status, UserId, ValidationError, truncate_to_millis,
 };
@@ -40,6 +43,10 @@ pub enum IssuerError {
     AlreadyOpen,
     #[error("the campaign is at version {current}; re-read it and apply the edit to that version")]
     VersionConflict { current: u64 },
+    #[error("the campaign has not opened yet; reschedule or edit it instead of ending it")]
+    NotOpenYet,
+    #[error("the campaign is already closed")]
+    AlreadyClosed,
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error(transparent)]
@@ -58,8 +65,12 @@ pub struct CampaignView {
 /// How long the engine trusts what it has read.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
-    /// A scheduled campaign is re-read after this (edits elsewhere reach this instance within it).
+    /// A scheduled campaign is re-read after this (edits elsewhere reach this instance within
+    /// it); so is the public list of campaigns.
     pub scheduled_ttl: Duration,
+    /// An opened campaign is re-read after this (an early end elsewhere reaches this instance
+    /// within it; until then the store answers `closed` for it anyway).
+    pub opened_ttl: Duration,
     /// The public view's issued count is re-read after this.
     pub issued_ttl: Duration,
     /// An id the store did not know is answered `not_found` from memory for this long.
@@ -72,6 +83,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             scheduled_ttl: Duration::from_secs(1),
+            opened_ttl: Duration::from_secs(1),
             issued_ttl: Duration::from_secs(1),
             unknown_ttl: Duration::from_secs(1),
             unknown_capacity: 10_000,
@@ -140,7 +152,12 @@ pub struct Issuer {
     campaigns: Arc<dyn CampaignStore>,
     claims: Arc<dyn ClaimStore>,
     ledger: Arc<dyn LedgerStore>,
+    /// Ids of the campaigns not closed at the last listing, and when it was taken.
+    listing: Mutex<Option<(Instant, Vec<CampaignId>)>>,
 }
+
+/// Campaigns read per store call while building the public list.
+const LISTING_PAGE: usize = 200;
 
 impl Issuer {
     /// Builds the engine. Nothing is read up front: campaigns are read on first use.
@@ -157,6 +174,7 @@ impl Issuer {
             campaigns,
             claims,
             ledger,
+            listing: Mutex::new(None),
         }
     }
 
@@ -165,7 +183,18 @@ impl Issuer {
     }
 
     fn put(&self, campaign: Campaign, now: OffsetDateTime) -> Arc<Entry> {
-        let entry = Arc::new(Entry::new(campaign, now));
+        let entry = Entry::new(campaign, now);
+        // Re-read an opened campaign: its stock cannot have changed, so what this instance
+        // learnt about it (sold out, issued so far) still holds.
+        if let Some(old) = self.cached(&entry.campaign.id)
+            && old.frozen
+            && old.campaign.total == entry.campaign.total
+        {
+            entry.sold_out.store(old.sold_out.load(Ordering::Relaxed), Ordering::Relaxed);
+            *entry.issued.lock().unwrap_or_else(|p| p.into_inner()) =
+                *old.issued.lock().unwrap_or_else(|p| p.into_inner());
+        }
+        let entry = Arc::new(entry);
         self.cache.write().unwrap_or_else(|p| p.into_inner()).insert(entry.campaign.id.clone(), entry.clone());
         self.unknown.lock().unwrap_or_else(|p| p.into_inner()).remove(&entry.campaign.id);
         entry
@@ -198,7 +227,11 @@ impl Issuer {
     /// The campaign as this instance may use it for refusals: cached, or read through.
     async fn entry(&self, id: &CampaignId, now: OffsetDateTime) -> Result<Arc<Entry>, IssuerError> {
         let stale = match self.cached(id) {
-            Some(e) if e.frozen || e.fetched.elapsed() < self.config.scheduled_ttl => return Ok(e),
+            Some(e)
+                if e.fetched.elapsed() < if e.frozen { self.config.opened_ttl } else { self.config.scheduled_ttl } =>
+            {
+                return Ok(e);
+            }
             Some(e) => Some(e),
             None if self.known_unknown(id) => return Err(IssuerError::NotFound),
             None => None,
@@ -352,6 +385,69 @@ impl Issuer {
         let issued = self.claims.issued(&campaign.id).await?;
         let written = self.ledger.ledger_written(&campaign.id).await?;
         Ok((view_of(campaign, issued, now), written))
+    }
+
+    /// Ends an open campaign now (marketing's "end now"): the store decides, under the claims'
+    /// lock, so no claim is issued after the answer.
+    pub async fn end(&self, id: &CampaignId, now: OffsetDateTime) -> Result<Campaign, IssuerError> {
+        match self.campaigns.end_campaign(id, truncate_to_millis(now)).await {
+            Ok(EndOutcome::Ended(c)) => {
+                self.put(c.clone(), now);
+                Ok(c)
+            }
+            Ok(EndOutcome::NotOpen) => Err(IssuerError::NotOpenYet),
+            Ok(EndOutcome::AlreadyClosed(_)) => Err(IssuerError::AlreadyClosed),
+            Err(StoreError::NotFound) => Err(IssuerError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A page of a campaign's winners (by seq, after `after`), for fulfilment.
+    pub async fn coupons(&self, id: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, IssuerError> {
+        self.campaigns.campaign(id).await?.ok_or(IssuerError::NotFound)?;
+        Ok(self.claims.coupons(id, after, limit).await?)
+    }
+
+    /// The public list: campaigns open or upcoming at `now` (open first, then by opening time),
+    /// at most `limit`. Served from a snapshot at most `scheduled_ttl` old, so a page polling
+    /// it costs the store one listing per TTL per instance, not one per visitor.
+    pub async fn listing(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<CampaignView>, IssuerError> {
+        let ids = {
+            let snapshot = self.listing.lock().unwrap_or_else(|p| p.into_inner());
+            match &*snapshot {
+                Some((at, ids)) if at.elapsed() < self.config.scheduled_ttl => Some(ids.clone()),
+                _ => None,
+            }
+        };
+        let ids = match ids {
+            Some(ids) => ids,
+            None => {
+                let mut ids = Vec::new();
+                let mut after: Option<CampaignId> = None;
+                loop {
+                    let page = self.campaigns.campaigns(after.as_ref(), LISTING_PAGE).await?;
+                    let full = page.len() == LISTING_PAGE;
+                    after = page.last().map(|c| c.id.clone());
+                    ids.extend(page.into_iter().filter(|c| c.window_at(now) != Status::Closed).map(|c| c.id));
+                    if !full {
+                        break;
+                    }
+                }
+                *self.listing.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ids.clone()));
+                ids
+            }
+        };
+        let mut views = Vec::new();
+        for id in &ids {
+            match self.view(id, now).await {
+                Ok(v) if matches!(v.status, Status::Scheduled | Status::Open) => views.push(v),
+                Ok(_) | Err(IssuerError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        views.sort_by_key(|v| (v.status != Status::Open, v.campaign.opens_at, v.campaign.id.clone()));
+        views.truncate(limit);
+        Ok(views)
     }
 
     pub async fn create(&self, campaign: Campaign, now: OffsetDateTime) -> Result<Campaign, IssuerError> {

@@ -52,10 +52,25 @@ pub trait CampaignStore: Send + Sync {
         expected_version: u64,
         now: OffsetDateTime,
     ) -> Result<(), StoreError>;
+    /// Ends an open campaign at `now`: under the claims' lock or condition, if the stored
+    /// campaign has opened and is not yet closed, its `closes_at` becomes `now` and its version
+    /// goes up by one; stock and coupons are untouched. Every claim decided after this is `Closed`.
+    async fn end_campaign(&self, id: &CampaignId, now: OffsetDateTime) -> Result<EndOutcome, StoreError>;
     /// One campaign as stored, if it exists.
     async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError>;
     /// Up to `limit` campaigns ordered by id, starting after `after`.
     async fn campaigns(&self, after: Option<&CampaignId>, limit: usize) -> Result<Vec<Campaign>, StoreError>;
+}
+
+/// What the store decided for an "end now".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndOutcome {
+    /// Ended: the campaign as now stored.
+    Ended(Campaign),
+    /// It has not opened yet (edit or reschedule it instead); nothing was written.
+    NotOpen,
+    /// It was already closed (or ended); nothing was written.
+    AlreadyClosed(Campaign),
 }
 
 /// What the store decided for one claim.
@@ -92,6 +107,9 @@ pub trait ClaimStore: Send + Sync {
     async fn coupon_of(&self, campaign: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError>;
     /// How many coupons the campaign has issued (0 for an unknown campaign).
     async fn issued(&self, campaign: &CampaignId) -> Result<u64, StoreError>;
+    /// Up to `limit` durable coupons of the campaign with `seq > after`, by `seq` (the winners
+    /// list, paged). Empty for an unknown campaign.
+    async fn coupons(&self, campaign: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError>;
 }
 
 /// Whether a ledger append wrote a new row or found the record already there.

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use firstcome_core::testkit::{MemoryStore, campaign_at, now, user};
 use firstcome_core::{
     CacheConfig, Campaign, CampaignChanges, CampaignId, CampaignStore, ClaimOutcome, ClaimStore, Coupon, CouponCode,
-    Issuer, IssuerError, StoreClaim, StoreError, UserId,
+    EndOutcome, Issuer, IssuerError, StoreClaim, StoreError, UserId,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -46,6 +46,9 @@ impl ClaimStore for Counting {
         self.calls.issued.fetch_add(1, Ordering::SeqCst);
         self.inner.issued(c).await
     }
+    async fn coupons(&self, c: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError> {
+        self.inner.coupons(c, after, limit).await
+    }
 }
 
 #[async_trait]
@@ -55,6 +58,9 @@ impl CampaignStore for Counting {
     }
     async fn update_campaign(&self, c: &Campaign, v: u64, now: OffsetDateTime) -> Result<(), StoreError> {
         self.inner.update_campaign(c, v, now).await
+    }
+    async fn end_campaign(&self, id: &CampaignId, now: OffsetDateTime) -> Result<EndOutcome, StoreError> {
+        self.inner.end_campaign(id, now).await
     }
     async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError> {
         self.calls.campaign.fetch_add(1, Ordering::SeqCst);
@@ -107,9 +113,10 @@ async fn refusals_never_reach_the_claim_path() {
 }
 
 #[tokio::test]
-async fn a_scheduled_campaign_is_reread_per_ttl_and_an_open_one_never() {
+async fn a_scheduled_campaign_is_reread_per_ttl_and_an_open_one_only_per_opened_ttl() {
     let ttl = StdDuration::from_millis(40);
-    let (issuer, store) = issuer(CacheConfig { scheduled_ttl: ttl, ..Default::default() });
+    let config = CacheConfig { scheduled_ttl: ttl, opened_ttl: StdDuration::from_secs(60), ..Default::default() };
+    let (issuer, store) = issuer(config);
     let t0 = now();
     let c = campaign_at("ttl", 5, t0 + Duration::hours(1));
     store.inner.insert_campaign(&c).await.unwrap();
@@ -124,7 +131,7 @@ async fn a_scheduled_campaign_is_reread_per_ttl_and_an_open_one_never() {
     issuer.view(&c.id, t0).await.unwrap();
     assert_eq!(reads(), 2, "a scheduled campaign is re-read once its TTL is up");
 
-    // Read at or after opening: frozen for good, however long it stays cached.
+    // Read at or after opening: only an early end can change it, so it is re-read rarely.
     let open = c.opens_at + Duration::seconds(1);
     std::thread::sleep(ttl + StdDuration::from_millis(5));
     assert!(matches!(issuer.claim(&c.id, &user(1), open).await.unwrap(), ClaimOutcome::Issued(_)));
@@ -134,7 +141,68 @@ async fn a_scheduled_campaign_is_reread_per_ttl_and_an_open_one_never() {
         issuer.claim(&c.id, &user(u), open).await.unwrap();
         issuer.view(&c.id, open).await.unwrap();
     }
-    assert_eq!(reads(), 3, "an opened campaign's terms are frozen; no more reads");
+    assert_eq!(reads(), 3, "an opened campaign is not re-read within opened_ttl");
+}
+
+#[tokio::test]
+async fn an_early_end_reaches_every_instance_and_sold_out_survives_the_reread() {
+    let ttl = StdDuration::from_millis(40);
+    let config = CacheConfig { opened_ttl: ttl, ..Default::default() };
+    let store = Arc::new(Counting { inner: MemoryStore::new(), calls: Calls::default() });
+    let ledger = Arc::new(MemoryStore::new());
+    let a = Issuer::new(store.clone(), store.clone(), ledger.clone(), config.clone());
+    let b = Issuer::new(store.clone(), store.clone(), ledger, config);
+    let t0 = now();
+    let c = campaign_at("end-early", 1, t0 - Duration::seconds(1));
+    store.inner.insert_campaign(&c).await.unwrap();
+    assert!(matches!(b.claim(&c.id, &user(1), t0).await.unwrap(), ClaimOutcome::Issued(_)));
+    assert_eq!(b.claim(&c.id, &user(2), t0).await.unwrap(), ClaimOutcome::SoldOut);
+    let claims = || count(&store.calls.claim);
+    assert_eq!(claims(), 2);
+
+    // Re-read after opened_ttl with nothing changed: B still answers losers from memory.
+    std::thread::sleep(ttl + StdDuration::from_millis(5));
+    assert_eq!(b.claim(&c.id, &user(3), t0).await.unwrap(), ClaimOutcome::SoldOut);
+    assert_eq!(claims(), 2, "the sold-out flag survives the re-read");
+
+    let ended = a.end(&c.id, t0 + Duration::seconds(1)).await.unwrap();
+    assert_eq!(ended.version, c.version + 1);
+    let after = t0 + Duration::seconds(2);
+    assert_eq!(a.view(&c.id, after).await.unwrap().status, firstcome_core::Status::Closed);
+    // B learns of the end within opened_ttl, without a restart.
+    std::thread::sleep(ttl + StdDuration::from_millis(5));
+    assert_eq!(b.view(&c.id, after).await.unwrap().status, firstcome_core::Status::Closed);
+    assert!(matches!(b.claim(&c.id, &user(1), after).await.unwrap(), ClaimOutcome::AlreadyIssued(_)));
+    assert!(matches!(a.end(&c.id, after).await, Err(IssuerError::AlreadyClosed)));
+    assert_eq!(store.inner.end_campaign(&c.id, after).await.unwrap(), EndOutcome::AlreadyClosed(ended));
+
+    let later = campaign_at("end-not-open", 1, t0 + Duration::hours(1));
+    store.inner.insert_campaign(&later).await.unwrap();
+    assert!(matches!(a.end(&later.id, t0).await, Err(IssuerError::NotOpenYet)));
+}
+
+#[tokio::test]
+async fn the_public_listing_shows_open_then_upcoming_and_is_a_snapshot() {
+    let (issuer, store) = issuer(CacheConfig { scheduled_ttl: StdDuration::from_secs(60), ..Default::default() });
+    let t0 = now();
+    let mut closed = campaign_at("l-closed", 5, t0 - Duration::hours(2));
+    closed.closes_at = Some(t0 - Duration::hours(1));
+    let sold = campaign_at("l-sold", 1, t0 - Duration::minutes(1));
+    let open = campaign_at("l-open", 5, t0 - Duration::minutes(5));
+    let soon = campaign_at("l-soon", 5, t0 + Duration::minutes(5));
+    let later = campaign_at("a-later", 5, t0 + Duration::hours(5));
+    for c in [&closed, &sold, &open, &soon, &later] {
+        store.inner.insert_campaign(c).await.unwrap();
+    }
+    assert!(matches!(issuer.claim(&sold.id, &user(1), t0).await.unwrap(), ClaimOutcome::Issued(_)));
+    assert_eq!(issuer.claim(&sold.id, &user(2), t0).await.unwrap(), ClaimOutcome::SoldOut);
+    let ids =
+        |v: Vec<firstcome_core::CampaignView>| v.into_iter().map(|v| v.campaign.id.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(issuer.listing(t0, 10).await.unwrap()), ["l-open", "l-soon", "a-later"]);
+    assert_eq!(ids(issuer.listing(t0, 2).await.unwrap()), ["l-open", "l-soon"]);
+    // Created elsewhere: this instance lists it once its snapshot is renewed, not before.
+    store.inner.insert_campaign(&campaign_at("l-new", 5, t0 + Duration::minutes(1))).await.unwrap();
+    assert_eq!(issuer.listing(t0, 10).await.unwrap().len(), 3);
 }
 
 #[tokio::test]

@@ -16,8 +16,8 @@ use std::sync::{Arc, mpsc};
 
 use async_trait::async_trait;
 use firstcome_core::{
-    Campaign, CampaignId, CampaignStore, ClaimStore, Coupon, CouponCode, IssuanceRecord, LedgerStore, LedgerWrite,
-    Outbox, Status, StoreClaim, StoreError, UserId,
+    Campaign, CampaignId, CampaignStore, ClaimStore, Coupon, CouponCode, EndOutcome, IssuanceRecord, LedgerStore,
+    LedgerWrite, Outbox, Status, StoreClaim, StoreError, UserId,
 };
 use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
@@ -475,6 +475,29 @@ impl ClaimStore for SqliteStore {
     async fn issued(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
         Ok(self.campaign_claims(campaign).map_or(0, |s| u64::from(s.lock().durable.borrow().upto)))
     }
+
+    async fn coupons(&self, campaign: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError> {
+        let Some(state) = self.campaign_claims(campaign) else { return Ok(Vec::new()) };
+        // Terms come from memory (frozen once anything was issued); rows from disk, where only
+        // committed, so durable, coupons are.
+        let terms = state.lock().campaign.clone();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, user_id, code, issued_at FROM coupons WHERE campaign_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(rusqlite::params![terms.id.as_str(), after, limit as i64])?;
+            let corrupt = |what: &str, e: &dyn std::fmt::Display| SqliteError::Corrupt(format!("{what}: {e}"));
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let user = UserId::parse(&r.get::<_, String>(1)?).map_err(|e| corrupt("coupon user id", &e))?;
+                let code = CouponCode::parse(&r.get::<_, String>(2)?).map_err(|e| corrupt("coupon code", &e))?;
+                let issued_at = from_millis(r.get(3)?).map_err(|e| corrupt("coupon issued_at", &e))?;
+                out.push(terms.coupon_for(user, code, r.get(0)?, issued_at));
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -516,6 +539,29 @@ impl CampaignStore for SqliteStore {
             st.campaign = next.clone();
         }
         rx.await.map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?
+    }
+
+    async fn end_campaign(&self, id: &CampaignId, now: OffsetDateTime) -> Result<EndOutcome, StoreError> {
+        self.check()?;
+        let state = self.campaign_claims(id).ok_or(StoreError::NotFound)?;
+        let (reply, rx) = oneshot::channel();
+        let ended = {
+            // The claims' lock: every claim decided after this sees the new closes_at.
+            let mut st = state.lock();
+            let outcome = st.campaign.end_at(now);
+            let EndOutcome::Ended(next) = outcome else { return Ok(outcome) };
+            let body = serde_json::to_string(&next).map_err(StoreError::unavailable)?;
+            self.shared
+                .tx
+                .send(Cmd::UpdateCampaign { id: id.to_string(), body, reply })
+                .map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
+            // Claims still in flight were decided before the end and are answered as issued;
+            // none decided after it can be (the same ordering argument as `update_campaign`).
+            st.campaign = next.clone();
+            next
+        };
+        rx.await.map_err(|_| StoreError::unavailable(SqliteError::WriterGone))??;
+        Ok(EndOutcome::Ended(ended))
     }
 
     async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError> {

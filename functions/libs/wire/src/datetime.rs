@@ -20,6 +20,11 @@ pub fn parse(s: &str) -> Result<OffsetDateTime, String> {
     }
 }
 
+/// Formats as RFC 3339 (what the JSON carries), e.g. for CSV cells.
+pub fn format(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
 pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
     time::serde::rfc3339::serialize(t, s)
 }
@@ -31,6 +36,11 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D:
 
 pub mod option {
     use super::*;
+
+    /// Formats as RFC 3339 (what the JSON carries), e.g. for CSV cells.
+    pub fn format(t: OffsetDateTime) -> String {
+        t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+    }
 
     pub fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
         time::serde::rfc3339::option::serialize(t, s)

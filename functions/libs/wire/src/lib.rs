@@ -208,6 +208,32 @@ pub struct AdminCampaign {
     pub ledger_written: u64,
 }
 
+/// The public list: campaigns open now (first) and upcoming (by opening time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CampaignList {
+    pub campaigns: Vec<Campaign>,
+    /// The server's clock when it answered.
+    #[serde(with = "datetime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub server_time: OffsetDateTime,
+}
+
+/// One page of a campaign's winners, by seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CouponPage {
+    pub coupons: Vec<Coupon>,
+    /// Pass as `?after=` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u32>,
+}
+
+/// Most coupons on one page of the winners list.
+pub const MAX_COUPON_PAGE: usize = 1000;
+/// Most campaigns in the public list.
+pub const MAX_LISTED: usize = 100;
+
 /// One page of the admin list, ordered by id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

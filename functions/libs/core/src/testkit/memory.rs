@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::ports::{CampaignStore, ClaimStore, LedgerStore, LedgerWrite, Outbox, StoreClaim, StoreError};
+use crate::ports::{CampaignStore, ClaimStore, EndOutcome, LedgerStore, LedgerWrite, Outbox, StoreClaim, StoreError};
 use crate::{Campaign, CampaignId, Coupon, CouponCode, IssuanceRecord, Status, UserId};
 
 struct Stored {
@@ -64,6 +64,16 @@ impl CampaignStore for MemoryStore {
         Ok(())
     }
 
+    async fn end_campaign(&self, id: &CampaignId, now: OffsetDateTime) -> Result<EndOutcome, StoreError> {
+        let mut st = self.lock();
+        let stored = st.campaigns.get_mut(id).ok_or(StoreError::NotFound)?;
+        let outcome = stored.campaign.end_at(now);
+        if let EndOutcome::Ended(c) = &outcome {
+            stored.campaign = c.clone();
+        }
+        Ok(outcome)
+    }
+
     async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError> {
         Ok(self.lock().campaigns.get(id).map(|s| s.campaign.clone()))
     }
@@ -115,6 +125,15 @@ impl ClaimStore for MemoryStore {
 
     async fn issued(&self, id: &CampaignId) -> Result<u64, StoreError> {
         Ok(self.lock().campaigns.get(id).map_or(0, |s| s.winners.len() as u64))
+    }
+
+    async fn coupons(&self, id: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError> {
+        let st = self.lock();
+        let Some(stored) = st.campaigns.get(id) else { return Ok(Vec::new()) };
+        let mut out: Vec<Coupon> = stored.winners.values().filter(|c| c.seq > after).cloned().collect();
+        out.sort_unstable_by_key(|c| c.seq);
+        out.truncate(limit);
+        Ok(out)
     }
 }
 

@@ -16,7 +16,7 @@ use time::{Duration, OffsetDateTime};
 
 pub use memory::MemoryStore;
 
-use crate::ports::{CampaignStore, ClaimStore, LedgerStore, LedgerWrite, Outbox, StoreClaim, StoreError};
+use crate::ports::{CampaignStore, ClaimStore, EndOutcome, LedgerStore, LedgerWrite, Outbox, StoreClaim, StoreError};
 use crate::{
     CacheConfig, Campaign, CampaignChanges, CampaignId, ClaimOutcome, CouponCode, CouponTemplate, IssuanceRecord,
     Issuer, IssuerError, NewCampaign, UserId, truncate_to_millis,
@@ -149,6 +149,61 @@ pub async fn claims_obey_the_stored_window_and_stock<S: CampaignStore + ClaimSto
     assert_eq!(issue(&*s, &c.id, 4, closed).await, StoreClaim::Closed);
     assert!(matches!(issue(&*s, &c.id, 1, closed).await, StoreClaim::Existing(_)), "winners keep their coupon");
     assert_eq!(s.issued(&c.id).await.unwrap(), 2);
+}
+
+/// "End now": only an open campaign ends; claims after it are closed, winners keep their coupon,
+/// and the stored stock and coupons are untouched.
+pub async fn ending_closes_an_open_campaign_and_nothing_else<S: CampaignStore + ClaimStore>(s: Arc<S>, _: Spawn) {
+    let t = now();
+    let c = campaign_at("contract-end", 5, t + Duration::seconds(10));
+    s.insert_campaign(&c).await.unwrap();
+    assert_eq!(s.end_campaign(&c.id, t).await.unwrap(), EndOutcome::NotOpen, "scheduled: reschedule instead");
+    assert_eq!(s.campaign(&c.id).await.unwrap(), Some(c.clone()), "a refused end writes nothing");
+    let open = c.opens_at + Duration::seconds(1);
+    assert!(matches!(issue(&*s, &c.id, 1, open).await, StoreClaim::Issued(_)));
+    let at = truncate_to_millis(open + Duration::seconds(1));
+    let ended = match s.end_campaign(&c.id, at).await.unwrap() {
+        EndOutcome::Ended(e) => e,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((ended.closes_at, ended.version, ended.total), (Some(at), c.version + 1, 5));
+    assert_eq!(s.campaign(&c.id).await.unwrap(), Some(ended.clone()));
+    assert_eq!(issue(&*s, &c.id, 2, at).await, StoreClaim::Closed, "no claim is decided after the end");
+    assert!(matches!(issue(&*s, &c.id, 1, at).await, StoreClaim::Existing(_)), "the winner keeps their coupon");
+    assert_eq!(s.issued(&c.id).await.unwrap(), 1);
+    assert_eq!(
+        s.end_campaign(&c.id, at + Duration::seconds(1)).await.unwrap(),
+        EndOutcome::AlreadyClosed(ended),
+        "ending twice changes nothing"
+    );
+    assert!(matches!(
+        s.end_campaign(&CampaignId::parse("contract-end-none").unwrap(), at).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+/// The winners list: every durable coupon exactly once, by seq, in pages.
+pub async fn coupons_are_listed_by_seq_in_pages<S: CampaignStore + ClaimStore>(s: Arc<S>, _: Spawn) {
+    let c = open_campaign("contract-list", 7);
+    s.insert_campaign(&c).await.unwrap();
+    let at = now();
+    let mut issued = Vec::new();
+    for u in 0..9 {
+        if let StoreClaim::Issued(coupon) = issue(&*s, &c.id, u, at).await {
+            issued.push(coupon);
+        }
+    }
+    assert_eq!(issued.len(), 7);
+    let first = s.coupons(&c.id, 0, 3).await.unwrap();
+    assert_eq!(first.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let rest = s.coupons(&c.id, 3, 100).await.unwrap();
+    assert_eq!(rest.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![4, 5, 6, 7]);
+    let mut all: Vec<_> = first.into_iter().chain(rest).collect();
+    all.sort_by_key(|c| c.seq);
+    issued.sort_by_key(|c| c.seq);
+    assert_eq!(all, issued, "the list holds the coupons the claims answered, codes included");
+    assert!(s.coupons(&c.id, 7, 10).await.unwrap().is_empty());
+    assert!(s.coupons(&CampaignId::parse("contract-list-none").unwrap(), 0, 10).await.unwrap().is_empty());
 }
 
 /// The attack from the issue: an edit whose "now" was taken before coupons were issued must
@@ -397,6 +452,8 @@ macro_rules! claim_store_contract {
             claims_issue_in_order_then_sell_out,
             claims_obey_the_stored_window_and_stock,
             no_edit_lands_after_an_issue,
+            ending_closes_an_open_campaign_and_nothing_else,
+            coupons_are_listed_by_seq_in_pages,
             campaigns_have_separate_stock_and_winners,
             concurrent_claims_never_oversell,
             an_edit_racing_the_opening_never_splits_the_terms,
