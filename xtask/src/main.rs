@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 
 mod bench;
 mod boundaries;
+mod site;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -22,6 +23,8 @@ struct Cli {
 enum Task {
     /// Install what the project needs (idempotent).
     Setup,
+    /// Build the page (WASM) into target/site.
+    Site,
     /// The main job: the local server (release build, the first build takes a few minutes) with
     /// a demo campaign coming up and dev sign-in for this machine. ARGS are added to
     /// `--demo --dev-tokens`.
@@ -56,17 +59,34 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root).context("entering the workspace root")?;
     match Cli::parse().task {
-        Task::Setup => setup(),
+        Task::Setup => {
+            setup()?;
+            site::tools(&root, true)
+        }
+        Task::Site => {
+            site::tools(&root, false)?;
+            site::build(&root).map(|_| ())
+        }
         Task::Run { args } => {
             setup()?;
+            site::tools(&root, false)?;
+            let site = site::build(&root)?;
             let mut cmd = cargo();
-            cmd.args(["run", "--release", "-p", "firstcome-local", "--", "--demo", "--dev-tokens"]).args(args);
+            cmd.args(["run", "--release", "-p", "firstcome-local", "--", "--demo", "--dev-tokens", "--site-dir"])
+                .arg(site)
+                .args(args);
             run(&mut cmd)
         }
         Task::Test => {
             setup()?;
+            site::tools(&root, true)?;
+            site::build(&root)?;
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+            // The page's components only exist for wasm32; lint them where they compile.
+            run(cargo()
+                .args(["clippy", "-p", "firstcome-frontend", "--target", "wasm32-unknown-unknown", "--locked"])
+                .args(["--", "-D", "warnings"]))?;
             boundaries::check(&std::fs::read_to_string("ARCHITECTURE.md").context("reading ARCHITECTURE.md")?)?;
             test_workspace()
         }

@@ -31,6 +31,8 @@ pub struct Config {
     pub dev_tokens: bool,
     /// Ledger writes per second drained from the outbox.
     pub ledger_rate: NonZeroU32,
+    /// The built page (`cargo xtask site` → `target/site`), served at `/`; API only when absent.
+    pub site_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,8 @@ pub enum LocalError {
     File { path: PathBuf, source: std::io::Error },
     #[error("FIRSTCOME_JWT_SECRET (or <data-dir>/jwt-secret) must be at least 32 bytes")]
     WeakSecret,
+    #[error("--site-dir {0} has no index.html (build the page with `cargo xtask site`)")]
+    NoSite(PathBuf),
 }
 
 /// A started local service, not yet serving.
@@ -57,6 +61,11 @@ pub struct Local {
 }
 
 pub async fn start(config: Config) -> Result<Local, LocalError> {
+    if let Some(dir) = &config.site_dir
+        && !dir.join("index.html").is_file()
+    {
+        return Err(LocalError::NoSite(dir.clone()));
+    }
     let store = SqliteStore::open(&config.data_dir)?;
     let secret = match &config.jwt_secret {
         Some(s) => s.clone().into_bytes(),
@@ -138,11 +147,27 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), LocalError> {
     std::fs::rename(&tmp, path).map_err(file_err)
 }
 
+/// The whole HTTP surface of local mode: the API, and the page when `--site-dir` is given.
+pub fn app(local: &Local) -> axum::Router {
+    firstcome_api::router_with_site(local.state.clone(), local.config.site_dir.as_deref().map(site))
+}
+
 /// Serves `local` on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
 /// requests (and so in-flight claims) finish, stops the ledger worker and flushes the store.
 pub async fn run(
     listener: TcpListener,
     local: Local,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(&local);
+    run_app(listener, local, app, shutdown).await
+}
+
+/// `run` with a given router (tests wrap `app` in fault injection).
+pub async fn run_app(
+    listener: TcpListener,
+    local: Local,
+    app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -153,7 +178,6 @@ pub async fn run(
     };
     let worker =
         tokio::spawn(ledger_worker::run(store.clone(), store.clone(), local.config.ledger_rate, busy, stop_rx));
-    let app = firstcome_api::router(local.state.clone());
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
@@ -163,6 +187,28 @@ pub async fn run(
     local.store.close().await;
     tracing::info!("store flushed; bye");
     served
+}
+
+/// The page's static files: `/assets/*` are content-hashed, so cacheable for a year and
+/// immutable; every other path is the app's `index.html` (its client-side routes), revalidated
+/// on every load so a deploy is picked up at once. Brotli or gzip twins are served to clients
+/// that accept them.
+pub fn site(dir: &Path) -> axum::Router {
+    use axum::http::{HeaderValue, Response, header::CACHE_CONTROL};
+    use tower_http::services::{ServeDir, ServeFile};
+    use tower_http::set_header::SetResponseHeaderLayer;
+
+    fn on_success<B>(value: &'static str) -> impl Fn(&Response<B>) -> Option<HeaderValue> + Clone {
+        // Never let a CDN keep an error (a missing asset) for a year.
+        move |res: &Response<B>| res.status().is_success().then(|| HeaderValue::from_static(value))
+    }
+    let assets = tower::ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::overriding(CACHE_CONTROL, on_success("public, max-age=31536000, immutable")))
+        .service(ServeDir::new(dir.join("assets")).precompressed_br().precompressed_gzip());
+    let index = tower::ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::overriding(CACHE_CONTROL, on_success("no-cache")))
+        .service(ServeFile::new(dir.join("index.html")).precompressed_br().precompressed_gzip());
+    axum::Router::new().nest_service("/assets", assets).fallback_service(index)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -38,6 +38,9 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Serve the built page from this directory at / (`cargo xtask run` passes target/site).
+    #[arg(long)]
+    site_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -61,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         demo: args.demo,
         dev_tokens: args.dev_tokens,
         ledger_rate: args.ledger_rate,
+        site_dir: args.site_dir,
     };
     let local = firstcome_local::start(config).await.context("starting firstcome-local")?;
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
@@ -68,7 +72,10 @@ async fn main() -> anyhow::Result<()> {
     println!("firstcome-local listening on {url}");
     println!("admin token: {}", local.admin_token_path.display());
     if let Some(id) = &local.demo {
-        println!("demo campaign: {url}/api/campaigns/{id} (100 coupons)");
+        match &local.config.site_dir {
+            Some(_) => println!("demo campaign: {url}/e/{id} (100 coupons; marketing page: {url}/admin)"),
+            None => println!("demo campaign: {url}/api/campaigns/{id} (100 coupons)"),
+        }
     }
     if let (Some(id), true) = (&local.demo, local.config.dev_tokens) {
         println!(

@@ -1,5 +1,8 @@
 //! Helpers for the black-box tests: a `firstcome-local` child process that can be started,
-//! killed with SIGKILL and restarted. The HTTP client is the load tool's (`firstcome_rehearse::Client`).
+//! killed with SIGKILL and restarted, and a real headless Chromium driven over WebDriver
+//! (`browser`). The HTTP client is the load tool's (`firstcome_rehearse::Client`).
+
+pub mod browser;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

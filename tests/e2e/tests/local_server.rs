@@ -19,6 +19,7 @@ fn config(dir: &Path, demo: bool) -> Config {
         demo,
         dev_tokens: true,
         ledger_rate: NonZeroU32::new(2000).unwrap(),
+        site_dir: None,
     }
 }
 

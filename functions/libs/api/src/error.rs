@@ -53,6 +53,15 @@ impl ApiError {
         Self::Unauthorized { reason, source: None }
     }
 
+    /// The field to blame, for `ErrorBody::field`.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            Self::Invalid(v) => Some(v.field.to_owned()),
+            Self::BadJson(e) => Some(e.path().to_string()).filter(|p| p != "." && !p.is_empty()),
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Invalid(_) | Self::BadJson(_) | Self::TrailingJson(_) | Self::BadBody(_) => ErrorCode::InvalidRequest,
@@ -102,7 +111,8 @@ impl IntoResponse for ApiError {
             }
             tracing::error!(error = %self, chain = %chain, "request failed");
         }
-        let mut res = (status, axum::Json(ErrorBody { error: code, message: self.to_string() })).into_response();
+        let mut res = (status, axum::Json(ErrorBody { error: code, message: self.to_string(), field: self.field() }))
+            .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -10,9 +10,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderValue;
 use axum::http::header::CACHE_CONTROL;
-use axum::http::{HeaderValue, Method, Uri};
+use axum::response::IntoResponse;
 use firstcome_core::Issuer;
+use tower::ServiceExt;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -72,12 +74,26 @@ pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
 }
 
 pub fn router(state: AppState) -> Router {
+    router_with_site(state, None)
+}
+
+/// The API plus, for every path outside `/api/` and `/healthz` that no route takes, `site` (the
+/// page's static files, in local mode). Unknown API paths still answer JSON, never a page.
+pub fn router_with_site(state: AppState, site: Option<Router>) -> Router {
     let (router, api) = documented(&state).split_for_parts();
     let api = Arc::new(api);
     router
         .route("/api/openapi.json", axum::routing::get(move || async move { axum::Json(api.as_ref().clone()) }))
-        .fallback(|method: Method, uri: Uri| async move {
-            ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+        .fallback(move |req: axum::extract::Request| async move {
+            let path = req.uri().path();
+            let is_api = path == "/api" || path.starts_with("/api/") || path == "/healthz";
+            match site {
+                Some(site) if !is_api => match site.oneshot(req).await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                },
+                _ => ApiError::NotFound(format!("no route for {} {path}", req.method())).into_response(),
+            }
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

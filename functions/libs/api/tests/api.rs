@@ -500,8 +500,14 @@ async fn bad_input_is_400_naming_the_field() {
         (with(&|b| b.as_object_mut().unwrap().remove("title").map(|_| ()).unwrap()), "title"),
     ];
     for (body, field) in cases {
-        let msg = assert_error(post(body.clone()).await, StatusCode::BAD_REQUEST, "invalid_request");
+        let answer = post(body.clone()).await;
+        let blamed = answer.1["field"].clone();
+        let msg = assert_error(answer, StatusCode::BAD_REQUEST, "invalid_request");
         assert!(msg.contains(field), "message {msg:?} should name {field:?} for {body}");
+        // A form shows the message beside the field the answer blames.
+        if !["surprise", "extra", "title"].contains(&field) {
+            assert_eq!(blamed, json!(field), "{body}");
+        }
     }
     let raw = |bytes: &[u8]| app.call("POST", "/api/admin/campaigns", Some(&admin), Some(bytes.to_vec()));
     assert_error(raw(b"{not json").await, StatusCode::BAD_REQUEST, "invalid_request");

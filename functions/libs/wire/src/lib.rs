@@ -120,6 +120,10 @@ pub struct ErrorBody {
     pub error: ErrorCode,
     /// Human-readable explanation, naming the offending field where there is one.
     pub message: String,
+    /// On `invalid_request`: the offending field's path (`total`, `coupon.currency`, `opens_at`),
+    /// so a form can show the message beside it. Absent when no single field is to blame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// Where a campaign stands when the answer was made.

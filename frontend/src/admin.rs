@@ -1,0 +1,396 @@
+//! `/admin`: the marketing page. Sign in with the admin token, create a campaign (times entered
+//! in the browser's zone, UTC shown beside them), reschedule or edit it before it opens, end a
+//! running one, download the winners, and watch issued / remaining / ledger figures live.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use firstcome_wire::{AdminCampaign, AdminCampaignPage, CampaignStatus};
+use gloo_net::http::Method;
+use leptos::prelude::*;
+use serde_json::{Value, json};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::spawn_local;
+
+use crate::api::{Call, Failure, millis};
+use crate::i18n::Lang;
+use crate::session;
+
+/// Claims-per-second samples kept per campaign for the chart (one per poll, about a minute).
+const CHART_POINTS: usize = 60;
+
+/// A `datetime-local` value (the browser's zone) as an RFC 3339 UTC instant, if it is one.
+fn local_to_utc(value: &str) -> Option<String> {
+    if value.trim().is_empty() {
+        return None;
+    }
+    let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_str(value));
+    if d.get_time().is_nan() { None } else { Some(String::from(d.to_iso_string())) }
+}
+
+/// An instant shown in the browser's zone.
+fn local_text(t: time::OffsetDateTime) -> String {
+    let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(millis(t)));
+    String::from(d.to_locale_string("default", &wasm_bindgen::JsValue::UNDEFINED))
+}
+
+/// A number field as JSON: a number when it parses, else the text (the API names the field).
+fn number(text: &str) -> Value {
+    text.trim().parse::<u64>().map_or_else(|_| json!(text), |n| json!(n))
+}
+
+fn status_name(s: CampaignStatus) -> &'static str {
+    match s {
+        CampaignStatus::Scheduled => "scheduled",
+        CampaignStatus::Open => "open",
+        CampaignStatus::SoldOut => "sold out",
+        CampaignStatus::Closed => "closed",
+    }
+}
+
+/// Saves `text` as a file through a temporary object URL.
+fn download(name: &str, text: &str) {
+    let Some(doc) = web_sys::window().and_then(|w| w.document()) else { return };
+    let parts = js_sys::Array::of1(&wasm_bindgen::JsValue::from_str(text));
+    let opts = web_sys::BlobPropertyBag::new();
+    opts.set_type("text/csv");
+    let Ok(blob) = web_sys::Blob::new_with_str_sequence_and_options(&parts, &opts) else { return };
+    let Ok(url) = web_sys::Url::create_object_url_with_blob(&blob) else { return };
+    if let Ok(a) = doc.create_element("a").map(|e| e.unchecked_into::<web_sys::HtmlAnchorElement>()) {
+        a.set_href(&url);
+        a.set_download(name);
+        a.click();
+    }
+    let _ = web_sys::Url::revoke_object_url(&url);
+}
+
+#[component]
+pub fn AdminPage(lang: RwSignal<Lang>) -> impl IntoView {
+    let _ = lang;
+    let token = RwSignal::new(session::load_admin());
+    let typed = RwSignal::new(String::new());
+    let sign_in_error = RwSignal::new(None::<String>);
+
+    let sign_in = move || {
+        let t = typed.get_untracked().trim().to_owned();
+        spawn_local(async move {
+            match Call::get("/api/admin/campaigns?limit=1").token(Some(&t)).json::<AdminCampaignPage>().await {
+                Ok(_) => {
+                    session::save_admin(Some(&t));
+                    token.set(Some(t));
+                    sign_in_error.set(None);
+                }
+                Err(f) => sign_in_error.set(Some(f.message())),
+            }
+        });
+    };
+
+    view! {
+        <h1>"Marketing"</h1>
+        {move || match token.get() {
+            None => view! {
+                <form class="sign-in" on:submit=move |ev| { ev.prevent_default(); sign_in(); }>
+                    <label for="admin-token">"Admin token (local mode: the contents of <data-dir>/admin-token)"</label>
+                    <input id="admin-token" data-testid="admin-token" type="password" autocomplete="off"
+                        prop:value=move || typed.get() on:input=move |ev| typed.set(event_target_value(&ev)) />
+                    <button type="submit" data-testid="admin-sign-in">"Sign in"</button>
+                    <p class="field-error" data-testid="admin-sign-in-error">{move || sign_in_error.get()}</p>
+                </form>
+            }.into_any(),
+            Some(t) => view! {
+                <button type="button" class="link" on:click=move |_| { session::save_admin(None); token.set(None); }>"Sign out"</button>
+                <Dashboard token=t />
+            }.into_any(),
+        }}
+    }
+}
+
+#[component]
+fn Dashboard(token: String) -> impl IntoView {
+    let campaigns = RwSignal::new(Vec::<AdminCampaign>::new());
+    let rates = RwSignal::new(HashMap::<String, Vec<f64>>::new());
+    let list_error = RwSignal::new(None::<String>);
+    let token = StoredValue::new(token);
+
+    // Live figures: the admin list once a second; claims/s from successive issued counts.
+    let last = StoredValue::new((HashMap::<String, u64>::new(), 0.0f64));
+    let refresh = move || {
+        spawn_local(async move {
+            let t = token.get_value();
+            match Call::get("/api/admin/campaigns?limit=200").token(Some(&t)).fresh().json::<AdminCampaignPage>().await
+            {
+                Ok(a) => {
+                    let now = a.received_ms;
+                    last.update_value(|(prev, at)| {
+                        let secs = ((now - *at) / 1000.0).max(0.001);
+                        rates.update(|r| {
+                            for c in &a.value.campaigns {
+                                if let Some(before) = prev.get(&c.campaign.id) {
+                                    let v = r.entry(c.campaign.id.clone()).or_default();
+                                    v.push(c.issued.saturating_sub(*before) as f64 / secs);
+                                    if v.len() > CHART_POINTS {
+                                        v.remove(0);
+                                    }
+                                }
+                            }
+                        });
+                        *prev = a.value.campaigns.iter().map(|c| (c.campaign.id.clone(), c.issued)).collect();
+                        *at = now;
+                    });
+                    campaigns.set(a.value.campaigns);
+                    list_error.set(None);
+                }
+                Err(f) => list_error.set(Some(f.message())),
+            }
+        });
+    };
+    refresh();
+    let _ = set_interval_with_handle(refresh, Duration::from_secs(1));
+
+    view! {
+        <CreateForm token=token.get_value() on_created=Callback::new(move |()| refresh()) />
+        <h2>"Campaigns"</h2>
+        <p class="field-error">{move || list_error.get()}</p>
+        <table class="campaign-table">
+            <thead><tr>
+                <th>"id"</th><th>"title"</th><th>"status"</th><th>"opens (local)"</th>
+                <th>"issued"</th><th>"remaining"</th><th>"ledger"</th><th>"claims/s"</th><th>"actions"</th>
+            </tr></thead>
+            <tbody>
+                <For each=move || campaigns.get() key=|c| (c.campaign.id.clone(), c.version, c.issued, c.ledger_written, status_name(c.campaign.status)) let:c>
+                    <Row c=c token=token.get_value() rates=rates on_change=Callback::new(move |()| refresh()) />
+                </For>
+            </tbody>
+        </table>
+    }
+}
+
+/// A tiny claims-per-second line chart.
+fn sparkline(points: &[f64]) -> impl IntoView + use<> {
+    let max = points.iter().copied().fold(1.0f64, f64::max);
+    let (w, h) = (120.0, 24.0);
+    let step = w / (CHART_POINTS - 1) as f64;
+    let coords: Vec<String> =
+        points.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, h - v / max * h)).collect();
+    let last = points.last().copied().unwrap_or(0.0);
+    view! {
+        <svg width="120" height="24" viewBox="0 0 120 24" role="img" aria-label=format!("{last:.0} claims per second")>
+            <polyline points=coords.join(" ") fill="none" stroke="currentColor" stroke-width="1.5" />
+        </svg>
+        <span>{format!(" {last:.0}")}</span>
+    }
+}
+
+#[component]
+fn Row(
+    c: AdminCampaign,
+    token: String,
+    rates: RwSignal<HashMap<String, Vec<f64>>>,
+    on_change: Callback<()>,
+) -> impl IntoView {
+    let id = c.campaign.id.clone();
+    let token = StoredValue::new(token);
+    let message = RwSignal::new(None::<String>);
+    let editing = RwSignal::new(false);
+    let new_opens = RwSignal::new(String::new());
+    let new_total = RwSignal::new(c.campaign.total.to_string());
+    let version = c.version;
+    let status = c.campaign.status;
+    let id_store = StoredValue::new(id.clone());
+
+    let end_now = move |_| {
+        let id = id_store.get_value();
+        let confirmed = web_sys::window()
+            .and_then(|w| w.confirm_with_message(&format!("End campaign {id} now? Nobody can claim after this.")).ok())
+            .unwrap_or(false);
+        if !confirmed {
+            return;
+        }
+        spawn_local(async move {
+            let path = format!("/api/admin/campaigns/{id}/end");
+            let t = token.get_value();
+            match Call::post(&path).token(Some(&t)).json::<AdminCampaign>().await {
+                Ok(_) => {
+                    message.set(Some("ended".into()));
+                    on_change.run(());
+                }
+                Err(f) => message.set(Some(f.message())),
+            }
+        });
+    };
+    let csv = move |_| {
+        let id = id_store.get_value();
+        spawn_local(async move {
+            let path = format!("/api/admin/campaigns/{id}/coupons.csv");
+            let t = token.get_value();
+            match Call::get(&path).token(Some(&t)).text().await {
+                Ok(text) => download(&format!("{id}-winners.csv"), &text),
+                Err(f) => message.set(Some(f.message())),
+            }
+        });
+    };
+    let save = move |_| {
+        let id = id_store.get_value();
+        let mut body = serde_json::Map::new();
+        if let Some(utc) = local_to_utc(&new_opens.get_untracked()) {
+            body.insert("opens_at".into(), json!(utc));
+        }
+        body.insert("total".into(), number(&new_total.get_untracked()));
+        let body = Value::Object(body);
+        spawn_local(async move {
+            let path = format!("/api/admin/campaigns/{id}");
+            let t = token.get_value();
+            let if_match = format!("\"{version}\"");
+            let call = Call {
+                method: Method::PATCH,
+                body: Some(&body),
+                if_match: Some(&if_match),
+                ..Call::get(&path).token(Some(&t))
+            };
+            match call.json::<AdminCampaign>().await {
+                Ok(_) => {
+                    editing.set(false);
+                    message.set(Some("saved".into()));
+                    on_change.run(());
+                }
+                // A lost race or a campaign that opened meanwhile: say so, in the API's words.
+                Err(f) => message.set(Some(f.message())),
+            }
+        });
+    };
+
+    let testid = |what: &str| format!("{what}-{id}");
+    let (t_opens, t_total, t_save) = (testid("edit-opens-at"), testid("edit-total"), testid("save"));
+    let running = matches!(status, CampaignStatus::Open | CampaignStatus::SoldOut);
+    view! {
+        <tr data-testid=testid("row")>
+            <td><a href=format!("/e/{id}")>{id.clone()}</a></td>
+            <td>{c.campaign.title.clone()}</td>
+            <td data-testid=testid("status")>{status_name(status)}</td>
+            <td>{local_text(c.campaign.opens_at)}</td>
+            <td data-testid=testid("issued")>{c.issued}</td>
+            <td data-testid=testid("remaining")>{c.campaign.remaining}</td>
+            <td data-testid=testid("ledger")>{c.ledger_written}</td>
+            <td>{move || rates.with(|r| sparkline(r.get(&id_store.get_value()).map(Vec::as_slice).unwrap_or(&[])))}</td>
+            <td>
+                {(status == CampaignStatus::Scheduled).then(|| view! {
+                    <button type="button" data-testid=testid("edit") on:click=move |_| editing.update(|e| *e = !*e)>"Edit"</button>
+                })}
+                {running.then(|| view! { <button type="button" data-testid=testid("end") on:click=end_now>"End now"</button> })}
+                <button type="button" data-testid=testid("csv") on:click=csv>"Winners CSV"</button>
+                <Show when=move || editing.get()>
+                    <div class="edit">
+                        <label>"New opening (local) " <input type="datetime-local" step="1" data-testid=t_opens.clone()
+                            prop:value=move || new_opens.get() on:input=move |ev| new_opens.set(event_target_value(&ev)) /></label>
+                        <span class="utc">{move || local_to_utc(&new_opens.get()).map(|u| format!("= {u}"))}</span>
+                        <label>" Stock " <input inputmode="numeric" data-testid=t_total.clone()
+                            prop:value=move || new_total.get() on:input=move |ev| new_total.set(event_target_value(&ev)) /></label>
+                        <button type="button" data-testid=t_save.clone() on:click=save>"Save"</button>
+                    </div>
+                </Show>
+                <p class="row-message" data-testid=testid("message") role="status">{move || message.get()}</p>
+            </td>
+        </tr>
+    }
+}
+
+/// The fields of the create form, in the API's names (so its `field` lands beside the input).
+const FIELDS: [(&str, &str); 8] = [
+    ("id", "Id (a-z, 0-9, -)"),
+    ("title", "Title"),
+    ("total", "Stock"),
+    ("coupon.discount", "Discount"),
+    ("coupon.currency", "Currency"),
+    ("coupon.valid_days", "Valid days"),
+    ("opens_at", "Opens (your time)"),
+    ("closes_at", "Closes (optional, your time)"),
+];
+
+#[component]
+fn CreateForm(token: String, on_created: Callback<()>) -> impl IntoView {
+    let values: HashMap<&'static str, RwSignal<String>> =
+        FIELDS.iter().map(|(f, _)| (*f, RwSignal::new(String::new()))).collect();
+    values["coupon.currency"].set("KRW".into());
+    values["coupon.valid_days"].set("30".into());
+    let values = StoredValue::new(values);
+    let errors = RwSignal::new(HashMap::<String, String>::new());
+    let general = RwSignal::new(None::<String>);
+    let token = StoredValue::new(token);
+    let get = move |f: &str| values.with_value(|v| v[f].get_untracked());
+
+    let submit = move || {
+        let opens = get("opens_at");
+        let closes = get("closes_at");
+        let body = json!({
+            "id": get("id").trim(),
+            "title": get("title"),
+            "total": number(&get("total")),
+            "opens_at": local_to_utc(&opens).map_or_else(|| json!(opens), |u| json!(u)),
+            "closes_at": if closes.trim().is_empty() { Value::Null } else { local_to_utc(&closes).map_or_else(|| json!(closes), |u| json!(u)) },
+            "coupon": {
+                "discount": number(&get("coupon.discount")),
+                "currency": get("coupon.currency").trim(),
+                "valid_days": number(&get("coupon.valid_days")),
+            },
+        });
+        spawn_local(async move {
+            let t = token.get_value();
+            let call = Call { body: Some(&body), ..Call::post("/api/admin/campaigns").token(Some(&t)) };
+            match call.json::<AdminCampaign>().await {
+                Ok(a) => {
+                    errors.set(HashMap::new());
+                    general.set(Some(format!("created {}", a.value.campaign.id)));
+                    on_created.run(());
+                }
+                Err(f) => {
+                    let blamed = f.field().map(str::to_owned).filter(|b| FIELDS.iter().any(|(name, _)| name == b));
+                    match blamed {
+                        Some(field) => {
+                            errors.set(HashMap::from([(field, f.message())]));
+                            general.set(None);
+                        }
+                        None => {
+                            errors.set(HashMap::new());
+                            general.set(Some(error_text(&f)));
+                        }
+                    }
+                }
+            }
+        });
+    };
+
+    view! {
+        <h2>"New campaign"</h2>
+        <form class="create" on:submit=move |ev| { ev.prevent_default(); submit(); }>
+            {FIELDS.iter().map(|(field, label)| {
+                let field = *field;
+                let signal = values.with_value(|v| v[field]);
+                let testid = format!("new-{}", field.replace(['.', '_'], "-"));
+                let kind = if field.ends_with("_at") { "datetime-local" } else { "text" };
+                view! {
+                    <div class="field">
+                        <label for=testid.clone()>{*label}</label>
+                        <input id=testid.clone() data-testid=testid.clone() type=kind step="1"
+                            aria-invalid=move || errors.with(|e| e.contains_key(field)).to_string()
+                            prop:value=move || signal.get() on:input=move |ev| signal.set(event_target_value(&ev)) />
+                        {field.ends_with("_at").then(|| view! {
+                            <span class="utc" data-testid=format!("{testid}-utc")>{move || local_to_utc(&signal.get()).map(|u| format!("UTC {u}"))}</span>
+                        })}
+                        <span class="field-error" role="alert" data-testid=format!("error-{field}")>
+                            {move || errors.with(|e| e.get(field).cloned())}
+                        </span>
+                    </div>
+                }
+            }).collect_view()}
+            <button type="submit" data-testid="create">"Create"</button>
+            <p role="status" data-testid="create-status">{move || general.get()}</p>
+        </form>
+    }
+}
+
+fn error_text(f: &Failure) -> String {
+    match f.code() {
+        Some(code) => format!("{}: {}", code.as_str(), f.message()),
+        None => f.message(),
+    }
+}

@@ -1,0 +1,322 @@
+//! `/e/{id}`: the event page. Counts down on the server's clock, unlocks the button at T0
+//! without a reload, claims once per click (no double submit), retries overload by itself, and
+//! shows a returning winner their coupon instead of a button.
+
+use std::time::Duration;
+
+use firstcome_wire::{Campaign, CampaignStatus, ClaimOutcome, ClaimResponse, Coupon, ErrorCode};
+use leptos::prelude::*;
+use wasm_bindgen_futures::spawn_local;
+
+use crate::api::{Call, Failure, millis, sleep};
+use crate::clock::{ClockSync, countdown};
+use crate::i18n::Lang;
+use crate::retry::backoff_ms;
+use crate::session::{self, DevTokens, IdentityProvider, Session};
+
+/// Where the customer's claim stands.
+#[derive(Debug, Clone, PartialEq)]
+enum Claim {
+    Idle,
+    Pending,
+    Retrying { network: bool, secs: f64 },
+    Won { coupon: Coupon, fresh: bool },
+    SoldOut,
+    NotOpen,
+    Closed,
+    Failed(String),
+}
+
+/// Retries of one click before giving up and saying so.
+const MAX_TRIES: u32 = 12;
+
+#[component]
+pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
+    let campaign = RwSignal::new(None::<Campaign>);
+    let missing = RwSignal::new(false);
+    let clock = RwSignal::new(ClockSync::default());
+    let server_now = RwSignal::new(js_sys::Date::now());
+    let session = RwSignal::new(session::load());
+    let claim = RwSignal::new(Claim::Idle);
+    let poll_note = RwSignal::new(None::<(bool, f64)>);
+    let copied = RwSignal::new(false);
+
+    // The clock ticks every 50 ms, so the button unlocks within ~50 ms of the server's T0.
+    let _ = set_interval_with_handle(
+        move || server_now.set(clock.with_untracked(|c| c.server_now(js_sys::Date::now()))),
+        Duration::from_millis(50),
+    );
+    spawn_local(poll(id.clone(), campaign, clock, missing, poll_note));
+
+    // A returning winner sees their coupon on arrival.
+    let check_mine = {
+        let id = id.clone();
+        move |s: Session| {
+            let id = id.clone();
+            spawn_local(async move {
+                let path = format!("/api/campaigns/{id}/claims/me");
+                match Call::get(&path).token(Some(&s.token)).fresh().json::<Coupon>().await {
+                    Ok(a) => claim.set(Claim::Won { coupon: a.value, fresh: false }),
+                    Err(f) if f.status() == Some(401) => {
+                        session::save(None);
+                        session.set(None);
+                    }
+                    Err(_) => {}
+                }
+            });
+        }
+    };
+    if let Some(s) = session.get_untracked() {
+        check_mine(s);
+    }
+
+    let opens_ms = move || campaign.with(|c| c.as_ref().map(|c| millis(c.opens_at)));
+    let is_open_by_clock = move || opens_ms().is_some_and(|o| server_now.get() >= o);
+    let status = move || campaign.with(|c| c.as_ref().map(|c| c.status));
+    let finished = move || {
+        matches!(status(), Some(CampaignStatus::SoldOut | CampaignStatus::Closed))
+            || matches!(claim.get(), Claim::SoldOut | Claim::Closed)
+    };
+    let can_click = move || {
+        session.with(Option::is_some)
+            && is_open_by_clock()
+            && !finished()
+            && matches!(claim.get(), Claim::Idle | Claim::NotOpen | Claim::Failed(_))
+    };
+
+    let on_claim = {
+        let id = id.clone();
+        Callback::new(move |()| {
+            // Disabled buttons do not fire, but a double click can land before the re-render.
+            if !can_click() {
+                return;
+            }
+            let Some(s) = session.get_untracked() else { return };
+            claim.set(Claim::Pending);
+            spawn_local(claim_with_retries(id.clone(), s, claim, campaign, session));
+        })
+    };
+
+    let name = RwSignal::new(String::new());
+    let sign_in_error = RwSignal::new(None::<String>);
+    let on_sign_in = Callback::new(move |()| {
+        let typed = name.get_untracked();
+        if typed.trim().is_empty() {
+            return;
+        }
+        let check_mine = check_mine.clone();
+        spawn_local(async move {
+            match DevTokens.sign_in(&typed).await {
+                Ok(s) => {
+                    session::save(Some(&s));
+                    session.set(Some(s.clone()));
+                    sign_in_error.set(None);
+                    check_mine(s);
+                }
+                Err(f) => sign_in_error.set(Some(f.message())),
+            }
+        });
+    });
+
+    // The live region: one message for whatever changed last.
+    let status_text = move || {
+        let t = lang.get().text();
+        match claim.get() {
+            Claim::Pending => return t.claiming.to_owned(),
+            Claim::Retrying { network: true, secs } => return (t.offline_retrying)(secs),
+            Claim::Retrying { network: false, secs } => return (t.busy_retrying)(secs),
+            Claim::Won { fresh: true, .. } => return t.issued.to_owned(),
+            Claim::Won { fresh: false, .. } => return t.already_issued.to_owned(),
+            Claim::SoldOut => return t.sold_out.to_owned(),
+            Claim::NotOpen => return t.not_open.to_owned(),
+            Claim::Closed => return t.closed.to_owned(),
+            Claim::Failed(m) => return (t.failed)(&m),
+            Claim::Idle => {}
+        }
+        if let Some((network, secs)) = poll_note.get() {
+            return if network { (t.offline_retrying)(secs) } else { (t.busy_retrying)(secs) };
+        }
+        match status() {
+            None => t.loading.to_owned(),
+            Some(CampaignStatus::SoldOut) => t.sold_out.to_owned(),
+            Some(CampaignStatus::Closed) => t.closed.to_owned(),
+            Some(_) if session.with(Option::is_none) => t.sign_in_first.to_owned(),
+            Some(_) if is_open_by_clock() => t.ready.to_owned(),
+            Some(_) => t.wait_for_open.to_owned(),
+        }
+    };
+
+    let remaining = move || {
+        campaign.with(|c| {
+            c.as_ref().map(|c| {
+                let left = if matches!(claim.get(), Claim::SoldOut) { 0 } else { c.remaining };
+                (left, c.total)
+            })
+        })
+    };
+
+    view! {
+        <Show when=move || !missing.get() fallback=move || view! { <p class="notice">{move || lang.get().text().not_found}</p> }>
+            <article class="event">
+                <h1>{move || campaign.with(|c| c.as_ref().map(|c| c.title.clone()))}</h1>
+                <p class="value">
+                    {move || campaign.with(|c| c.as_ref().map(|c| (lang.get().text().discount)(c.coupon.discount, &c.coupon.currency)))}
+                </p>
+                <div class="meter">
+                    <div class="bar" aria-hidden="true">
+                        <div class="fill" style:width=move || {
+                            remaining().map_or("0%".to_owned(), |(l, t)| format!("{:.1}%", 100.0 * l as f64 / f64::from(t.max(1))))
+                        }></div>
+                    </div>
+                    <p data-testid="remaining">{move || remaining().map(|(l, t)| (lang.get().text().remaining)(l, t))}</p>
+                </div>
+                <p class="countdown">
+                    <span>{move || if is_open_by_clock() { lang.get().text().opened } else { lang.get().text().opens_in }}</span>
+                    " "
+                    <strong data-testid="countdown">
+                        {move || opens_ms().map(|o| countdown(o - server_now.get()))}
+                    </strong>
+                </p>
+
+                <Show when=move || session.with(Option::is_none)>
+                    <form class="sign-in" on:submit=move |ev| { ev.prevent_default(); on_sign_in.run(()); }>
+                        <label for="sign-in-name">{move || lang.get().text().sign_in_name}</label>
+                        <input id="sign-in-name" data-testid="sign-in-name" autocomplete="username" maxlength="128"
+                            prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev)) />
+                        <button type="submit" data-testid="sign-in">{move || lang.get().text().sign_in}</button>
+                        <p class="field-error">{move || sign_in_error.get()}</p>
+                    </form>
+                </Show>
+                <p class="who">{move || session.get().map(|s| (lang.get().text().signed_in_as)(&s.user))}</p>
+
+                {move || match claim.get() {
+                    Claim::Won { coupon, .. } => {
+                        let code = coupon.code.clone();
+                        let expires = firstcome_wire::datetime::format(coupon.expires_at);
+                        view! {
+                            <section class="coupon" aria-label=move || lang.get().text().your_coupon>
+                                <h2>{move || lang.get().text().your_coupon}</h2>
+                                <code data-testid="coupon-code">{coupon.code.clone()}</code>
+                                <button type="button" data-testid="copy" on:click=move |_| {
+                                    if let Some(w) = web_sys::window() {
+                                        let _ = w.navigator().clipboard().write_text(&code);
+                                        copied.set(true);
+                                    }
+                                }>{move || if copied.get() { lang.get().text().copied } else { lang.get().text().copy }}</button>
+                                <p>{move || (lang.get().text().expires)(&expires)}</p>
+                            </section>
+                        }.into_any()
+                    }
+                    _ => view! {
+                        <button type="button" class="claim" data-testid="claim"
+                            disabled=move || !can_click()
+                            aria-busy=move || matches!(claim.get(), Claim::Pending | Claim::Retrying { .. }).to_string()
+                            on:click=move |_| on_claim.run(())>
+                            {move || if matches!(claim.get(), Claim::Pending | Claim::Retrying { .. }) { lang.get().text().claiming } else { lang.get().text().claim }}
+                        </button>
+                    }.into_any(),
+                }}
+
+                <p data-testid="status" role="status" aria-live="polite" class="status">{status_text}</p>
+            </article>
+        </Show>
+    }
+}
+
+/// Polls the campaign: at most once a second while open, every few seconds (and right at T0)
+/// while scheduled, never again once sold out or closed. Every answer re-syncs the clock.
+async fn poll(
+    id: String,
+    campaign: RwSignal<Option<Campaign>>,
+    clock: RwSignal<ClockSync>,
+    missing: RwSignal<bool>,
+    note: RwSignal<Option<(bool, f64)>>,
+) {
+    let path = format!("/api/campaigns/{id}");
+    let mut attempt = 0;
+    loop {
+        // While counting down, bypass the browser cache: a cached answer's server_time is old.
+        let scheduled = campaign.with_untracked(|c| c.as_ref().is_none_or(|c| c.status == CampaignStatus::Scheduled));
+        let call = if scheduled { Call::get(&path).fresh() } else { Call::get(&path) };
+        match call.json::<Campaign>().await {
+            Ok(a) => {
+                attempt = 0;
+                note.set(None);
+                clock.update(|c| c.add(a.sent_ms, a.received_ms, millis(a.value.server_time)));
+                let c = a.value;
+                let wait = match c.status {
+                    CampaignStatus::SoldOut | CampaignStatus::Closed => None,
+                    CampaignStatus::Open => Some(1000.0),
+                    CampaignStatus::Scheduled => {
+                        let left = millis(c.opens_at) - clock.with_untracked(|k| k.server_now(js_sys::Date::now()));
+                        Some(left.clamp(100.0, 5000.0))
+                    }
+                };
+                campaign.set(Some(c));
+                match wait {
+                    Some(ms) => sleep(ms).await,
+                    None => return,
+                }
+            }
+            Err(f) if f.status() == Some(404) => {
+                missing.set(true);
+                return;
+            }
+            Err(f) => {
+                let ms = backoff_ms(attempt, f.retry_after(), js_sys::Math::random()).max(1000.0);
+                note.set(Some((f.is_network(), (ms / 1000.0).ceil())));
+                attempt += 1;
+                sleep(ms).await;
+            }
+        }
+    }
+}
+
+/// One click: POST the claim; on overload or a network error, wait (honouring Retry-After,
+/// jittered) and try again by itself. A repeat is safe: the server answers the same coupon.
+async fn claim_with_retries(
+    id: String,
+    s: Session,
+    claim: RwSignal<Claim>,
+    campaign: RwSignal<Option<Campaign>>,
+    session: RwSignal<Option<Session>>,
+) {
+    let path = format!("/api/campaigns/{id}/claims");
+    for attempt in 0..MAX_TRIES {
+        match Call::post(&path).token(Some(&s.token)).json::<ClaimResponse>().await {
+            Ok(a) => {
+                let fresh = a.value.outcome == ClaimOutcome::Issued;
+                claim.set(Claim::Won { coupon: a.value.coupon, fresh });
+                return;
+            }
+            Err(f) if f.is_transient() => {
+                let ms = backoff_ms(attempt, f.retry_after(), js_sys::Math::random());
+                claim.set(Claim::Retrying { network: f.is_network(), secs: (ms / 1000.0).ceil().max(1.0) });
+                sleep(ms).await;
+            }
+            Err(f) => {
+                claim.set(match f.code() {
+                    Some(ErrorCode::SoldOut) => {
+                        campaign.update(|c| {
+                            if let Some(c) = c {
+                                c.remaining = 0;
+                                c.status = CampaignStatus::SoldOut;
+                            }
+                        });
+                        Claim::SoldOut
+                    }
+                    Some(ErrorCode::NotOpen) => Claim::NotOpen,
+                    Some(ErrorCode::Closed) => Claim::Closed,
+                    Some(ErrorCode::Unauthorized) => {
+                        session::save(None);
+                        session.set(None);
+                        Claim::Idle
+                    }
+                    _ => Claim::Failed(f.message()),
+                });
+                return;
+            }
+        }
+    }
+    claim.set(Claim::Failed(Failure::Network("gave up after retrying".into()).message()));
+}

@@ -1,0 +1,153 @@
+//! Korean first, English on the toggle. Every message is a field of `Text`, so a language that
+//! lacks one does not compile.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Ko,
+    En,
+}
+
+impl Lang {
+    pub fn other(self) -> Self {
+        match self {
+            Lang::Ko => Lang::En,
+            Lang::En => Lang::Ko,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Ko => "ko",
+            Lang::En => "en",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Self {
+        if code == "en" { Lang::En } else { Lang::Ko }
+    }
+
+    pub fn text(self) -> &'static Text {
+        match self {
+            Lang::Ko => &KO,
+            Lang::En => &EN,
+        }
+    }
+}
+
+pub struct Text {
+    /// The toggle's label: the *other* language's name, in that language.
+    pub toggle: &'static str,
+    pub home_title: &'static str,
+    pub home_empty: &'static str,
+    pub open_now: &'static str,
+    pub upcoming: &'static str,
+    pub loading: &'static str,
+    pub not_found: &'static str,
+    pub discount: fn(u64, &str) -> String,
+    pub remaining: fn(u64, u32) -> String,
+    pub opens_in: &'static str,
+    pub opened: &'static str,
+    pub claim: &'static str,
+    pub claiming: &'static str,
+    pub sign_in_name: &'static str,
+    pub sign_in: &'static str,
+    pub signed_in_as: fn(&str) -> String,
+    pub sign_in_first: &'static str,
+    pub wait_for_open: &'static str,
+    pub ready: &'static str,
+    pub issued: &'static str,
+    pub already_issued: &'static str,
+    pub sold_out: &'static str,
+    pub not_open: &'static str,
+    pub closed: &'static str,
+    pub busy_retrying: fn(f64) -> String,
+    pub offline_retrying: fn(f64) -> String,
+    pub failed: fn(&str) -> String,
+    pub copy: &'static str,
+    pub copied: &'static str,
+    pub your_coupon: &'static str,
+    pub expires: fn(&str) -> String,
+}
+
+static KO: Text = Text {
+    toggle: "English",
+    home_title: "선착순 쿠폰 이벤트",
+    home_empty: "진행 중이거나 예정된 이벤트가 없습니다.",
+    open_now: "진행 중",
+    upcoming: "오픈 예정",
+    loading: "불러오는 중…",
+    not_found: "이벤트를 찾을 수 없습니다.",
+    discount: |amount, currency| format!("{amount} {currency} 할인"),
+    remaining: |left, total| format!("남은 수량 {left} / {total}"),
+    opens_in: "오픈까지",
+    opened: "오픈!",
+    claim: "쿠폰 받기",
+    claiming: "요청 중…",
+    sign_in_name: "이름 (아이디)",
+    sign_in: "로그인",
+    signed_in_as: |name| format!("{name} 님으로 로그인됨"),
+    sign_in_first: "쿠폰을 받으려면 먼저 로그인하세요.",
+    wait_for_open: "오픈 시각이 되면 버튼이 활성화됩니다.",
+    ready: "지금 쿠폰을 받을 수 있습니다.",
+    issued: "쿠폰이 발급되었습니다!",
+    already_issued: "이미 발급받은 쿠폰입니다.",
+    sold_out: "쿠폰이 모두 소진되었습니다.",
+    not_open: "아직 오픈 전입니다.",
+    closed: "이벤트가 종료되었습니다.",
+    busy_retrying: |s| format!("접속자가 많습니다. {s:.0}초 후 자동으로 다시 시도합니다…"),
+    offline_retrying: |s| format!("네트워크 오류입니다. {s:.0}초 후 자동으로 다시 시도합니다…"),
+    failed: |m| format!("요청이 실패했습니다: {m}"),
+    copy: "복사",
+    copied: "복사되었습니다.",
+    your_coupon: "내 쿠폰",
+    expires: |d| format!("유효기간: {d}까지"),
+};
+
+static EN: Text = Text {
+    toggle: "한국어",
+    home_title: "First-come coupon events",
+    home_empty: "No events are open or coming up.",
+    open_now: "Open now",
+    upcoming: "Coming up",
+    loading: "Loading…",
+    not_found: "No such event.",
+    discount: |amount, currency| format!("{amount} {currency} off"),
+    remaining: |left, total| format!("{left} of {total} left"),
+    opens_in: "Opens in",
+    opened: "Open!",
+    claim: "Get coupon",
+    claiming: "Requesting…",
+    sign_in_name: "Name (user id)",
+    sign_in: "Sign in",
+    signed_in_as: |name| format!("Signed in as {name}"),
+    sign_in_first: "Sign in to get a coupon.",
+    wait_for_open: "The button unlocks at the opening time.",
+    ready: "You can get your coupon now.",
+    issued: "Your coupon has been issued!",
+    already_issued: "You already have this coupon.",
+    sold_out: "Sold out: every coupon has been issued.",
+    not_open: "Not open yet.",
+    closed: "This event has ended.",
+    busy_retrying: |s| format!("The service is busy. Retrying by itself in {s:.0} s…"),
+    offline_retrying: |s| format!("Network error. Retrying by itself in {s:.0} s…"),
+    failed: |m| format!("The request failed: {m}"),
+    copy: "Copy",
+    copied: "Copied.",
+    your_coupon: "Your coupon",
+    expires: |d| format!("Valid until {d}"),
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_languages_say_sold_out_and_toggle_to_each_other() {
+        assert!(Lang::Ko.text().sold_out.contains("소진"));
+        assert!(Lang::En.text().sold_out.to_lowercase().contains("sold out"));
+        assert_eq!(Lang::Ko.other(), Lang::En);
+        assert_eq!(Lang::from_code(Lang::En.code()), Lang::En);
+        assert_eq!(Lang::from_code("fr"), Lang::Ko, "Korean first");
+        assert_eq!((Lang::Ko.text().remaining)(0, 5), "남은 수량 0 / 5");
+    }
+}

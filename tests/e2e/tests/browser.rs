@@ -1,0 +1,323 @@
+//! The page in a real headless Chromium against the real router and engine (in-process, on the
+//! SQLite store, serving the built `target/site`). Assertions are on the DOM's text; a screenshot
+//! of each state lands in `target/screenshots/` for humans.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use firstcome_tests::Client;
+use firstcome_tests::browser::{Browser, site_dir};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// One Chromium at a time: two cores cannot run several without making every timing a lottery.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Server {
+    url: String,
+    admin: String,
+    claim_posts: Arc<AtomicUsize>,
+    client: Client,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// `firstcome-local`'s app (API + page) on a free port. With `fail_first_claim`, the first claim
+/// POST is answered 503 + `Retry-After: 1` before it reaches the router, as an overloaded
+/// gateway would.
+async fn serve(fail_first_claim: bool) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let config = firstcome_local::Config {
+        data_dir: dir.path().join("data"),
+        jwt_secret: None,
+        demo: false,
+        dev_tokens: true,
+        ledger_rate: std::num::NonZeroU32::new(2000).unwrap(),
+        site_dir: Some(site_dir()),
+    };
+    let local = firstcome_local::start(config).await.unwrap();
+    let admin = std::fs::read_to_string(&local.admin_token_path).unwrap().trim().to_owned();
+    let claim_posts = Arc::new(AtomicUsize::new(0));
+    let counter = claim_posts.clone();
+    let app = firstcome_local::app(&local).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let counter = counter.clone();
+            async move {
+                let is_claim = req.method() == "POST" && req.uri().path().ends_with("/claims");
+                if is_claim && counter.fetch_add(1, Ordering::SeqCst) == 0 && fail_first_claim {
+                    let body = json!({"error": "unavailable", "message": "overloaded; retry shortly"});
+                    let mut res = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+                    res.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+                    return res;
+                }
+                next.run(req).await
+            }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(firstcome_local::run_app(listener, local, app, async move {
+        let _ = rx.await;
+    }));
+    Server { url, admin, claim_posts, client: Client::new(), _dir: dir, _stop: stop }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap()
+}
+
+impl Server {
+    /// Creates a campaign opening `opens_in` from now; returns its opening instant.
+    async fn campaign(&self, id: &str, total: u64, opens_in: time::Duration) -> OffsetDateTime {
+        let opens_at = OffsetDateTime::now_utc() + opens_in;
+        let body = json!({
+            "id": id, "title": "봄맞이 선착순 쿠폰", "total": total, "opens_at": rfc3339(opens_at),
+            "coupon": {"discount": 5000, "currency": "KRW", "valid_days": 30}
+        });
+        let (s, v) = self
+            .client
+            .post(&format!("{}/api/admin/campaigns", self.url), Some(&self.admin), Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(s, 201, "{v}");
+        opens_at
+    }
+
+    async fn user_token(&self, user: &str) -> String {
+        let (s, v) = self
+            .client
+            .post(&format!("{}/api/dev/token", self.url), None, Some(&json!({"user_id": user})))
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn my_code(&self, id: &str, user: &str) -> Value {
+        let token = self.user_token(user).await;
+        let (s, v) =
+            self.client.get(&format!("{}/api/campaigns/{id}/claims/me", self.url), Some(&token)).await.unwrap();
+        assert_eq!(s, 200, "{v}");
+        v["code"].clone()
+    }
+}
+
+async fn sign_in(b: &Browser, name: &str) {
+    b.type_into("sign-in-name", name).await;
+    b.click("sign-in").await;
+    b.wait_text("status", 10, |t| !t.contains("로그인하세요") && !t.contains("Sign in")).await;
+}
+
+/// Polls until the claim button is enabled; returns when (on this machine's clock, which is
+/// the server's: same host).
+async fn wait_enabled(b: &Browser, secs: u64) -> OffsetDateTime {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if b.is_enabled("claim").await {
+            return OffsetDateTime::now_utc();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    b.screenshot("never-enabled").await;
+    panic!("the claim button never enabled");
+}
+
+fn ms(d: time::Duration) -> i128 {
+    d.whole_milliseconds()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_button_unlocks_at_t0_without_a_reload_and_shows_the_durable_code() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = serve(false).await;
+    let opens_at = server.campaign("unlock", 3, time::Duration::seconds(5)).await;
+    let b = Browser::start("unlock").await;
+    b.goto(&format!("{}/e/unlock", server.url)).await;
+    sign_in(&b, "alice").await;
+    assert!(!b.is_enabled("claim").await, "locked before T0");
+    let countdown = b.text("countdown").await;
+    assert!(countdown.starts_with("00:00:0") && countdown != "00:00:00", "{countdown}");
+    assert!(b.text("remaining").await.contains("3 / 3"));
+    b.screenshot("countdown").await;
+    // A marker that a reload would wipe.
+    b.eval("window.__stillHere = true; return null;").await;
+
+    let enabled_at = wait_enabled(&b, 15).await;
+    let early = ms(opens_at - enabled_at);
+    assert!(early <= 100, "enabled {early} ms before the server's T0");
+    assert!(ms(enabled_at - opens_at) < 1500, "enabled {} ms after T0", ms(enabled_at - opens_at));
+    assert_eq!(b.eval("return window.__stillHere === true;").await, json!(true), "no reload");
+    b.screenshot("open").await;
+
+    b.click("claim").await;
+    let code = b.wait_text("coupon-code", 10, |t| t.len() == 19).await;
+    assert!(b.text("status").await.contains("발급"), "{}", b.text("status").await);
+    assert_eq!(json!(code), server.my_code("unlock", "alice").await, "the page shows the stored coupon");
+    b.screenshot("issued").await;
+
+    // A reload shows the same coupon from claims/me, not a button.
+    b.goto(&format!("{}/e/unlock", server.url)).await;
+    assert_eq!(b.wait_text("coupon-code", 10, |t| t.len() == 19).await, code);
+    assert!(b.text("status").await.contains("이미"), "{}", b.text("status").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sell_out_a_second_user_sees_sold_out_in_korean_and_english() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = serve(false).await;
+    server.campaign("gone", 1, time::Duration::seconds(-5)).await;
+    let first = server.user_token("first").await;
+    let (s, _) =
+        server.client.post(&format!("{}/api/campaigns/gone/claims", server.url), Some(&first), None).await.unwrap();
+    assert_eq!(s, 201);
+
+    let b = Browser::start("soldout").await;
+    b.goto(&format!("{}/e/gone", server.url)).await;
+    sign_in(&b, "second").await;
+    let status = b.wait_text("status", 10, |t| t.contains("소진")).await;
+    assert!(status.contains("모두 소진"), "{status}");
+    assert!(b.text("remaining").await.contains("남은 수량 0 / 1"), "{}", b.text("remaining").await);
+    assert!(!b.is_enabled("claim").await, "nothing left to click for");
+    b.screenshot("sold-out-ko").await;
+    b.click("lang-toggle").await;
+    b.wait_text("status", 5, |t| t.contains("Sold out")).await;
+    assert!(b.text("remaining").await.contains("0 of 1 left"));
+    assert_eq!(b.eval("return document.documentElement.lang;").await, json!("en"));
+    b.screenshot("sold-out-en").await;
+}
+
+/// A `datetime-local` value `secs` from now in the browser's zone.
+async fn local_in(b: &Browser, secs: i64) -> String {
+    let script = format!(
+        "const d = new Date(Date.now() + {}); const p = n => String(n).padStart(2, '0'); \
+         return `${{d.getFullYear()}}-${{p(d.getMonth() + 1)}}-${{p(d.getDate())}}T${{p(d.getHours())}}:${{p(d.getMinutes())}}:${{p(d.getSeconds())}}`;",
+        secs * 1000
+    );
+    b.eval(&script).await.as_str().unwrap().to_owned()
+}
+
+/// Opens `/admin`, signing in with the admin token unless this tab already did.
+async fn admin_sign_in(b: &Browser, server: &Server) {
+    b.goto(&format!("{}/admin", server.url)).await;
+    let signed_in = b.eval("return sessionStorage.getItem('firstcome.admin') !== null;").await;
+    if signed_in != json!(true) {
+        b.type_into("admin-token", &server.admin).await;
+        b.click("admin-sign-in").await;
+    }
+    b.text("create").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marketing_schedules_a_campaign_and_its_event_page_counts_down_and_unlocks() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = serve(false).await;
+    let b = Browser::start("marketing").await;
+    admin_sign_in(&b, &server).await;
+    b.type_into("new-id", "launch").await;
+    b.type_into("new-title", "Launch day").await;
+    b.type_into("new-total", "5").await;
+    b.type_into("new-coupon-discount", "3000").await;
+    let opens = local_in(&b, 6).await;
+    b.set_value("new-opens-at", &opens).await;
+    let utc = b.wait_text("new-opens-at-utc", 5, |t| t.starts_with("UTC ")).await;
+    assert!(utc.ends_with('Z'), "the UTC equivalent is shown: {utc}");
+    b.screenshot("create").await;
+    b.click("create").await;
+    b.wait_text("create-status", 10, |t| t.contains("created launch")).await;
+    b.wait_text("status-launch", 10, |t| t == "scheduled").await;
+    b.screenshot("list").await;
+
+    b.goto(&format!("{}/e/launch", server.url)).await;
+    sign_in(&b, "bora").await;
+    assert!(!b.is_enabled("claim").await);
+    let before = b.text("countdown").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_ne!(b.text("countdown").await, before, "the countdown ticks");
+    wait_enabled(&b, 15).await;
+    b.click("claim").await;
+    let code = b.wait_text("coupon-code", 10, |t| t.len() == 19).await;
+    assert_eq!(json!(code), server.my_code("launch", "bora").await);
+
+    // Back on /admin the live figures show the issue; end it now, with a confirmation.
+    admin_sign_in(&b, &server).await;
+    b.wait_text("issued-launch", 10, |t| t == "1").await;
+    b.eval("window.confirm = () => true; return null;").await;
+    b.click("end-launch").await;
+    b.wait_text("status-launch", 10, |t| t == "closed").await;
+    b.screenshot("ended").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_with_retry_after_is_retried_by_the_page_itself() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = serve(true).await;
+    server.campaign("busy", 5, time::Duration::seconds(-5)).await;
+    let b = Browser::start("retry").await;
+    b.goto(&format!("{}/e/busy", server.url)).await;
+    sign_in(&b, "carol").await;
+    wait_enabled(&b, 10).await;
+    b.click("claim").await;
+    let retrying = b.wait_text("status", 5, |t| t.contains("다시 시도")).await;
+    assert!(retrying.contains("자동으로"), "{retrying}");
+    b.screenshot("retrying").await;
+    let code = b.wait_text("coupon-code", 15, |t| t.len() == 19).await;
+    assert_eq!(json!(code), server.my_code("busy", "carol").await);
+    assert_eq!(server.claim_posts.load(Ordering::SeqCst), 2, "one 503, then one claim that issued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_admin_input_shows_the_api_message_beside_the_field() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = serve(false).await;
+    let b = Browser::start("bad-input").await;
+    admin_sign_in(&b, &server).await;
+    b.type_into("new-id", "bad").await;
+    b.type_into("new-title", "Bad").await;
+    b.type_into("new-total", "0").await;
+    b.type_into("new-coupon-discount", "1000").await;
+    let opens = local_in(&b, 3600).await;
+    b.set_value("new-opens-at", &opens).await;
+    b.click("create").await;
+    let msg = b.wait_text("error-total", 10, |t| !t.is_empty()).await;
+    assert!(msg.contains("total") && msg.contains("between 1 and"), "{msg}");
+    assert_eq!(b.text("error-opens_at").await, "");
+    b.screenshot("stock-zero").await;
+
+    b.type_into("new-total", "10").await;
+    let past = local_in(&b, -3600).await;
+    b.set_value("new-opens-at", &past).await;
+    b.click("create").await;
+    let msg = b.wait_text("error-opens_at", 10, |t| !t.is_empty()).await;
+    assert!(msg.contains("more than a minute in the past"), "{msg}");
+    assert_eq!(b.text("error-total").await, "", "the old message is gone");
+    b.screenshot("opens-in-past").await;
+    let (_, list) =
+        server.client.get(&format!("{}/api/admin/campaigns", server.url), Some(&server.admin)).await.unwrap();
+    assert_eq!(list["campaigns"], json!([]), "nothing was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_ten_minutes_fast_still_unlocks_at_the_servers_t0() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = serve(false).await;
+    let opens_at = server.campaign("skew", 3, time::Duration::seconds(5)).await;
+    let b = Browser::start("skew").await;
+    b.before_every_page("(() => { const real = Date.now.bind(Date); Date.now = () => real() + 600000; })();").await;
+    b.goto(&format!("{}/e/skew", server.url)).await;
+    let device_ahead = b.eval("return Date.now() - performance.timeOrigin - performance.now();").await;
+    assert!(device_ahead.as_f64().unwrap() > 590_000.0, "the page's clock is skewed: {device_ahead}");
+    sign_in(&b, "dave").await;
+    assert!(!b.is_enabled("claim").await, "a naive page would think it opened 10 minutes ago");
+    let countdown = b.text("countdown").await;
+    assert!(countdown.starts_with("00:00:0"), "{countdown}");
+    b.screenshot("skewed-countdown").await;
+    let enabled_at = wait_enabled(&b, 15).await;
+    let early = ms(opens_at - enabled_at);
+    assert!(early <= 100, "enabled {early} ms before the server's T0");
+    assert!(ms(enabled_at - opens_at) < 1500, "enabled {} ms after T0", ms(enabled_at - opens_at));
+}

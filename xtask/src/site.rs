@@ -1,0 +1,161 @@
+//! The page: tools (wasm32 target, the wasm-bindgen CLI of exactly Cargo.lock's version,
+//! binaryen's wasm-opt from npm, and for tests Chromium + chromedriver), and the build:
+//! cargo → wasm-bindgen → wasm-opt → content-hashed files with gzip/brotli twins in `target/site`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use sha2::Digest;
+
+use crate::{cargo, run};
+
+/// binaryen from npm: Debian's binaryen 108 produces a module that silently breaks the page.
+const BINARYEN: &str = "binaryen@132";
+
+fn output(cmd: &mut Command) -> Option<String> {
+    cmd.output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The exact wasm-bindgen version in Cargo.lock: the CLI must match it byte for byte.
+fn locked_wasm_bindgen(root: &Path) -> anyhow::Result<String> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).context("reading Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\""
+            && let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \"")).and_then(|v| v.strip_suffix('"'))
+        {
+            return Ok(v.to_owned());
+        }
+    }
+    bail!("wasm-bindgen is not in Cargo.lock")
+}
+
+fn wasm_opt(root: &Path) -> PathBuf {
+    root.join("target/tools/node_modules/.bin/wasm-opt")
+}
+
+/// Installs what building the page needs; with `browser`, what the browser tests need too.
+pub fn tools(root: &Path, browser: bool) -> anyhow::Result<()> {
+    let targets = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !targets.lines().any(|t| t.trim() == "wasm32-unknown-unknown") {
+        run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
+    }
+    let want = locked_wasm_bindgen(root)?;
+    let have = output(Command::new("wasm-bindgen").arg("--version")).unwrap_or_default();
+    if have.split_whitespace().nth(1) != Some(want.as_str()) {
+        // Not --locked: the CLI's own lock file pins crates that no longer build on new toolchains.
+        run(cargo().args(["install", "wasm-bindgen-cli", "--version", &want]))?;
+    }
+    let binaryen_version = std::fs::read_to_string(root.join("target/tools/node_modules/binaryen/package.json"))
+        .ok()
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+        .and_then(|p| p["version"].as_str().map(str::to_owned));
+    if !binaryen_version.as_deref().is_some_and(|v| v.starts_with("132.")) || !wasm_opt(root).exists() {
+        std::fs::create_dir_all(root.join("target/tools"))?;
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(root.join("target/tools"))
+            .arg(BINARYEN))?;
+    }
+    if browser && !(Path::new("/usr/bin/chromedriver").exists() && chromium().is_some()) {
+        let root_user = output(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0");
+        let apt = |args: &[&str]| {
+            let mut c = if root_user {
+                Command::new("apt-get")
+            } else {
+                let mut s = Command::new("sudo");
+                s.args(["-n", "apt-get"]);
+                s
+            };
+            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+            c
+        };
+        run(&mut apt(&["update"]))?;
+        run(&mut apt(&["install", "-y", "chromium", "chromium-driver"]))?;
+    }
+    Ok(())
+}
+
+/// The Chromium binary the browser tests drive.
+pub fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// A content hash for cache-busting file names (hashed files are served `immutable`).
+fn short_hash(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes).iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `bytes` as `dir/name` plus `name.gz` and `name.br` (served when the client accepts).
+fn write_compressed(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<(usize, usize)> {
+    std::fs::write(dir.join(name), bytes)?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes)?;
+    let gz = gz.finish()?;
+    std::fs::write(dir.join(format!("{name}.gz")), &gz)?;
+    let mut br = Vec::new();
+    brotli::BrotliCompress(
+        &mut &bytes[..],
+        &mut br,
+        &brotli::enc::BrotliEncoderParams { quality: 11, ..Default::default() },
+    )?;
+    std::fs::write(dir.join(format!("{name}.br")), &br)?;
+    Ok((bytes.len(), gz.len()))
+}
+
+/// Builds the page into `target/site` and returns its path.
+pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
+    run(cargo().args([
+        "build",
+        "--locked",
+        "--profile",
+        "site",
+        "--target",
+        "wasm32-unknown-unknown",
+        "-p",
+        "firstcome-frontend",
+    ]))?;
+    let staging = root.join("target/site-staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    run(Command::new("wasm-bindgen")
+        .arg(root.join("target/wasm32-unknown-unknown/site/firstcome_frontend.wasm"))
+        .args(["--target", "web", "--no-typescript", "--out-name", "firstcome", "--out-dir"])
+        .arg(&staging))?;
+    let wasm = staging.join("firstcome_bg.wasm");
+    run(Command::new(wasm_opt(root))
+        .arg("-Oz")
+        .arg("--enable-bulk-memory")
+        .arg("--enable-nontrapping-float-to-int")
+        .arg(&wasm)
+        .arg("-o")
+        .arg(&wasm))?;
+
+    let site = root.join("target/site");
+    let _ = std::fs::remove_dir_all(&site);
+    let assets = site.join("assets");
+    std::fs::create_dir_all(&assets)?;
+    let wasm_bytes = std::fs::read(&wasm)?;
+    let js_bytes = std::fs::read(staging.join("firstcome.js"))?;
+    let css_bytes = std::fs::read(root.join("frontend/style.css"))?;
+    let wasm_name = format!("firstcome-{}.wasm", short_hash(&wasm_bytes));
+    let js_name = format!("firstcome-{}.js", short_hash(&js_bytes));
+    let css_name = format!("style-{}.css", short_hash(&css_bytes));
+    let (wasm_raw, wasm_gz) = write_compressed(&assets, &wasm_name, &wasm_bytes)?;
+    let (_, js_gz) = write_compressed(&assets, &js_name, &js_bytes)?;
+    let (_, css_gz) = write_compressed(&assets, &css_name, &css_bytes)?;
+    let index = std::fs::read_to_string(root.join("frontend/index.html"))?
+        .replace("{{JS}}", &js_name)
+        .replace("{{WASM}}", &wasm_name)
+        .replace("{{CSS}}", &css_name);
+    let (_, index_gz) = write_compressed(&site, "index.html", index.as_bytes())?;
+    eprintln!(
+        "xtask> page built in {}: wasm {} KB raw / {} KB gzip; whole app {} KB gzip",
+        site.display(),
+        wasm_raw / 1024,
+        wasm_gz / 1024,
+        (wasm_gz + js_gz + css_gz + index_gz) / 1024
+    );
+    Ok(site)
+}
