@@ -32,6 +32,22 @@ pub const RULES: &[Rule] = &[
         forbidden: &["firstcome-store-", "rusqlite", "aws-sdk-"],
         doc: "Architecture invariant: `firstcome-api` (the router) depends on no store crate: stores reach it only as `Arc<dyn Port>`.",
     },
+    Rule {
+        krate: "firstcome-frontend",
+        forbidden: &[
+            "tokio",
+            "axum",
+            "hyper",
+            "rusqlite",
+            "aws-",
+            "lambda_",
+            "firstcome-core",
+            "firstcome-api",
+            "firstcome-store-",
+            "firstcome-local",
+        ],
+        doc: "Architecture invariant: `firstcome-frontend` (the page) knows the server only through `firstcome-wire`: no other firstcome crate, no server runtime or framework.",
+    },
 ];
 
 /// Runs `cargo metadata` and checks every rule; also that ARCHITECTURE.md states each one.
@@ -143,6 +159,7 @@ mod tests {
             ("firstcome-core", "axum", Some("dev")),
             ("firstcome-wire", "serde", None),
             ("firstcome-api", "firstcome-core", None),
+            ("firstcome-frontend", "firstcome-wire", None),
         ]);
         let found = violations(&m, RULES).unwrap();
         assert_eq!(found, ["firstcome-core reaches tokio: firstcome-core -> futures -> tokio-util -> tokio"]);
@@ -154,7 +171,22 @@ mod tests {
             ("firstcome-core", "serde", None),
             ("firstcome-wire", "serde", None),
             ("firstcome-api", "firstcome-store-sqlite", None),
+            ("firstcome-frontend", "firstcome-wire", None),
         ]);
         assert_eq!(violations(&m, RULES).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_page_may_not_reach_the_engine() {
+        let m = metadata(&[
+            ("firstcome-core", "serde", None),
+            ("firstcome-wire", "serde", None),
+            ("firstcome-api", "firstcome-core", None),
+            ("firstcome-frontend", "firstcome-core", None),
+        ]);
+        assert_eq!(
+            violations(&m, RULES).unwrap(),
+            ["firstcome-frontend reaches firstcome-core: firstcome-frontend -> firstcome-core"]
+        );
     }
 }
