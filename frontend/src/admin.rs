@@ -8,11 +8,11 @@ use std::time::Duration;
 use firstcome_wire::{AdminCampaign, AdminCampaignPage, CampaignStatus};
 use gloo_net::http::Method;
 use leptos::prelude::*;
-use serde_json::{Value, json};
+use serde::Serialize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
 
-use crate::api::{Call, Failure, millis};
+use crate::api::{Call, Failure, millis, to_json};
 use crate::i18n::Lang;
 use crate::session;
 
@@ -34,9 +34,48 @@ fn local_text(t: time::OffsetDateTime) -> String {
     String::from(d.to_locale_string("default", &wasm_bindgen::JsValue::UNDEFINED))
 }
 
-/// A number field as JSON: a number when it parses, else the text (the API names the field).
-fn number(text: &str) -> Value {
-    text.trim().parse::<u64>().map_or_else(|_| json!(text), |n| json!(n))
+/// A number field: a number when it parses, else the text as typed (the API names the field).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Num {
+    N(u64),
+    Text(String),
+}
+
+fn number(text: &str) -> Num {
+    text.trim().parse::<u64>().map_or_else(|_| Num::Text(text.to_owned()), Num::N)
+}
+
+/// A time field: the UTC instant when the input holds one, else the text as typed.
+fn instant(text: &str) -> String {
+    local_to_utc(text).unwrap_or_else(|| text.to_owned())
+}
+
+/// The create form as sent: `CreateCampaign`'s shape, with fields that may still be unparsed.
+#[derive(Serialize)]
+struct NewBody {
+    id: String,
+    title: String,
+    total: Num,
+    opens_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closes_at: Option<String>,
+    coupon: TermsBody,
+}
+
+#[derive(Serialize)]
+struct TermsBody {
+    discount: Num,
+    currency: String,
+    valid_days: Num,
+}
+
+/// A reschedule or stock edit (`PatchCampaign`'s shape).
+#[derive(Serialize)]
+struct EditBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    opens_at: Option<String>,
+    total: Num,
 }
 
 fn status_name(s: CampaignStatus) -> &'static str {
@@ -171,13 +210,14 @@ fn sparkline(points: &[f64]) -> impl IntoView + use<> {
     let (w, h) = (120.0, 24.0);
     let step = w / (CHART_POINTS - 1) as f64;
     let coords: Vec<String> =
-        points.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, h - v / max * h)).collect();
-    let last = points.last().copied().unwrap_or(0.0);
+        // Whole pixels: float formatting would add kilobytes of WASM for nothing visible.
+        points.iter().enumerate().map(|(i, v)| format!("{},{}", (i as f64 * step) as u32, (h - v / max * h) as u32)).collect();
+    let last = points.last().copied().unwrap_or(0.0).round() as u64;
     view! {
-        <svg width="120" height="24" viewBox="0 0 120 24" role="img" aria-label=format!("{last:.0} claims per second")>
+        <svg width="120" height="24" viewBox="0 0 120 24" role="img" aria-label=format!("{last} claims per second")>
             <polyline points=coords.join(" ") fill="none" stroke="currentColor" stroke-width="1.5" />
         </svg>
-        <span>{format!(" {last:.0}")}</span>
+        <span>{format!(" {last}")}</span>
     }
 }
 
@@ -231,19 +271,17 @@ fn Row(
     };
     let save = move |_| {
         let id = id_store.get_value();
-        let mut body = serde_json::Map::new();
-        if let Some(utc) = local_to_utc(&new_opens.get_untracked()) {
-            body.insert("opens_at".into(), json!(utc));
-        }
-        body.insert("total".into(), number(&new_total.get_untracked()));
-        let body = Value::Object(body);
+        let body = to_json(&EditBody {
+            opens_at: local_to_utc(&new_opens.get_untracked()),
+            total: number(&new_total.get_untracked()),
+        });
         spawn_local(async move {
             let path = format!("/api/admin/campaigns/{id}");
             let t = token.get_value();
             let if_match = format!("\"{version}\"");
             let call = Call {
                 method: Method::PATCH,
-                body: Some(&body),
+                body: Some(body),
                 if_match: Some(&if_match),
                 ..Call::get(&path).token(Some(&t))
             };
@@ -319,23 +357,22 @@ fn CreateForm(token: String, on_created: Callback<()>) -> impl IntoView {
     let get = move |f: &str| values.with_value(|v| v[f].get_untracked());
 
     let submit = move || {
-        let opens = get("opens_at");
         let closes = get("closes_at");
-        let body = json!({
-            "id": get("id").trim(),
-            "title": get("title"),
-            "total": number(&get("total")),
-            "opens_at": local_to_utc(&opens).map_or_else(|| json!(opens), |u| json!(u)),
-            "closes_at": if closes.trim().is_empty() { Value::Null } else { local_to_utc(&closes).map_or_else(|| json!(closes), |u| json!(u)) },
-            "coupon": {
-                "discount": number(&get("coupon.discount")),
-                "currency": get("coupon.currency").trim(),
-                "valid_days": number(&get("coupon.valid_days")),
+        let body = to_json(&NewBody {
+            id: get("id").trim().to_owned(),
+            title: get("title"),
+            total: number(&get("total")),
+            opens_at: instant(&get("opens_at")),
+            closes_at: (!closes.trim().is_empty()).then(|| instant(&closes)),
+            coupon: TermsBody {
+                discount: number(&get("coupon.discount")),
+                currency: get("coupon.currency").trim().to_owned(),
+                valid_days: number(&get("coupon.valid_days")),
             },
         });
         spawn_local(async move {
             let t = token.get_value();
-            let call = Call { body: Some(&body), ..Call::post("/api/admin/campaigns").token(Some(&t)) };
+            let call = Call { body: Some(body), ..Call::post("/api/admin/campaigns").token(Some(&t)) };
             match call.json::<AdminCampaign>().await {
                 Ok(a) => {
                     errors.set(HashMap::new());

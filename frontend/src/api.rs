@@ -3,6 +3,7 @@
 
 use firstcome_wire::{ErrorBody, ErrorCode};
 use gloo_net::http::{Method, RequestBuilder};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use web_sys::RequestCache;
 
@@ -81,7 +82,8 @@ pub struct Call<'a> {
     pub method: Method,
     pub path: &'a str,
     pub token: Option<&'a str>,
-    pub body: Option<&'a serde_json::Value>,
+    /// A JSON body (see `to_json`).
+    pub body: Option<String>,
     pub if_match: Option<&'a str>,
     pub fresh: bool,
 }
@@ -105,7 +107,7 @@ impl<'a> Call<'a> {
 
     pub async fn json<T: DeserializeOwned>(self) -> Result<Answer<T>, Failure> {
         let (status, etag, text, sent_ms, received_ms) = self.raw().await?;
-        let value = serde_json::from_str(&text).map_err(|e| Failure::Network(format!("unreadable answer: {e}")))?;
+        let value = from_json(&text).ok_or_else(|| Failure::Network("unreadable answer".into()))?;
         Ok(Answer { status, value, etag, sent_ms, received_ms })
     }
 
@@ -126,7 +128,7 @@ impl<'a> Call<'a> {
             req = req.header("If-Match", m);
         }
         let req = match self.body {
-            Some(b) => req.json(b),
+            Some(b) => req.header("Content-Type", "application/json").body(b),
             None => req.build(),
         }
         .map_err(|e| Failure::Network(e.to_string()))?;
@@ -141,11 +143,26 @@ impl<'a> Call<'a> {
         if (200..300).contains(&status) {
             return Ok((status, etag, text, sent_ms, received_ms));
         }
-        Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => Failure::Api { status, body, retry_after },
-            Err(_) => Failure::Http { status, retry_after },
+        Err(match from_json::<ErrorBody>(&text) {
+            Some(body) => Failure::Api { status, body, retry_after },
+            None => Failure::Http { status, retry_after },
         })
     }
+}
+
+/// Serialises `value` as JSON text, through the browser's `JSON.stringify`.
+pub fn to_json<T: Serialize>(value: &T) -> String {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .ok()
+        .and_then(|v| js_sys::JSON::stringify(&v).ok())
+        .and_then(|s| s.as_string())
+        .unwrap_or_default()
+}
+
+/// Parses JSON text with the browser's `JSON.parse` and maps it onto `T`.
+pub fn from_json<T: DeserializeOwned>(text: &str) -> Option<T> {
+    serde_wasm_bindgen::from_value(js_sys::JSON::parse(text).ok()?).ok()
 }
 
 /// Milliseconds since the Unix epoch, as the JS clock counts.

@@ -19,7 +19,7 @@ use crate::session::{self, DevTokens, IdentityProvider, Session};
 enum Claim {
     Idle,
     Pending,
-    Retrying { network: bool, secs: f64 },
+    Retrying { network: bool, secs: u32 },
     Won { coupon: Coupon, fresh: bool },
     SoldOut,
     NotOpen,
@@ -38,7 +38,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
     let server_now = RwSignal::new(js_sys::Date::now());
     let session = RwSignal::new(session::load());
     let claim = RwSignal::new(Claim::Idle);
-    let poll_note = RwSignal::new(None::<(bool, f64)>);
+    let poll_note = RwSignal::new(None::<(bool, u32)>);
     let copied = RwSignal::new(false);
 
     // The clock ticks every 50 ms, so the button unlocks within ~50 ms of the server's T0.
@@ -165,7 +165,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
                 <div class="meter">
                     <div class="bar" aria-hidden="true">
                         <div class="fill" style:width=move || {
-                            remaining().map_or("0%".to_owned(), |(l, t)| format!("{:.1}%", 100.0 * l as f64 / f64::from(t.max(1))))
+                            remaining().map_or("0%".to_owned(), |(l, t)| format!("{}%", l.saturating_mul(100) / u64::from(t.max(1))))
                         }></div>
                     </div>
                     <p data-testid="remaining">{move || remaining().map(|(l, t)| (lang.get().text().remaining)(l, t))}</p>
@@ -230,7 +230,7 @@ async fn poll(
     campaign: RwSignal<Option<Campaign>>,
     clock: RwSignal<ClockSync>,
     missing: RwSignal<bool>,
-    note: RwSignal<Option<(bool, f64)>>,
+    note: RwSignal<Option<(bool, u32)>>,
 ) {
     let path = format!("/api/campaigns/{id}");
     let mut attempt = 0;
@@ -264,7 +264,7 @@ async fn poll(
             }
             Err(f) => {
                 let ms = backoff_ms(attempt, f.retry_after(), js_sys::Math::random()).max(1000.0);
-                note.set(Some((f.is_network(), (ms / 1000.0).ceil())));
+                note.set(Some((f.is_network(), (ms / 1000.0).ceil() as u32)));
                 attempt += 1;
                 sleep(ms).await;
             }
@@ -291,7 +291,7 @@ async fn claim_with_retries(
             }
             Err(f) if f.is_transient() => {
                 let ms = backoff_ms(attempt, f.retry_after(), js_sys::Math::random());
-                claim.set(Claim::Retrying { network: f.is_network(), secs: (ms / 1000.0).ceil().max(1.0) });
+                claim.set(Claim::Retrying { network: f.is_network(), secs: (ms / 1000.0).ceil().max(1.0) as u32 });
                 sleep(ms).await;
             }
             Err(f) => {

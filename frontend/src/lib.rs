@@ -1,7 +1,8 @@
 //! firstcome's page: the event page (`/e/{id}`), the list of events (`/`) and the marketing page
 //! (`/admin`), one Leptos CSR app served as static files (by `firstcome-local`, or S3/CloudFront).
 //! Every API shape comes from `firstcome-wire`. The routes are few and the server falls back to
-//! `index.html` for each, so the path is read once at start (plain links navigate).
+//! `index.html` for each, so the path is read once at start (plain links navigate). Built as two
+//! bundles (features `event` and `admin`) so a customer downloads only the customer pages.
 
 pub mod api;
 pub mod clock;
@@ -9,11 +10,11 @@ pub mod i18n;
 pub mod retry;
 pub mod session;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "admin"))]
 mod admin;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "event"))]
 mod event;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "event"))]
 mod home;
 
 /// Which page a path shows.
@@ -68,10 +69,14 @@ mod app {
         });
         let path = web_sys::window().and_then(|w| w.location().pathname().ok()).unwrap_or_default();
         let page = match Page::of(&path) {
+            #[cfg(feature = "event")]
             Page::Home => view! { <crate::home::Home lang=lang /> }.into_any(),
+            #[cfg(feature = "event")]
             Page::Event(id) => view! { <crate::event::EventPage id=id lang=lang /> }.into_any(),
+            #[cfg(feature = "admin")]
             Page::Admin => view! { <crate::admin::AdminPage lang=lang /> }.into_any(),
-            Page::NotFound => view! { <p class="notice">{move || lang.get().text().not_found}</p> }.into_any(),
+            // A page this bundle does not carry (index.html picks the bundle by path) or none at all.
+            _ => view! { <p class="notice">{move || lang.get().text().not_found}</p> }.into_any(),
         };
         view! {
             <header>

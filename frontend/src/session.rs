@@ -4,7 +4,7 @@
 
 use firstcome_wire::{DevTokenRequest, DevTokenResponse};
 
-use crate::api::{Call, Failure};
+use crate::api::{Call, Failure, to_json};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
@@ -24,9 +24,8 @@ pub struct DevTokens;
 
 impl IdentityProvider for DevTokens {
     async fn sign_in(&self, name: &str) -> Result<Session, Failure> {
-        let body =
-            serde_json::to_value(DevTokenRequest { user_id: name.trim().to_owned() }).expect("plain data serialises");
-        let answer = Call { body: Some(&body), ..Call::post("/api/dev/token") }.json::<DevTokenResponse>().await?;
+        let body = to_json(&DevTokenRequest { user_id: name.trim().to_owned() });
+        let answer = Call { body: Some(body), ..Call::post("/api/dev/token") }.json::<DevTokenResponse>().await?;
         Ok(Session { user: name.trim().to_owned(), token: answer.value.token })
     }
 }

@@ -105,57 +105,69 @@ fn write_compressed(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<(usi
     Ok((bytes.len(), gz.len()))
 }
 
-/// Builds the page into `target/site` and returns its path.
-pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
-    run(cargo().args([
-        "build",
-        "--locked",
-        "--profile",
-        "site",
-        "--target",
-        "wasm32-unknown-unknown",
-        "-p",
-        "firstcome-frontend",
-    ]))?;
-    let staging = root.join("target/site-staging");
+/// One bundle: the crate built with `feature`, through wasm-bindgen and wasm-opt, written
+/// content-hashed into `assets`. Returns (js name, wasm name, wasm raw bytes, gzip bytes of both).
+fn bundle(root: &Path, feature: &str, assets: &Path) -> anyhow::Result<(String, String, usize, usize)> {
+    run(cargo()
+        .args([
+            "build",
+            "--locked",
+            "--profile",
+            "site",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "firstcome-frontend",
+        ])
+        .args(["--no-default-features", "--features", feature]))?;
+    let staging = root.join("target/site-staging").join(feature);
     let _ = std::fs::remove_dir_all(&staging);
     run(Command::new("wasm-bindgen")
         .arg(root.join("target/wasm32-unknown-unknown/site/firstcome_frontend.wasm"))
-        .args(["--target", "web", "--no-typescript", "--out-name", "firstcome", "--out-dir"])
+        .args(["--target", "web", "--no-typescript", "--out-name", feature, "--out-dir"])
         .arg(&staging))?;
-    let wasm = staging.join("firstcome_bg.wasm");
+    let wasm = staging.join(format!("{feature}_bg.wasm"));
     run(Command::new(wasm_opt(root))
-        .arg("-Oz")
-        .arg("--enable-bulk-memory")
-        .arg("--enable-nontrapping-float-to-int")
+        .args(["-Oz", "--enable-bulk-memory", "--enable-nontrapping-float-to-int"])
         .arg(&wasm)
         .arg("-o")
         .arg(&wasm))?;
+    let wasm_bytes = std::fs::read(&wasm)?;
+    let js_bytes = std::fs::read(staging.join(format!("{feature}.js")))?;
+    let wasm_name = format!("{feature}-{}.wasm", short_hash(&wasm_bytes));
+    let js_name = format!("{feature}-{}.js", short_hash(&js_bytes));
+    let (raw, wasm_gz) = write_compressed(assets, &wasm_name, &wasm_bytes)?;
+    let (_, js_gz) = write_compressed(assets, &js_name, &js_bytes)?;
+    Ok((js_name, wasm_name, raw, wasm_gz + js_gz))
+}
 
+/// Builds the page into `target/site` and returns its path.
+pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
     let site = root.join("target/site");
     let _ = std::fs::remove_dir_all(&site);
     let assets = site.join("assets");
     std::fs::create_dir_all(&assets)?;
-    let wasm_bytes = std::fs::read(&wasm)?;
-    let js_bytes = std::fs::read(staging.join("firstcome.js"))?;
+    let (js, wasm, wasm_raw, event_gz) = bundle(root, "event", &assets)?;
+    let (admin_js, admin_wasm, admin_raw, admin_gz) = bundle(root, "admin", &assets)?;
     let css_bytes = std::fs::read(root.join("frontend/style.css"))?;
-    let wasm_name = format!("firstcome-{}.wasm", short_hash(&wasm_bytes));
-    let js_name = format!("firstcome-{}.js", short_hash(&js_bytes));
     let css_name = format!("style-{}.css", short_hash(&css_bytes));
-    let (wasm_raw, wasm_gz) = write_compressed(&assets, &wasm_name, &wasm_bytes)?;
-    let (_, js_gz) = write_compressed(&assets, &js_name, &js_bytes)?;
     let (_, css_gz) = write_compressed(&assets, &css_name, &css_bytes)?;
     let index = std::fs::read_to_string(root.join("frontend/index.html"))?
-        .replace("{{JS}}", &js_name)
-        .replace("{{WASM}}", &wasm_name)
+        .replace("{{JS}}", &js)
+        .replace("{{WASM}}", &wasm)
+        .replace("{{ADMIN_JS}}", &admin_js)
+        .replace("{{ADMIN_WASM}}", &admin_wasm)
         .replace("{{CSS}}", &css_name);
     let (_, index_gz) = write_compressed(&site, "index.html", index.as_bytes())?;
-    eprintln!(
-        "xtask> page built in {}: wasm {} KB raw / {} KB gzip; whole app {} KB gzip",
-        site.display(),
+    let sizes = format!(
+        "customer pages (what a customer downloads): wasm {} KB raw, {} KB gzip with JS, CSS and HTML; \
+         marketing bundle: wasm {} KB raw, {} KB gzip",
         wasm_raw / 1024,
-        wasm_gz / 1024,
-        (wasm_gz + js_gz + css_gz + index_gz) / 1024
+        (event_gz + css_gz + index_gz) / 1024,
+        admin_raw / 1024,
+        admin_gz / 1024
     );
+    eprintln!("xtask> page built in {}: {sizes}", site.display());
+    std::fs::write(site.join("sizes.txt"), format!("{sizes}\n"))?;
     Ok(site)
 }
