@@ -196,8 +196,8 @@ fn Dashboard(token: String) -> impl IntoView {
                 <th>"issued"</th><th>"remaining"</th><th>"ledger"</th><th>"claims/s"</th><th>"actions"</th>
             </tr></thead>
             <tbody>
-                <For each=move || campaigns.get() key=|c| (c.campaign.id.clone(), c.version, c.issued, c.ledger_written, status_name(c.campaign.status)) let:c>
-                    <Row c=c token=token.get_value() rates=rates on_change=Callback::new(move |()| refresh()) />
+                <For each=move || campaigns.with(|v| v.iter().map(|c| c.campaign.id.clone()).collect::<Vec<_>>()) key=|id| id.clone() let:id>
+                    <Row id=id campaigns=campaigns token=token.get_value() rates=rates on_change=Callback::new(move |()| refresh()) />
                 </For>
             </tbody>
         </table>
@@ -221,24 +221,27 @@ fn sparkline(points: &[f64]) -> impl IntoView + use<> {
     }
 }
 
+/// One campaign's row. Keyed by id and fed by the live list, so a refresh updates the figures
+/// without closing an edit in progress; the edit is based on the version seen when it was
+/// opened, so an edit that landed elsewhere meanwhile comes back as the API's version conflict.
 #[component]
 fn Row(
-    c: AdminCampaign,
+    id: String,
+    campaigns: RwSignal<Vec<AdminCampaign>>,
     token: String,
     rates: RwSignal<HashMap<String, Vec<f64>>>,
     on_change: Callback<()>,
 ) -> impl IntoView {
-    let id = c.campaign.id.clone();
     let token = StoredValue::new(token);
-    let message = RwSignal::new(None::<String>);
-    let editing = RwSignal::new(false);
-    let new_opens = RwSignal::new(String::new());
-    let new_total = RwSignal::new(c.campaign.total.to_string());
-    let version = c.version;
-    let status = c.campaign.status;
     let id_store = StoredValue::new(id.clone());
+    let row = Memo::new(move |_| campaigns.with(|v| v.iter().find(|c| c.campaign.id == id_store.get_value()).cloned()));
+    let message = RwSignal::new(None::<String>);
+    let editing = RwSignal::new(None::<u64>);
+    let new_opens = RwSignal::new(String::new());
+    let new_total = RwSignal::new(String::new());
+    let status = move || row.with(|r| r.as_ref().map(|c| c.campaign.status));
 
-    let end_now = move |_| {
+    let end_now = Callback::new(move |()| {
         let id = id_store.get_value();
         let confirmed = web_sys::window()
             .and_then(|w| w.confirm_with_message(&format!("End campaign {id} now? Nobody can claim after this.")).ok())
@@ -257,7 +260,7 @@ fn Row(
                 Err(f) => message.set(Some(f.message())),
             }
         });
-    };
+    });
     let csv = move |_| {
         let id = id_store.get_value();
         spawn_local(async move {
@@ -269,7 +272,18 @@ fn Row(
             }
         });
     };
+    let open_editor = Callback::new(move |()| {
+        if editing.get_untracked().is_some() {
+            editing.set(None);
+            return;
+        }
+        if let Some(c) = row.get_untracked() {
+            new_total.set(c.campaign.total.to_string());
+            editing.set(Some(c.version));
+        }
+    });
     let save = move |_| {
+        let Some(version) = editing.get_untracked() else { return };
         let id = id_store.get_value();
         let body = to_json(&EditBody {
             opens_at: local_to_utc(&new_opens.get_untracked()),
@@ -287,36 +301,39 @@ fn Row(
             };
             match call.json::<AdminCampaign>().await {
                 Ok(_) => {
-                    editing.set(false);
+                    editing.set(None);
                     message.set(Some("saved".into()));
                     on_change.run(());
                 }
                 // A lost race or a campaign that opened meanwhile: say so, in the API's words.
-                Err(f) => message.set(Some(f.message())),
+                Err(f) => message.set(Some(error_text(&f))),
             }
         });
     };
 
     let testid = |what: &str| format!("{what}-{id}");
-    let (t_opens, t_total, t_save) = (testid("edit-opens-at"), testid("edit-total"), testid("save"));
-    let running = matches!(status, CampaignStatus::Open | CampaignStatus::SoldOut);
+    let (t_edit, t_end, t_opens, t_total, t_save) =
+        (testid("edit"), testid("end"), testid("edit-opens-at"), testid("edit-total"), testid("save"));
+    let field = move |f: fn(&AdminCampaign) -> String| move || row.with(|r| r.as_ref().map(f).unwrap_or_default());
     view! {
         <tr data-testid=testid("row")>
             <td><a href=format!("/e/{id}")>{id.clone()}</a></td>
-            <td>{c.campaign.title.clone()}</td>
-            <td data-testid=testid("status")>{status_name(status)}</td>
-            <td>{local_text(c.campaign.opens_at)}</td>
-            <td data-testid=testid("issued")>{c.issued}</td>
-            <td data-testid=testid("remaining")>{c.campaign.remaining}</td>
-            <td data-testid=testid("ledger")>{c.ledger_written}</td>
+            <td>{field(|c| c.campaign.title.clone())}</td>
+            <td data-testid=testid("status")>{field(|c| status_name(c.campaign.status).to_owned())}</td>
+            <td>{field(|c| local_text(c.campaign.opens_at))}</td>
+            <td data-testid=testid("issued")>{field(|c| c.issued.to_string())}</td>
+            <td data-testid=testid("remaining")>{field(|c| c.campaign.remaining.to_string())}</td>
+            <td data-testid=testid("ledger")>{field(|c| c.ledger_written.to_string())}</td>
             <td>{move || rates.with(|r| sparkline(r.get(&id_store.get_value()).map(Vec::as_slice).unwrap_or(&[])))}</td>
             <td>
-                {(status == CampaignStatus::Scheduled).then(|| view! {
-                    <button type="button" data-testid=testid("edit") on:click=move |_| editing.update(|e| *e = !*e)>"Edit"</button>
-                })}
-                {running.then(|| view! { <button type="button" data-testid=testid("end") on:click=end_now>"End now"</button> })}
+                <Show when=move || status() == Some(CampaignStatus::Scheduled)>
+                    <button type="button" data-testid=t_edit.clone() on:click=move |_| open_editor.run(())>"Edit"</button>
+                </Show>
+                <Show when=move || matches!(status(), Some(CampaignStatus::Open | CampaignStatus::SoldOut))>
+                    <button type="button" data-testid=t_end.clone() on:click=move |_| end_now.run(())>"End now"</button>
+                </Show>
                 <button type="button" data-testid=testid("csv") on:click=csv>"Winners CSV"</button>
-                <Show when=move || editing.get()>
+                <Show when=move || editing.get().is_some()>
                     <div class="edit">
                         <label>"New opening (local) " <input type="datetime-local" step="1" data-testid=t_opens.clone()
                             prop:value=move || new_opens.get() on:input=move |ev| new_opens.set(event_target_value(&ev)) /></label>

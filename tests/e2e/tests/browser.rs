@@ -321,3 +321,50 @@ async fn a_phone_ten_minutes_fast_still_unlocks_at_the_servers_t0() {
     assert!(early <= 100, "enabled {early} ms before the server's T0");
     assert!(ms(enabled_at - opens_at) < 1500, "enabled {} ms after T0", ms(enabled_at - opens_at));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marketing_reschedules_before_opening_and_a_lost_edit_race_shows_the_conflict() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = serve(false).await;
+    server.campaign("resched", 5, time::Duration::hours(1)).await;
+    let b = Browser::start("reschedule").await;
+    admin_sign_in(&b, &server).await;
+    b.click("edit-resched").await;
+    let later = local_in(&b, 7200).await;
+    b.set_value("edit-opens-at-resched", &later).await;
+    b.type_into("edit-total-resched", "8").await;
+    b.click("save-resched").await;
+    b.wait_text("message-resched", 10, |t| t == "saved").await;
+    let admin_url = format!("{}/api/admin/campaigns/resched", server.url);
+    let (_, v) = server.client.get(&admin_url, Some(&server.admin)).await.unwrap();
+    assert_eq!((v["version"].as_u64(), v["total"].as_u64()), (Some(2), Some(8)), "{v}");
+    let opens = OffsetDateTime::parse(v["opens_at"].as_str().unwrap(), &Rfc3339).unwrap();
+    let moved = (opens - OffsetDateTime::now_utc()).whole_minutes();
+    assert!((118..=120).contains(&moved), "rescheduled to about two hours from now: {moved} min");
+    b.wait_text("remaining-resched", 10, |t| t == "8").await;
+
+    // The editor is opened on version 2; another edit lands first; saving must not overwrite it.
+    b.click("edit-resched").await;
+    b.type_into("edit-total-resched", "9").await;
+    assert_eq!(patch(&admin_url, &server.admin, "\"2\"", &json!({"total": 20})).await, 200);
+    b.wait_text("remaining-resched", 10, |t| t == "20").await;
+    b.click("save-resched").await;
+    let msg = b.wait_text("message-resched", 10, |t| t.contains("version")).await;
+    assert!(msg.starts_with("version_conflict"), "{msg}");
+    b.screenshot("conflict").await;
+    let (_, v) = server.client.get(&admin_url, Some(&server.admin)).await.unwrap();
+    assert_eq!((v["version"].as_u64(), v["total"].as_u64()), (Some(3), Some(20)), "the other edit stands");
+}
+
+/// A PATCH with `If-Match` (the load tool's client has no PATCH helper); returns the status.
+async fn patch(url: &str, token: &str, if_match: &str, body: &Value) -> u16 {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = axum::http::Request::patch(url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("if-match", if_match)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    client.request(req).await.unwrap().status().as_u16()
+}
