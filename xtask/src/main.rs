@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 
 mod bench;
 mod boundaries;
+mod capacity;
 mod site;
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,18 @@ enum Task {
     Setup,
     /// Build the page (WASM) into target/site.
     Site,
+    /// What an event needs on AWS (shards, capacity, concurrency, quotas, drain time, cost).
+    Capacity {
+        #[arg(long)]
+        stock: u64,
+        #[arg(long)]
+        peak_claims_per_s: f64,
+        #[arg(long)]
+        users: u64,
+        /// Clicks per user.
+        #[arg(long, default_value_t = 2.0)]
+        clicks: f64,
+    },
     /// The main job: the local server (release build, the first build takes a few minutes) with
     /// a demo campaign coming up and dev sign-in for this machine. ARGS are added to
     /// `--demo --dev-tokens`.
@@ -62,6 +75,20 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => {
             setup()?;
             site::tools(&root, true)
+        }
+        Task::Capacity { stock, peak_claims_per_s, users, clicks } => {
+            if stock == 0
+                || users == 0
+                || !(peak_claims_per_s.is_finite() && peak_claims_per_s > 0.0)
+                || !(clicks.is_finite() && clicks >= 1.0)
+            {
+                bail!(
+                    "--stock and --users must be positive, --peak-claims-per-s a positive number, --clicks at least 1"
+                );
+            }
+            let a = capacity::Assumptions { clicks_per_user: clicks, ..Default::default() };
+            print!("{}", capacity::report(&capacity::Event { stock, peak_claims_per_s, users }, &a));
+            Ok(())
         }
         Task::Site => {
             site::tools(&root, false)?;
