@@ -2,7 +2,6 @@
 //! in the browser's zone, UTC shown beside them), reschedule or edit it before it opens, end a
 //! running one, download the winners, and watch issued / remaining / ledger figures live.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use firstcome_wire::{AdminCampaign, AdminCampaignPage, CampaignStatus};
@@ -147,12 +146,12 @@ pub fn AdminPage(lang: RwSignal<Lang>) -> impl IntoView {
 #[component]
 fn Dashboard(token: String) -> impl IntoView {
     let campaigns = RwSignal::new(Vec::<AdminCampaign>::new());
-    let rates = RwSignal::new(HashMap::<String, Vec<f64>>::new());
+    let rates = RwSignal::new(Vec::<(String, Vec<f64>)>::new());
     let list_error = RwSignal::new(None::<String>);
     let token = StoredValue::new(token);
 
     // Live figures: the admin list once a second; claims/s from successive issued counts.
-    let last = StoredValue::new((HashMap::<String, u64>::new(), 0.0f64));
+    let last = StoredValue::new((Vec::<(String, u64)>::new(), 0.0f64));
     let refresh = move || {
         spawn_local(async move {
             let t = token.get_value();
@@ -164,8 +163,16 @@ fn Dashboard(token: String) -> impl IntoView {
                         let secs = ((now - *at) / 1000.0).max(0.001);
                         rates.update(|r| {
                             for c in &a.value.campaigns {
-                                if let Some(before) = prev.get(&c.campaign.id) {
-                                    let v = r.entry(c.campaign.id.clone()).or_default();
+                                if let Some((_, before)) = prev.iter().find(|(id, _)| *id == c.campaign.id) {
+                                    // A handful of campaigns: a Vec is smaller WASM than a HashMap.
+                                    let at = match r.iter().position(|(id, _)| *id == c.campaign.id) {
+                                        Some(i) => i,
+                                        None => {
+                                            r.push((c.campaign.id.clone(), Vec::new()));
+                                            r.len() - 1
+                                        }
+                                    };
+                                    let v = &mut r[at].1;
                                     v.push(c.issued.saturating_sub(*before) as f64 / secs);
                                     if v.len() > CHART_POINTS {
                                         v.remove(0);
@@ -229,7 +236,7 @@ fn Row(
     id: String,
     campaigns: RwSignal<Vec<AdminCampaign>>,
     token: String,
-    rates: RwSignal<HashMap<String, Vec<f64>>>,
+    rates: RwSignal<Vec<(String, Vec<f64>)>>,
     on_change: Callback<()>,
 ) -> impl IntoView {
     let token = StoredValue::new(token);
@@ -324,17 +331,16 @@ fn Row(
             <td data-testid=testid("issued")>{field(|c| c.issued.to_string())}</td>
             <td data-testid=testid("remaining")>{field(|c| c.campaign.remaining.to_string())}</td>
             <td data-testid=testid("ledger")>{field(|c| c.ledger_written.to_string())}</td>
-            <td>{move || rates.with(|r| sparkline(r.get(&id_store.get_value()).map(Vec::as_slice).unwrap_or(&[])))}</td>
+            <td>{move || rates.with(|r| sparkline(r.iter().find(|(id, _)| *id == id_store.get_value()).map(|(_, v)| v.as_slice()).unwrap_or(&[])))}</td>
             <td>
-                <Show when=move || status() == Some(CampaignStatus::Scheduled)>
-                    <button type="button" data-testid=t_edit.clone() on:click=move |_| open_editor.run(())>"Edit"</button>
-                </Show>
-                <Show when=move || matches!(status(), Some(CampaignStatus::Open | CampaignStatus::SoldOut))>
-                    <button type="button" data-testid=t_end.clone() on:click=move |_| end_now.run(())>"End now"</button>
-                </Show>
+                // Hidden rather than mounted and unmounted: the same for the user, less WASM.
+                <button type="button" data-testid=t_edit hidden=move || status() != Some(CampaignStatus::Scheduled)
+                    on:click=move |_| open_editor.run(())>"Edit"</button>
+                <button type="button" data-testid=t_end
+                    hidden=move || !matches!(status(), Some(CampaignStatus::Open | CampaignStatus::SoldOut))
+                    on:click=move |_| end_now.run(())>"End now"</button>
                 <button type="button" data-testid=testid("csv") on:click=csv>"Winners CSV"</button>
-                <Show when=move || editing.get().is_some()>
-                    <div class="edit">
+                <div class="edit" hidden=move || editing.get().is_none()>
                         <label>"New opening (local) " <input type="datetime-local" step="1" data-testid=t_opens.clone()
                             prop:value=move || new_opens.get() on:input=move |ev| new_opens.set(event_target_value(&ev)) /></label>
                         <span class="utc">{move || local_to_utc(&new_opens.get()).map(|u| format!("= {u}"))}</span>
@@ -342,7 +348,6 @@ fn Row(
                             prop:value=move || new_total.get() on:input=move |ev| new_total.set(event_target_value(&ev)) /></label>
                         <button type="button" data-testid=t_save.clone() on:click=save>"Save"</button>
                     </div>
-                </Show>
                 <p class="row-message" data-testid=testid("message") role="status">{move || message.get()}</p>
             </td>
         </tr>
@@ -363,15 +368,17 @@ const FIELDS: [(&str, &str); 8] = [
 
 #[component]
 fn CreateForm(token: String, on_created: Callback<()>) -> impl IntoView {
-    let values: HashMap<&'static str, RwSignal<String>> =
-        FIELDS.iter().map(|(f, _)| (*f, RwSignal::new(String::new()))).collect();
-    values["coupon.currency"].set("KRW".into());
-    values["coupon.valid_days"].set("30".into());
+    // One signal per field, in FIELDS order.
+    let values: Vec<RwSignal<String>> = FIELDS.iter().map(|_| RwSignal::new(String::new())).collect();
+    let index = |f: &str| FIELDS.iter().position(|(name, _)| *name == f).expect("a known field");
+    values[index("coupon.currency")].set("KRW".into());
+    values[index("coupon.valid_days")].set("30".into());
     let values = StoredValue::new(values);
-    let errors = RwSignal::new(HashMap::<String, String>::new());
+    // The API blames one field at a time: (field, message).
+    let errors = RwSignal::new(None::<(String, String)>);
     let general = RwSignal::new(None::<String>);
     let token = StoredValue::new(token);
-    let get = move |f: &str| values.with_value(|v| v[f].get_untracked());
+    let get = move |f: &str| values.with_value(|v| v[index(f)].get_untracked());
 
     let submit = move || {
         let closes = get("closes_at");
@@ -392,7 +399,7 @@ fn CreateForm(token: String, on_created: Callback<()>) -> impl IntoView {
             let call = Call { body: Some(body), ..Call::post("/api/admin/campaigns").token(Some(&t)) };
             match call.json::<AdminCampaign>().await {
                 Ok(a) => {
-                    errors.set(HashMap::new());
+                    errors.set(None);
                     general.set(Some(format!("created {}", a.value.campaign.id)));
                     on_created.run(());
                 }
@@ -400,11 +407,11 @@ fn CreateForm(token: String, on_created: Callback<()>) -> impl IntoView {
                     let blamed = f.field().map(str::to_owned).filter(|b| FIELDS.iter().any(|(name, _)| name == b));
                     match blamed {
                         Some(field) => {
-                            errors.set(HashMap::from([(field, f.message())]));
+                            errors.set(Some((field, f.message())));
                             general.set(None);
                         }
                         None => {
-                            errors.set(HashMap::new());
+                            errors.set(None);
                             general.set(Some(error_text(&f)));
                         }
                     }
@@ -418,20 +425,20 @@ fn CreateForm(token: String, on_created: Callback<()>) -> impl IntoView {
         <form class="create" on:submit=move |ev| { ev.prevent_default(); submit(); }>
             {FIELDS.iter().map(|(field, label)| {
                 let field = *field;
-                let signal = values.with_value(|v| v[field]);
+                let signal = values.with_value(|v| v[index(field)]);
                 let testid = format!("new-{}", field.replace(['.', '_'], "-"));
                 let kind = if field.ends_with("_at") { "datetime-local" } else { "text" };
                 view! {
                     <div class="field">
                         <label for=testid.clone()>{*label}</label>
                         <input id=testid.clone() data-testid=testid.clone() type=kind step="1"
-                            aria-invalid=move || errors.with(|e| e.contains_key(field)).to_string()
+                            aria-invalid=move || errors.with(|e| e.as_ref().is_some_and(|(f, _)| f == field)).to_string()
                             prop:value=move || signal.get() on:input=move |ev| signal.set(event_target_value(&ev)) />
                         {field.ends_with("_at").then(|| view! {
                             <span class="utc" data-testid=format!("{testid}-utc")>{move || local_to_utc(&signal.get()).map(|u| format!("UTC {u}"))}</span>
                         })}
                         <span class="field-error" role="alert" data-testid=format!("error-{field}")>
-                            {move || errors.with(|e| e.get(field).cloned())}
+                            {move || errors.with(|e| e.as_ref().filter(|(f, _)| f == field).map(|(_, m)| m.clone()))}
                         </span>
                     </div>
                 }
