@@ -144,19 +144,32 @@ pub async fn list_campaigns(
     _: Admin,
     Page(q): Page<PageQuery>,
 ) -> Result<Json<AdminCampaignPage>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(firstcome_core::ValidationError::new("limit", format!("must be between 1 and {MAX_PAGE}")).into());
-    }
+    let limit = page_limit(q.limit, 50, MAX_PAGE)?;
     let after = q.after.as_deref().map(CampaignId::parse).transpose()?;
     let now = now();
-    // One more than asked tells whether there is a next page.
     let mut views = s.issuer.admin_page(after.as_ref(), limit + 1, now).await?;
-    let more = views.len() > limit;
-    views.truncate(limit);
+    let more = keep_page(&mut views, limit);
     let campaigns: Vec<AdminCampaign> = views.iter().map(|(v, w)| convert::admin_campaign(v, *w, now)).collect();
     let next = if more { campaigns.last().map(|c| c.campaign.id.clone()) } else { None };
     Ok(Json(AdminCampaignPage { campaigns, next }))
+}
+
+/// A page size from `?limit=` (`default` when absent), refused outside 1..=`max`.
+fn page_limit(asked: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = asked.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(firstcome_core::ValidationError::new("limit", format!("must be between 1 and {max}")).into())
+    }
+}
+
+/// Paged reads ask the store for one more than `limit`: the extra tells whether there is a next
+/// page. Cuts `items` to the page and says whether there was one.
+fn keep_page<T>(items: &mut Vec<T>, limit: usize) -> bool {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    more
 }
 
 /// One campaign as the admin sees it right now, with its version as the ETag.
@@ -306,15 +319,9 @@ pub async fn coupons(
     CampaignPath(id): CampaignPath,
     Page(q): Page<CouponPageQuery>,
 ) -> Result<Json<CouponPage>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_COUPON_PAGE).contains(&limit) {
-        return Err(
-            firstcome_core::ValidationError::new("limit", format!("must be between 1 and {MAX_COUPON_PAGE}")).into()
-        );
-    }
+    let limit = page_limit(q.limit, 100, MAX_COUPON_PAGE)?;
     let mut page = s.issuer.coupons(&id, q.after.unwrap_or(0), limit + 1).await?;
-    let more = page.len() > limit;
-    page.truncate(limit);
+    let more = keep_page(&mut page, limit);
     let next = if more { page.last().map(|c| c.seq) } else { None };
     Ok(Json(CouponPage { coupons: page.into_iter().map(convert::coupon).collect(), next }))
 }

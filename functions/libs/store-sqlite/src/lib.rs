@@ -273,6 +273,25 @@ impl SqliteStore {
         }
     }
 
+    /// New terms for a campaign, called under its claims' lock (`st`). The write is queued before
+    /// any claim decided on the new terms can be, so none of those is durable before it; if it
+    /// fails the writer poisons the store and a restart reloads the old terms. Returns the
+    /// receiver answered once the write is committed.
+    fn replace_terms(
+        &self,
+        st: &mut CampaignClaims,
+        next: Campaign,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let body = serde_json::to_string(&next).map_err(StoreError::unavailable)?;
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .tx
+            .send(Cmd::UpdateCampaign { id: next.id.to_string(), body, reply })
+            .map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
+        st.campaign = next;
+        Ok(rx)
+    }
+
     /// Runs a read on the reader connection off the async threads.
     async fn read<T: Send + 'static>(
         &self,
@@ -519,8 +538,7 @@ impl CampaignStore for SqliteStore {
     async fn update_campaign(&self, next: &Campaign, expected: u64, now: OffsetDateTime) -> Result<(), StoreError> {
         self.check()?;
         let state = self.campaign_claims(&next.id).ok_or(StoreError::NotFound)?;
-        let (reply, rx) = oneshot::channel();
-        {
+        let rx = {
             // The claims' lock: no claim can be decided between this check and the new terms.
             let mut st = state.lock();
             if st.campaign.version != expected {
@@ -529,36 +547,21 @@ impl CampaignStore for SqliteStore {
             if st.campaign.window_at(now) != Status::Scheduled || st.issued > 0 {
                 return Err(StoreError::Frozen);
             }
-            let body = serde_json::to_string(next).map_err(StoreError::unavailable)?;
-            self.shared
-                .tx
-                .send(Cmd::UpdateCampaign { id: next.id.to_string(), body, reply })
-                .map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
-            // Claims decided on the new terms queue behind this write, so none is durable before
-            // it; if it fails the writer poisons the store and a restart reloads the old terms.
-            st.campaign = next.clone();
-        }
+            self.replace_terms(&mut st, next.clone())?
+        };
         rx.await.map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?
     }
 
     async fn end_campaign(&self, id: &CampaignId, now: OffsetDateTime) -> Result<EndOutcome, StoreError> {
         self.check()?;
         let state = self.campaign_claims(id).ok_or(StoreError::NotFound)?;
-        let (reply, rx) = oneshot::channel();
-        let ended = {
-            // The claims' lock: every claim decided after this sees the new closes_at.
+        let (ended, rx) = {
+            // The claims' lock: every claim decided after this sees the new closes_at; claims
+            // still in flight were decided before the end and are answered as issued.
             let mut st = state.lock();
             let outcome = st.campaign.end_at(now);
             let EndOutcome::Ended(next) = outcome else { return Ok(outcome) };
-            let body = serde_json::to_string(&next).map_err(StoreError::unavailable)?;
-            self.shared
-                .tx
-                .send(Cmd::UpdateCampaign { id: id.to_string(), body, reply })
-                .map_err(|_| StoreError::unavailable(SqliteError::WriterGone))?;
-            // Claims still in flight were decided before the end and are answered as issued;
-            // none decided after it can be (the same ordering argument as `update_campaign`).
-            st.campaign = next.clone();
-            next
+            (next.clone(), self.replace_terms(&mut st, next)?)
         };
         rx.await.map_err(|_| StoreError::unavailable(SqliteError::WriterGone))??;
         Ok(EndOutcome::Ended(ended))
