@@ -33,6 +33,16 @@ pub const RULES: &[Rule] = &[
         doc: "Architecture invariant: `firstcome-api` (the router) depends on no store crate: stores reach it only as `Arc<dyn Port>`.",
     },
     Rule {
+        krate: "firstcome-store-dynamo",
+        forbidden: &["aws-sdk-sqs", "lambda_", "axum", "firstcome-api", "firstcome-aws"],
+        doc: "Architecture invariant: `firstcome-store-dynamo` is DynamoDB only: no SQS, no Lambda runtime, no router; the issuance queue reaches it as `Arc<dyn IssuanceQueue>`.",
+    },
+    Rule {
+        krate: "firstcome-local",
+        forbidden: &["aws-", "lambda_", "firstcome-store-dynamo", "firstcome-aws"],
+        doc: "Architecture invariant: `firstcome-local` needs no AWS crate: local mode builds and runs with no cloud SDK at all.",
+    },
+    Rule {
         krate: "firstcome-frontend",
         forbidden: &[
             "tokio",
@@ -134,7 +144,9 @@ mod tests {
     use serde_json::json;
 
     fn metadata(edges: &[(&str, &str, Option<&str>)]) -> Value {
-        let names: BTreeSet<&str> = edges.iter().flat_map(|(a, b, _)| [*a, *b]).collect();
+        // Every ruled crate exists (without dependencies unless the edges give some).
+        let names: BTreeSet<&str> =
+            edges.iter().flat_map(|(a, b, _)| [*a, *b]).chain(RULES.iter().map(|r| r.krate)).collect();
         let packages: Vec<Value> = names.iter().map(|n| json!({"id": n, "name": n})).collect();
         let nodes: Vec<Value> = names
             .iter()

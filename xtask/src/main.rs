@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
+mod aws;
 mod bench;
 mod boundaries;
 mod capacity;
@@ -115,7 +116,13 @@ fn main() -> anyhow::Result<()> {
                 .args(["clippy", "-p", "firstcome-frontend", "--target", "wasm32-unknown-unknown", "--locked"])
                 .args(["--", "-D", "warnings"]))?;
             boundaries::check(&std::fs::read_to_string("ARCHITECTURE.md").context("reading ARCHITECTURE.md")?)?;
-            test_workspace()
+            aws::tools()?;
+            aws::lint(&root)?;
+            let specs = aws::table_specs(&root)?;
+            let emulator = aws::Emulator::start(&root)?;
+            let mut env = aws::sdk_env(&emulator.url);
+            env.push(("FIRSTCOME_TABLE_SPECS", specs.display().to_string()));
+            test_workspace(&env)
         }
         Task::Rehearse { args } => run(cargo()
             .args(["run", "--release", "-p", "firstcome-rehearse", "--bin", "firstcome-rehearse", "--"])
@@ -136,9 +143,11 @@ fn setup() -> anyhow::Result<()> {
 
 /// Runs every test target (no doc-tests: there are none worth running) and ends with one plain
 /// total line, so the last line of the run says how many tests ran.
-fn test_workspace() -> anyhow::Result<()> {
+fn test_workspace(env: &[(&str, String)]) -> anyhow::Result<()> {
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--all-targets", "--locked"]).stdout(Stdio::piped());
+    cmd.args(["test", "--workspace", "--all-targets", "--locked"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped());
     eprintln!("xtask> {cmd:?}");
     let mut child = cmd.spawn().context("starting cargo test")?;
     let (mut passed, mut failed) = (0u64, 0u64);

@@ -22,7 +22,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{Auth, sign_hs256};
+pub use auth::{Auth, GatewayIdentity, sign_hs256};
 pub use error::ApiError;
 /// Largest request body accepted; campaign JSON is a few hundred bytes.
 pub use firstcome_wire::BODY_LIMIT;

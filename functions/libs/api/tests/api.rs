@@ -766,3 +766,47 @@ async fn openapi_lists_every_status_each_route_answers() {
 }
 
 const BODY: usize = firstcome_api::BODY_LIMIT;
+
+/// Behind API Gateway the token was verified upstream: identity is the `GatewayIdentity` the
+/// Lambda glue inserts, and a bearer token alone (never verified here) counts for nothing.
+#[tokio::test]
+async fn behind_the_gateway_identity_comes_from_the_authorizer_only() {
+    use firstcome_api::GatewayIdentity;
+    let store = Arc::new(MemoryStore::new());
+    let issuer = Arc::new(Issuer::new(store.clone(), store.clone(), store, CacheConfig::default()));
+    let app = router(AppState { issuer, auth: Arc::new(Auth::gateway()), dev_tokens: true });
+    let send = |method: &str, path: &str, id: Option<GatewayIdentity>, body: Option<Value>| {
+        let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
+        if id.is_none() {
+            // A perfectly signed local token: must not be honoured where the gateway decides.
+            req = req.header("authorization", format!("Bearer {}", admin()));
+        }
+        let mut req = req.body(Body::from(body.map(|b| b.to_string()).unwrap_or_default())).unwrap();
+        if let Some(id) = id {
+            req.extensions_mut().insert(id);
+        }
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+        }
+    };
+    let marketing = || Some(GatewayIdentity { sub: "m-1".into(), admin: true });
+    let customer = || Some(GatewayIdentity { sub: "c-1".into(), admin: false });
+    let body = campaign_body("gateway", 5, time::Duration::seconds(-1));
+    let (status, err) = send("POST", "/api/admin/campaigns", None, Some(body.clone())).await;
+    assert_eq!((status, err["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    let (status, _) = send("POST", "/api/admin/campaigns", customer(), Some(body.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a customer is not marketing");
+    let (status, _) = send("POST", "/api/admin/campaigns", marketing(), Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, claim) = send("POST", "/api/campaigns/gateway/claims", customer(), None).await;
+    assert_eq!((status, claim["outcome"].as_str()), (StatusCode::CREATED, Some("issued")));
+    let (status, _) = send("POST", "/api/campaigns/gateway/claims", marketing(), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "admins are not claimants");
+    // Nothing signs tokens here, so the dev token route does not exist even when asked for.
+    let (status, _) = send("POST", "/api/dev/token", None, Some(json!({"user_id": "x"}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

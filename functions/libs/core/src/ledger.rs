@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::ports::{LedgerStore, LedgerWrite, StoreError};
+use crate::ports::{IssuanceQueue, LedgerStore, LedgerWrite, Outbox, StoreError};
 use crate::{Campaign, CampaignId, Coupon, CouponCode, UserId};
 
 /// One line of the issuance ledger: the coupon and what it is worth. Idempotency key: `code`.
@@ -49,6 +49,38 @@ pub enum LedgerError {
     Malformed(#[source] serde_json::Error),
     #[error("ledger write failed")]
     Store(#[from] StoreError),
+}
+
+/// Applies one queue message to the ledger, then acknowledges it in the store's outbox (only once
+/// the ledger write is durable, so a crash in between redelivers and writes nothing new).
+pub async fn deliver_issuance(
+    ledger: &dyn LedgerStore,
+    outbox: &dyn Outbox,
+    body: &str,
+) -> Result<LedgerWrite, LedgerError> {
+    let record: IssuanceRecord = serde_json::from_str(body).map_err(LedgerError::Malformed)?;
+    let write = ledger.append(&record).await?;
+    outbox.acknowledge(&record).await?;
+    Ok(write)
+}
+
+/// Sends again every record still unacknowledged that was issued before `issued_before` (a
+/// grace period for the normal send and delivery to finish), at most `limit`. Returns how many
+/// were sent. Duplicates are harmless: the ledger is idempotent by coupon code.
+pub async fn reconcile(
+    outbox: &dyn Outbox,
+    queue: &dyn IssuanceQueue,
+    issued_before: OffsetDateTime,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let mut sent = 0;
+    for record in outbox.pending(limit).await? {
+        if record.issued_at < issued_before {
+            queue.send(&record).await?;
+            sent += 1;
+        }
+    }
+    Ok(sent)
 }
 
 /// Applies one queue message to the ledger. Safe to call any number of times for the same

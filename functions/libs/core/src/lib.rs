@@ -14,8 +14,10 @@ pub mod testkit;
 pub use campaign::{Campaign, CampaignChanges, CampaignId, CouponTemplate, NewCampaign, Status};
 pub use coupon::{Coupon, CouponCode, UserId};
 pub use issuer::{CacheConfig, CampaignView, ClaimOutcome, Issuer, IssuerError};
-pub use ledger::{IssuanceRecord, LedgerError, consume_issuance};
-pub use ports::{CampaignStore, ClaimStore, EndOutcome, LedgerStore, LedgerWrite, Outbox, StoreClaim, StoreError};
+pub use ledger::{IssuanceRecord, LedgerError, consume_issuance, deliver_issuance, reconcile};
+pub use ports::{
+    CampaignStore, ClaimStore, EndOutcome, IssuanceQueue, LedgerStore, LedgerWrite, Outbox, StoreClaim, StoreError,
+};
 
 /// A field-level validation failure: which input field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -135,3 +135,11 @@ pub trait Outbox: Send + Sync {
     /// Marks a record delivered; acknowledging twice is harmless.
     async fn acknowledge(&self, record: &IssuanceRecord) -> Result<(), StoreError>;
 }
+
+/// Where issuance records go once their claim is durable, on the way to the ledger (SQS on AWS).
+/// A send may fail or never happen (the function dies first): the store's `Outbox` still holds
+/// the record, and `reconcile` sends it again, so sending is an optimisation, not the guarantee.
+#[async_trait]
+pub trait IssuanceQueue: Send + Sync {
+    async fn send(&self, record: &IssuanceRecord) -> Result<(), StoreError>;
+}

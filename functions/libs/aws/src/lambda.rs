@@ -1,0 +1,123 @@
+//! The Lambda entry points the thin binaries call: typed config read once (a missing variable
+//! stops the function at start, naming it), clients built once per container, then the runtime.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use firstcome_api::{AppState, Auth, GatewayIdentity};
+use firstcome_core::{CacheConfig, Issuer};
+use firstcome_store_dynamo::DynamoStore;
+use lambda_http::request::RequestContext;
+use lambda_http::{RequestExt, service_fn};
+use lambda_runtime::LambdaEvent;
+use tower::ServiceExt;
+
+use crate::{Config, SqsIssuanceQueue, ledger_batch, sdk_config};
+
+pub use lambda_runtime::Error;
+
+/// JSON lines to stdout (CloudWatch), level from `RUST_LOG` (default info).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().json().with_env_filter(filter).with_ansi(false).with_current_span(false).init();
+}
+
+async fn store(config: &Config) -> (Arc<DynamoStore>, aws_sdk_sqs::Client) {
+    let sdk = sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue = Arc::new(SqsIssuanceQueue::new(sqs.clone(), &config.ledger_queue_url));
+    let store =
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.clone(), config.shards).with_queue(queue);
+    (Arc::new(store), sqs)
+}
+
+/// The shared router behind API Gateway (the `claim` and `campaign` functions).
+pub async fn serve_api() -> Result<(), Error> {
+    init_logs();
+    let config = Config::from_env()?;
+    let (store, _) = store(&config).await;
+    let issuer = Arc::new(Issuer::new(store.clone(), store.clone(), store, CacheConfig::default()));
+    let app = firstcome_api::router(AppState { issuer, auth: Arc::new(Auth::gateway()), dev_tokens: false });
+    lambda_http::run(service_fn(move |mut req: lambda_http::Request| {
+        let app = app.clone();
+        async move {
+            if let Some(id) = identity(req.request_context_ref()) {
+                req.extensions_mut().insert(id);
+            }
+            let Ok(res) = app.oneshot(req).await;
+            Ok::<_, Error>(res)
+        }
+    }))
+    .await
+}
+
+/// The identity API Gateway's JWT authorizer verified, if the route has one.
+fn identity(context: Option<&RequestContext>) -> Option<GatewayIdentity> {
+    match context? {
+        RequestContext::ApiGatewayV2(ctx) => identity_from_claims(&ctx.authorizer.as_ref()?.jwt.as_ref()?.claims),
+        _ => None,
+    }
+}
+
+/// `sub` is the user; Cognito's `cognito:groups` arrives flattened to a string like `[admin other]`.
+pub fn identity_from_claims(claims: &HashMap<String, String>) -> Option<GatewayIdentity> {
+    let sub = claims.get("sub").filter(|s| !s.is_empty())?.clone();
+    let admin = claims.get("cognito:groups").is_some_and(|groups| {
+        groups.trim_matches(|c| c == '[' || c == ']').split([' ', ',']).any(|g| g.trim_matches('"') == "admin")
+    });
+    Some(GatewayIdentity { sub, admin })
+}
+
+/// The SQS consumer (`ledger` function): one batch at a time, failures reported per message.
+pub async fn serve_ledger() -> Result<(), Error> {
+    init_logs();
+    let config = Config::from_env()?;
+    let (store, _) = store(&config).await;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let store = store.clone();
+        async move { Ok::<SqsBatchResponse, Error>(ledger_batch(&*store, &*store, event.payload).await) }
+    }))
+    .await
+}
+
+/// The scheduled reconciler: re-sends what is still unacknowledged after the grace period.
+pub async fn serve_reconciler() -> Result<(), Error> {
+    init_logs();
+    let config = Config::from_env()?;
+    let (store, sqs) = store(&config).await;
+    let queue = Arc::new(SqsIssuanceQueue::new(sqs, &config.ledger_queue_url));
+    lambda_runtime::run(lambda_runtime::service_fn(move |_: LambdaEvent<serde_json::Value>| {
+        let (store, queue, grace) = (store.clone(), queue.clone(), config.reconcile_grace);
+        async move {
+            let before = time::OffsetDateTime::now_utc() - grace;
+            let sent = firstcome_core::reconcile(&*store, &*queue, before, 1000).await?;
+            if sent > 0 {
+                tracing::warn!(sent, "re-sent issuance records the ledger had not acknowledged");
+            }
+            Ok::<_, Error>(serde_json::json!({ "sent": sent }))
+        }
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cognito_claims_become_an_identity() {
+        let claims = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(
+            identity_from_claims(&claims(&[("sub", "u-1"), ("cognito:groups", "[admin marketing]")])),
+            Some(GatewayIdentity { sub: "u-1".into(), admin: true })
+        );
+        assert_eq!(
+            identity_from_claims(&claims(&[("sub", "u-2"), ("cognito:groups", "[administrators]")])),
+            Some(GatewayIdentity { sub: "u-2".into(), admin: false }),
+            "only the exact group"
+        );
+        assert_eq!(identity_from_claims(&claims(&[("sub", "u-3")])).map(|i| i.admin), Some(false));
+        assert_eq!(identity_from_claims(&claims(&[("cognito:groups", "[admin]")])), None, "no subject, no identity");
+    }
+}

@@ -1,0 +1,118 @@
+//! Test tables on the emulated endpoint (feature `testkit`): `cargo xtask test` exports
+//! `AWS_ENDPOINT_URL` and `FIRSTCOME_TABLE_SPECS` (the tables of template.yaml as CreateTable
+//! inputs), so every test makes its own tables with exactly the template's keys and indexes.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::{DynamoStore, Shards, Tables};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType,
+};
+use serde_json::Value;
+
+/// The SDK configuration for the emulated endpoint; refuses to run against anything else.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run these through `cargo xtask test`, which starts the emulated endpoint"
+    );
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+}
+
+pub async fn client() -> Client {
+    Client::new(&sdk_config().await)
+}
+
+fn specs() -> Value {
+    let path = std::env::var("FIRSTCOME_TABLE_SPECS")
+        .expect("FIRSTCOME_TABLE_SPECS is not set: run these through `cargo xtask test`");
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("table specs readable")).expect("table specs are JSON")
+}
+
+fn keys(v: &Value) -> Vec<KeySchemaElement> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            KeySchemaElement::builder()
+                .attribute_name(k["AttributeName"].as_str().unwrap())
+                .key_type(KeyType::from(k["KeyType"].as_str().unwrap()))
+                .build()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Creates the template's table `logical` as `name`.
+pub async fn create_table(client: &Client, logical: &str, name: &str) {
+    let specs = specs();
+    let spec = &specs[logical];
+    assert!(spec.is_object(), "template.yaml has no table {logical}");
+    let mut req = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::from(spec["BillingMode"].as_str().unwrap()))
+        .set_key_schema(Some(keys(&spec["KeySchema"])));
+    for a in spec["AttributeDefinitions"].as_array().unwrap() {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(a["AttributeName"].as_str().unwrap())
+                .attribute_type(ScalarAttributeType::from(a["AttributeType"].as_str().unwrap()))
+                .build()
+                .unwrap(),
+        );
+    }
+    for g in spec["GlobalSecondaryIndexes"].as_array().into_iter().flatten() {
+        req = req.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(g["IndexName"].as_str().unwrap())
+                .set_key_schema(Some(keys(&g["KeySchema"])))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::from(g["Projection"]["ProjectionType"].as_str().unwrap()))
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        );
+    }
+    req.send()
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)));
+}
+
+/// Fresh, uniquely named tables for one test, and a store on them.
+pub async fn fresh_tables(client: &Client) -> Tables {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let prefix = format!("t{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let tables = Tables {
+        campaigns: format!("{prefix}-campaigns"),
+        stock: format!("{prefix}-stock"),
+        claims: format!("{prefix}-claims"),
+        ledger: format!("{prefix}-ledger"),
+    };
+    for (logical, name) in [
+        ("CampaignsTable", &tables.campaigns),
+        ("StockTable", &tables.stock),
+        ("ClaimsTable", &tables.claims),
+        ("LedgerTable", &tables.ledger),
+    ] {
+        create_table(client, logical, name).await;
+    }
+    tables
+}
+
+/// A store on fresh tables with `shards` stock shards per campaign.
+pub async fn fresh(shards: u32) -> ((), DynamoStore) {
+    let client = client().await;
+    let tables = fresh_tables(&client).await;
+    ((), store(client, tables, shards))
+}
+
+/// A store for the emulator, which serves one request at a time, ~100x slower than DynamoDB:
+/// 400 concurrent claims queue for seconds there, so a claim may take that long.
+pub fn store(client: Client, tables: Tables, shards: u32) -> DynamoStore {
+    DynamoStore::new(client, tables, Shards::Fixed(shards)).with_claim_deadline(std::time::Duration::from_secs(120))
+}

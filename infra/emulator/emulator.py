@@ -1,0 +1,92 @@
+"""The AWS-compatible endpoint for this machine, driven by `cargo xtask` (never by a test binary).
+
+  python3 emulator.py serve PORT          moto, single-threaded (its threaded server is not atomic:
+                                          concurrent conditional writes oversell), until killed
+  python3 emulator.py tables TEMPLATE OUT the DynamoDB tables of template.yaml as CreateTable
+                                          inputs (JSON), so tests create exactly the template's
+                                          keys and indexes: one source of truth
+  python3 emulator.py translate TEMPLATE OUT
+                                          the template as plain CloudFormation (JSON), offline:
+                                          what cfn-lint checks and the emulator provisions
+"""
+
+import json
+import sys
+
+
+def serve(port: int) -> None:
+    import moto.server
+    import werkzeug.serving
+    from werkzeug.serving import run_simple
+
+    # One request at a time, so many clients wait in the accept queue: 128 (werkzeug's default)
+    # makes the 129th connect time out; let them queue (the kernel caps it at somaxconn).
+    werkzeug.serving.BaseWSGIServer.request_queue_size = 4096
+
+    app = moto.server.DomainDispatcherApplication(moto.server.create_backend_app)
+    # moto's own handler (5.2.5+) keeps its request parsing quirks out of werkzeug's way.
+    handler = getattr(moto.server, "MotoRequestHandler", None)
+    print(f"emulator listening on http://127.0.0.1:{port}", flush=True)
+    run_simple("127.0.0.1", port, app, threaded=False, processes=1, request_handler=handler)
+
+
+def tables(template: str, out: str) -> None:
+    from samtranslator.yaml_helper import yaml_parse
+
+    with open(template, encoding="utf-8") as f:
+        doc = yaml_parse(f.read())
+    specs = {}
+    for name, res in doc["Resources"].items():
+        if res.get("Type") != "AWS::DynamoDB::Table":
+            continue
+        p = res["Properties"]
+        spec = {
+            "AttributeDefinitions": p["AttributeDefinitions"],
+            "KeySchema": p["KeySchema"],
+            "BillingMode": p.get("BillingMode", "PAY_PER_REQUEST"),
+        }
+        if "GlobalSecondaryIndexes" in p:
+            spec["GlobalSecondaryIndexes"] = p["GlobalSecondaryIndexes"]
+        specs[name] = spec
+    if not specs:
+        sys.exit(f"{template}: no AWS::DynamoDB::Table resources")
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(specs, f, indent=1, sort_keys=True)
+
+
+def translate(template: str, out: str) -> None:
+    import os
+
+    from samtranslator.model.exceptions import InvalidDocumentException
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    with open(template, encoding="utf-8") as f:
+        doc = yaml_parse(f.read())
+    # What `sam package` does: local code becomes an S3 object (the translator needs a location).
+    for res in doc["Resources"].values():
+        if res.get("Type") == "AWS::Serverless::Function":
+            res["Properties"]["CodeUri"] = "s3://firstcome-artifacts/function.zip"
+
+    class NoPolicies:
+        def load(self):
+            return {}
+
+    try:
+        translated = transform(doc, {}, NoPolicies())
+    except InvalidDocumentException as e:
+        sys.exit("\n".join(str(c) for c in e.causes))
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(translated, f, indent=1, sort_keys=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "serve":
+        serve(int(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "tables":
+        tables(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "translate":
+        translate(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit(__doc__)
