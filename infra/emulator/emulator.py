@@ -5,6 +5,14 @@
   python3 emulator.py tables TEMPLATE OUT the DynamoDB tables of template.yaml as CreateTable
                                           inputs (JSON), so tests create exactly the template's
                                           keys and indexes: one source of truth
+  python3 emulator.py provision TEMPLATE PREFIX OUT
+                                          creates the template's tables and queues (redrive
+                                          included) on AWS_ENDPOINT_URL, names prefixed, and
+                                          writes the functions' environment (the template's
+                                          Globals, every !Ref resolved) as JSON
+  python3 emulator.py routes TEMPLATE OUT the HTTP API's routes (method, path, function binary,
+                                          whether the JWT authorizer guards it) as JSON, for the
+                                          local gateway
   python3 emulator.py translate TEMPLATE OUT
                                           the template as plain CloudFormation (JSON), offline:
                                           what cfn-lint checks and the emulator provisions
@@ -54,6 +62,99 @@ def tables(template: str, out: str) -> None:
         json.dump(specs, f, indent=1, sort_keys=True)
 
 
+def provision(template: str, prefix: str, out: str) -> None:
+    import boto3
+    from samtranslator.yaml_helper import yaml_parse
+
+    with open(template, encoding="utf-8") as f:
+        doc = yaml_parse(f.read())
+    resources = doc["Resources"]
+    dynamodb = boto3.client("dynamodb")
+    sqs = boto3.client("sqs")
+    physical = {}  # logical id -> {"Ref": ..., "Arn": ..., "QueueName": ...}
+
+    for name, res in resources.items():
+        if res.get("Type") != "AWS::DynamoDB::Table":
+            continue
+        p = res["Properties"]
+        table = f"{prefix}-{name}"
+        args = {
+            "TableName": table,
+            "AttributeDefinitions": p["AttributeDefinitions"],
+            "KeySchema": p["KeySchema"],
+            "BillingMode": p.get("BillingMode", "PAY_PER_REQUEST"),
+        }
+        if "GlobalSecondaryIndexes" in p:
+            args["GlobalSecondaryIndexes"] = p["GlobalSecondaryIndexes"]
+        dynamodb.create_table(**args)
+        physical[name] = {"Ref": table}
+
+    queues = {n: r for n, r in resources.items() if r.get("Type") == "AWS::SQS::Queue"}
+    # Dead-letter queues first: a redrive policy names its target's ARN.
+    for name in sorted(queues, key=lambda n: "RedrivePolicy" in queues[n].get("Properties", {})):
+        p = queues[name].get("Properties", {})
+        attrs = {k: str(p[k]) for k in ("VisibilityTimeout", "MessageRetentionPeriod") if k in p}
+        if "RedrivePolicy" in p:
+            target = p["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            attrs["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": physical[target]["Arn"], "maxReceiveCount": str(p["RedrivePolicy"]["maxReceiveCount"])}
+            )
+        queue = f"{prefix}-{name}"
+        url = sqs.create_queue(QueueName=queue, Attributes=attrs)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        physical[name] = {"Ref": url, "Arn": arn, "QueueName": queue}
+
+    def resolve(value):
+        if isinstance(value, dict) and "Ref" in value:
+            ref = value["Ref"]
+            if ref in physical:
+                return physical[ref]["Ref"]
+            params = doc.get("Parameters", {})
+            if ref in params:
+                return str(params[ref].get("Default", ""))
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        sys.exit(f"cannot resolve {value!r} outside CloudFormation")
+
+    env = {k: resolve(v) for k, v in doc["Globals"]["Function"]["Environment"]["Variables"].items()}
+    # What the event source mapping stands-in needs beyond the functions' own environment.
+    for name, res in queues.items():
+        env[f"EMULATED_{name.upper()}_URL"] = physical[name]["Ref"]
+        env[f"EMULATED_{name.upper()}_ARN"] = physical[name]["Arn"]
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(env, f, indent=1, sort_keys=True)
+
+
+def routes(template: str, out: str) -> None:
+    from samtranslator.yaml_helper import yaml_parse
+
+    with open(template, encoding="utf-8") as f:
+        doc = yaml_parse(f.read())
+    default_auth = any(
+        r.get("Properties", {}).get("Auth", {}).get("DefaultAuthorizer")
+        for r in doc["Resources"].values()
+        if r.get("Type") == "AWS::Serverless::HttpApi"
+    )
+    found = []
+    for res in doc["Resources"].values():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        binary = res.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
+        for event in res["Properties"].get("Events", {}).values():
+            if event.get("Type") != "HttpApi":
+                continue
+            p = event["Properties"]
+            authorizer = p.get("Auth", {}).get("Authorizer")
+            found.append({
+                "method": p["Method"].upper(),
+                "path": p["Path"],
+                "function": binary,
+                "authorized": default_auth and authorizer != "NONE",
+            })
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(found, f, indent=1)
+
+
 def translate(template: str, out: str) -> None:
     import os
 
@@ -86,6 +187,10 @@ if __name__ == "__main__":
         serve(int(sys.argv[2]))
     elif len(sys.argv) == 4 and sys.argv[1] == "tables":
         tables(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 5 and sys.argv[1] == "provision":
+        provision(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) == 4 and sys.argv[1] == "routes":
+        routes(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 4 and sys.argv[1] == "translate":
         translate(sys.argv[2], sys.argv[3])
     else:

@@ -135,3 +135,220 @@ impl Drop for Emulator {
         let _ = self.child.wait();
     }
 }
+
+/// Creates the template's tables and queues on the emulator (names prefixed) and returns the
+/// functions' environment: the template's Globals with every reference resolved, plus the
+/// queues' URLs and ARNs for the SQS trigger's stand-in.
+pub fn provision(root: &Path, emulator: &Emulator, prefix: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let out = root.join(format!("target/aws/{prefix}-env.json"));
+    crate::run(
+        Command::new("python3")
+            .arg(root.join("infra/emulator/emulator.py"))
+            .arg("provision")
+            .arg(root.join("template.yaml"))
+            .arg(prefix)
+            .arg(&out)
+            .envs(sdk_env(&emulator.url))
+            .env("AWS_DEFAULT_REGION", "us-east-1"),
+    )?;
+    let env: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(&out)?).context("reading the provisioned environment")?;
+    Ok(env.into_iter().collect())
+}
+
+/// `cargo lambda watch`: every function binary of the workspace behind one local port, with
+/// the given environment; stopped (with its process group) on drop.
+pub struct Watch {
+    child: Child,
+    pub port: u16,
+}
+
+impl Watch {
+    /// `concurrency` processes per function: separate memory, like separate Lambda containers.
+    pub fn start(root: &Path, env: &[(String, String)], emulator: &Emulator, concurrency: u32) -> anyhow::Result<Self> {
+        // Built here, as `cargo lambda watch` will (`cargo run --bin F`: the function crates have
+        // the same dependencies, so one build serves all four), rather than on the first request.
+        crate::run(crate::cargo().args(["build", "--locked"]).args(FUNCTIONS.iter().flat_map(|f| ["--bin", f])))?;
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+        let log = std::fs::File::create(root.join("target/aws/watch.log"))?;
+        let child = Command::new("cargo")
+            .args(["lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", &port.to_string()])
+            .args(["--concurrency", &concurrency.to_string()])
+            .envs(sdk_env(&emulator.url))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("starting cargo lambda watch")?;
+        let mut watch = Self { child, port };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let started = Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = watch.child.try_wait()? {
+                bail!("cargo lambda watch exited with {status}; see target/aws/watch.log");
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                bail!("cargo lambda watch did not listen within 120 s; see target/aws/watch.log");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(watch)
+    }
+
+    /// `cargo lambda invoke FUNCTION --data-file EVENT`: the function's JSON answer.
+    pub fn invoke(&self, function: &str, event: &Path) -> anyhow::Result<serde_json::Value> {
+        let out = Command::new("cargo")
+            .args(["lambda", "invoke", function, "--invoke-address", "127.0.0.1", "--invoke-port"])
+            .arg(self.port.to_string())
+            .arg("--data-file")
+            .arg(event)
+            .args(["--output-format", "json"])
+            .output()
+            .with_context(|| format!("cargo lambda invoke {function}"))?;
+        if !out.status.success() {
+            bail!(
+                "cargo lambda invoke {function} {} failed: {}",
+                event.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("{function} answered: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ =
+            Command::new("kill").args(["-TERM", "--", &format!("-{}", self.child.id())]).stderr(Stdio::null()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every function answers its shipped events (infra/events) as the README says it does, run by
+/// `cargo lambda` against the emulated tables and queues.
+pub fn invoke_shipped_events(root: &Path, emulator: &Emulator) -> anyhow::Result<()> {
+    let env = provision(root, emulator, &format!("invoke{}", std::process::id()))?;
+    let watch = Watch::start(root, &env, emulator, 1)?;
+    let events = root.join("infra/events");
+    let http = |function: &str, event: &str, status: u64| -> anyhow::Result<serde_json::Value> {
+        let answer = watch.invoke(function, &events.join(event))?;
+        let body: serde_json::Value =
+            serde_json::from_str(answer["body"].as_str().unwrap_or("null")).unwrap_or_default();
+        if answer["statusCode"].as_u64() != Some(status) {
+            bail!("{function} with {event}: expected {status}, got {answer}");
+        }
+        eprintln!("xtask> {function} {event} -> {status} {body}");
+        Ok(body)
+    };
+    http("campaign", "campaign-create.json", 201)?;
+    let view = http("campaign", "campaign-view.json", 200)?;
+    if view["id"] != "event-demo" || view["status"] != "scheduled" {
+        bail!("campaign-view.json: unexpected view {view}");
+    }
+    http("campaign", "campaign-list.json", 200)?;
+    // The shipped campaign opens in 2099: a claim is refused without writing anything.
+    let refused = http("claim", "claim.json", 409)?;
+    if refused["error"] != "not_open" {
+        bail!("claim.json: expected not_open, got {refused}");
+    }
+    http("claim", "claim-mine.json", 404)?;
+    let batch = watch.invoke("ledger", &events.join("ledger-batch.json"))?;
+    if batch != serde_json::json!({ "batchItemFailures": [{ "itemIdentifier": "record-malformed" }] }) {
+        bail!("ledger-batch.json: expected exactly the malformed record to fail, got {batch}");
+    }
+    let tick = watch.invoke("reconciler", &events.join("reconciler-tick.json"))?;
+    if tick != serde_json::json!({ "sent": 0 }) {
+        bail!("reconciler-tick.json: expected nothing to re-send, got {tick}");
+    }
+    eprintln!("xtask> every function answered its shipped events");
+    Ok(())
+}
+
+/// The AWS shape on this machine: tables and queues from the template, the functions under
+/// `cargo lambda watch`, and `firstcome-emulate` in front (API Gateway + the SQS trigger).
+pub struct Stack {
+    _watch: Watch,
+    gateway: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Stack {
+    pub fn start(
+        root: &Path,
+        emulator: &Emulator,
+        name: &str,
+        listen: &str,
+        site: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        crate::run(crate::cargo().args(["build", "--locked", "-p", "firstcome-emulate"]))?;
+        let env = provision(root, emulator, name)?;
+        let routes = root.join(format!("target/aws/{name}-routes.json"));
+        crate::run(
+            Command::new("python3")
+                .arg(root.join("infra/emulator/emulator.py"))
+                .arg("routes")
+                .arg(root.join("template.yaml"))
+                .arg(&routes),
+        )?;
+        // Several processes per function: what one container caches, the others do not see.
+        let watch = Watch::start(root, &env, emulator, 3)?;
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .with_context(|| format!("provisioning gave no {k}"))
+        };
+        let data_dir = root.join(format!("target/aws/{name}"));
+        let mut cmd = Command::new(root.join("target/debug/firstcome-emulate"));
+        cmd.args(["--listen", listen, "--lambda", &format!("http://127.0.0.1:{}", watch.port)])
+            .arg("--routes")
+            .arg(&routes)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args([
+                "--ledger-queue-url",
+                &get("EMULATED_LEDGERQUEUE_URL")?,
+                "--ledger-queue-arn",
+                &get("EMULATED_LEDGERQUEUE_ARN")?,
+            ])
+            .envs(sdk_env(&emulator.url))
+            .stdout(Stdio::piped())
+            .process_group(0);
+        if let Some(site) = site {
+            cmd.arg("--site-dir").arg(site);
+        }
+        let mut gateway = cmd.spawn().context("starting firstcome-emulate")?;
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(gateway.stdout.take().expect("piped")));
+        let url = loop {
+            let line = lines.next().context("firstcome-emulate exited before listening")??;
+            if let Some(u) = line.strip_prefix("firstcome-emulate listening on ") {
+                break u.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self { _watch: watch, gateway, url, data_dir, env })
+    }
+
+    /// Blocks until the gateway exits (Ctrl-C reaches the whole foreground process group).
+    pub fn wait(mut self) -> anyhow::Result<()> {
+        self.gateway.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.gateway.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.gateway.wait();
+    }
+}
+
+/// The function binaries (template.yaml's `BuildProperties.Binary`).
+pub const FUNCTIONS: &[&str] = &["claim", "campaign", "ledger", "reconciler"];

@@ -55,6 +55,13 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// The AWS shape on this machine: the emulated endpoint (moto), tables and queues from
+    /// template.yaml, the functions under `cargo lambda watch`, and a local API Gateway + SQS
+    /// trigger in front. Prints one base URL (the page, the API, dev sign-in); Ctrl-C stops it.
+    Emulate {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: String,
+    },
     /// The speed targets: server and tool pinned to different cores, each target run --runs
     /// times, figures and medians written to docs/benchmarks.md.
     Bench {
@@ -122,7 +129,23 @@ fn main() -> anyhow::Result<()> {
             let emulator = aws::Emulator::start(&root)?;
             let mut env = aws::sdk_env(&emulator.url);
             env.push(("FIRSTCOME_TABLE_SPECS", specs.display().to_string()));
-            test_workspace(&env)
+            test_everything(&root, &env, &emulator)
+        }
+        Task::Emulate { listen } => {
+            setup()?;
+            aws::tools()?;
+            site::tools(&root, false)?;
+            let site = site::build(&root)?;
+            std::fs::create_dir_all(root.join("target/aws"))?;
+            let emulator = aws::Emulator::start(&root)?;
+            let stack =
+                aws::Stack::start(&root, &emulator, &format!("emulate{}", std::process::id()), &listen, Some(&site))?;
+            println!("firstcome (AWS shape, emulated) on {}", stack.url);
+            println!("  the page: {0}/   marketing: {0}/admin   API: {0}/api/...", stack.url);
+            println!("  admin token: {}", stack.data_dir.join("admin-token").display());
+            println!("  dev sign-in: POST {}/api/dev/token {{\"user_id\": \"...\"}}", stack.url);
+            println!("  Ctrl-C stops everything");
+            stack.wait()
         }
         Task::Rehearse { args } => run(cargo()
             .args(["run", "--release", "-p", "firstcome-rehearse", "--bin", "firstcome-rehearse", "--"])
@@ -141,16 +164,11 @@ fn setup() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs every test target (no doc-tests: there are none worth running) and ends with one plain
-/// total line, so the last line of the run says how many tests ran.
-fn test_workspace(env: &[(&str, String)]) -> anyhow::Result<()> {
-    let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--all-targets", "--locked"])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::piped());
+/// Runs a `cargo test` and adds up its "test result" lines (printing everything as it comes).
+fn cargo_test(cmd: &mut Command, totals: &mut (u64, u64)) -> anyhow::Result<()> {
+    cmd.stdout(Stdio::piped());
     eprintln!("xtask> {cmd:?}");
     let mut child = cmd.spawn().context("starting cargo test")?;
-    let (mut passed, mut failed) = (0u64, 0u64);
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line.context("reading cargo test output")?;
         println!("{line}");
@@ -159,16 +177,43 @@ fn test_workspace(env: &[(&str, String)]) -> anyhow::Result<()> {
                 rest.split(';')
                     .find_map(|part| part.trim().strip_suffix(word)?.trim().rsplit(' ').next()?.parse::<u64>().ok())
             };
-            passed += count("passed").unwrap_or(0);
-            failed += count("failed").unwrap_or(0);
+            totals.0 += count("passed").unwrap_or(0);
+            totals.1 += count("failed").unwrap_or(0);
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
-    println!("{passed} passed, {failed} failed");
-    if !status.success() || failed > 0 {
+    if !status.success() || totals.1 > 0 {
+        println!("{} passed, {} failed", totals.0, totals.1);
         bail!("tests failed ({status})");
     }
-    if passed == 0 {
+    Ok(())
+}
+
+/// Every test target of the workspace (no doc-tests: there are none worth running), then the
+/// shipped events through `cargo lambda invoke` and the claims through the emulated API Gateway,
+/// ending with one plain total line, so the last line of the run says how many tests ran.
+fn test_everything(root: &Path, env: &[(&str, String)], emulator: &aws::Emulator) -> anyhow::Result<()> {
+    let mut totals = (0, 0);
+    // firstcome-emulate's own tests need the whole stack up: they run below, against it.
+    cargo_test(
+        cargo()
+            .args(["test", "--workspace", "--all-targets", "--locked", "--exclude", "firstcome-emulate"])
+            .envs(env.iter().map(|(k, v)| (k, v))),
+        &mut totals,
+    )?;
+    aws::invoke_shipped_events(root, emulator)?;
+    let stack = aws::Stack::start(root, emulator, &format!("gateway{}", std::process::id()), "127.0.0.1:0", None)?;
+    cargo_test(
+        cargo()
+            .args(["test", "--locked", "-p", "firstcome-emulate"])
+            .envs(aws::sdk_env(&emulator.url))
+            .envs(stack.env.iter().map(|(k, v)| (k, v)))
+            .env("FIRSTCOME_EMULATE_URL", &stack.url)
+            .env("FIRSTCOME_EMULATE_DATA", &stack.data_dir),
+        &mut totals,
+    )?;
+    println!("{} passed, {} failed", totals.0, totals.1);
+    if totals.0 == 0 {
         bail!("no test ran");
     }
     Ok(())

@@ -7,6 +7,7 @@ pub mod lambda;
 mod ledger;
 mod queue;
 
+pub use aws_sdk_sqs::Client as SqsClient;
 pub use config::{Config, ConfigError};
 pub use ledger::{SqsEventSource, ledger_batch};
 pub use queue::SqsIssuanceQueue;

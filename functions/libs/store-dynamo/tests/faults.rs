@@ -1,0 +1,158 @@
+//! What the emulator never does: transaction conflicts, throttling, and answers lost after the
+//! write applied. A small proxy between the SDK and the endpoint injects them into
+//! `TransactWriteItems` calls on command, and the claims must still come out exact.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use firstcome_core::testkit::{now, open_campaign, user};
+use firstcome_core::{CampaignStore, ClaimStore, CouponCode, StoreClaim};
+use firstcome_store_dynamo::testkit::{fresh_tables, sdk_config, store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Cancelled as if another transaction held the shard (reason `TransactionConflict`).
+    Conflict,
+    /// `ThrottlingException`.
+    Throttle,
+    /// Forwarded and applied, then the connection is dropped before the answer.
+    LoseAnswer,
+}
+
+/// Faults to apply, in order, to the next `TransactWriteItems` calls; everything else passes.
+type Script = Arc<Mutex<VecDeque<Fault>>>;
+
+/// Reads one HTTP/1.1 request (head and Content-Length body); `None` at end of stream.
+async fn read_request(conn: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(buf)
+}
+
+fn canned(kind: &str, extra: &str) -> Vec<u8> {
+    let body = format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{kind}","message":"injected"{extra}}}"#);
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-requestid: injected\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn proxy(upstream: String, script: Script) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else { return };
+            let (upstream, script) = (upstream.clone(), script.clone());
+            tokio::spawn(async move {
+                while let Some(request) = read_request(&mut client).await {
+                    let transact = String::from_utf8_lossy(&request).contains("DynamoDB_20120810.TransactWriteItems");
+                    let fault = if transact { script.lock().unwrap().pop_front() } else { None };
+                    match fault {
+                        Some(Fault::Conflict) => {
+                            let reasons = r#","CancellationReasons":[{"Code":"TransactionConflict","Message":"injected"},{"Code":"None"}]"#;
+                            let _ = client.write_all(&canned("TransactionCanceledException", reasons)).await;
+                            continue;
+                        }
+                        Some(Fault::Throttle) => {
+                            let _ = client.write_all(&canned("ThrottlingException", "")).await;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    // moto answers `Connection: close`: one upstream connection per request.
+                    let Ok(mut up) = TcpStream::connect(&upstream).await else { return };
+                    if up.write_all(&request).await.is_err() {
+                        return;
+                    }
+                    let mut response = Vec::new();
+                    if up.read_to_end(&mut response).await.is_err() {
+                        return;
+                    }
+                    if fault == Some(Fault::LoseAnswer) {
+                        return; // applied upstream; the client never hears of it
+                    }
+                    if client.write_all(&response).await.is_err() {
+                        return;
+                    }
+                    return; // upstream closed: so does this connection, as moto's would
+                }
+            });
+        }
+    });
+    url
+}
+
+async fn faulty_store(script: Script) -> firstcome_store_dynamo::DynamoStore {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("run through `cargo xtask test`");
+    let upstream = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let config = sdk_config().await;
+    let tables = fresh_tables(&aws_sdk_dynamodb::Client::new(&config)).await;
+    let url = proxy(upstream, script).await;
+    let faulty = aws_sdk_dynamodb::config::Builder::from(&config).endpoint_url(url).build();
+    store(aws_sdk_dynamodb::Client::from_conf(faulty), tables, 2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_and_throttling_are_retried_and_nothing_is_issued_twice() {
+    let script: Script = Arc::default();
+    let s = faulty_store(script.clone()).await;
+    let c = open_campaign("faults-retry", 3);
+    s.insert_campaign(&c).await.unwrap();
+    let mut codes = Vec::new();
+    for u in 0..4 {
+        // Every claim meets a conflict and a throttle (and the SDK's own retries) before it lands.
+        script.lock().unwrap().extend([Fault::Conflict, Fault::Throttle, Fault::Conflict]);
+        match s.claim(&c.id, &user(u), CouponCode::generate(), now()).await.unwrap() {
+            StoreClaim::Issued(coupon) => codes.push(coupon.code),
+            StoreClaim::SoldOut => assert_eq!(u, 3, "only the fourth claim finds the stock gone"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(codes.len(), 3);
+    assert_eq!(s.issued(&c.id).await.unwrap(), 3);
+    let listed: Vec<_> = s.coupons(&c.id, 0, 10).await.unwrap().into_iter().map(|c| c.code).collect();
+    assert_eq!(listed.len(), 3, "one claim item per issue, none lost or doubled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_lost_after_the_write_is_resolved_from_the_claim_item() {
+    let script: Script = Arc::default();
+    let s = faulty_store(script.clone()).await;
+    let c = open_campaign("faults-lost", 5);
+    s.insert_campaign(&c).await.unwrap();
+    script.lock().unwrap().push_back(Fault::LoseAnswer);
+    let code = CouponCode::generate();
+    let first = s.claim(&c.id, &user(1), code, now()).await.unwrap();
+    let StoreClaim::Issued(coupon) = first else { panic!("the applied write is this claim's issue: {first:?}") };
+    assert_eq!(coupon.code, code, "the coupon the lost write made, not a second one");
+    assert_eq!(s.issued(&c.id).await.unwrap(), 1, "stock taken once");
+    // The user's retry (a new request, new code) finds the same coupon.
+    assert_eq!(s.claim(&c.id, &user(1), CouponCode::generate(), now()).await.unwrap(), StoreClaim::Existing(coupon));
+    assert_eq!(s.issued(&c.id).await.unwrap(), 1);
+}
