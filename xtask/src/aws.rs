@@ -333,10 +333,24 @@ impl Stack {
         Ok(Self { _watch: watch, gateway, url, data_dir, env })
     }
 
-    /// Blocks until the gateway exits (Ctrl-C reaches the whole foreground process group).
+    /// Blocks until Ctrl-C (or SIGTERM), then stops everything: the children run in their own
+    /// process groups (so they can be stopped as groups), which the terminal's Ctrl-C does not
+    /// reach, so it is caught here and the drops do the stopping.
     pub fn wait(mut self) -> anyhow::Result<()> {
-        self.gateway.wait()?;
-        Ok(())
+        let (tx, rx) = std::sync::mpsc::channel();
+        ctrlc::set_handler(move || {
+            let _ = tx.send(());
+        })
+        .context("installing the Ctrl-C handler")?;
+        loop {
+            if rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+                eprintln!("xtask> stopping the gateway, the functions and the endpoint");
+                return Ok(());
+            }
+            if let Some(status) = self.gateway.try_wait()? {
+                bail!("firstcome-emulate exited with {status}");
+            }
+        }
     }
 }
 
