@@ -112,7 +112,18 @@ pub struct DynamoStore {
     claim_deadline: Duration,
     /// Where a new coupon's issuance record is sent once its claim is durable (SQS).
     queue: Option<Arc<dyn IssuanceQueue>>,
+    /// Campaigns a consistent read showed sold out: their winners can no longer change.
+    sold_out: Mutex<HashSet<CampaignId>>,
+    /// The complete, final winners of sold-out campaigns (user id -> coupon): after sell-out
+    /// every loser's click is answered from here, without touching DynamoDB.
+    winners: Mutex<HashMap<CampaignId, Arc<HashMap<String, Coupon>>>>,
+    /// When a winners snapshot was last found incomplete (the index lagging), to retry sparingly.
+    snapshot_tried: Mutex<HashMap<CampaignId, std::time::Instant>>,
+    snapshot_loading: tokio::sync::Mutex<()>,
 }
+
+/// Largest campaign whose winners are kept in memory after sell-out (~150 bytes each).
+const MAX_SNAPSHOT: u64 = 200_000;
 
 impl DynamoStore {
     pub fn new(client: Client, tables: Tables, shards: Shards) -> Self {
@@ -125,7 +136,44 @@ impl DynamoStore {
             empty: Mutex::default(),
             claim_deadline: CLAIM_DEADLINE,
             queue: None,
+            sold_out: Mutex::default(),
+            winners: Mutex::default(),
+            snapshot_tried: Mutex::default(),
+            snapshot_loading: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The final winners of a sold-out campaign, loaded once per container: every shard read
+    /// empty (consistently), and the `by_seq` index listing exactly as many coupons as were
+    /// issued (a lagging index means not yet: per-request reads until it has caught up).
+    async fn final_winners(&self, id: &CampaignId) -> Result<Option<Arc<HashMap<String, Coupon>>>, StoreError> {
+        if let Some(w) = self.winners.lock().get(id) {
+            return Ok(Some(w.clone()));
+        }
+        if !self.sold_out.lock().contains(id)
+            || self.snapshot_tried.lock().get(id).is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(None);
+        }
+        let _one_loader = self.snapshot_loading.lock().await;
+        if let Some(w) = self.winners.lock().get(id) {
+            return Ok(Some(w.clone()));
+        }
+        self.snapshot_tried.lock().insert(id.clone(), std::time::Instant::now());
+        let Some(count) = self.shard_count(id).await? else { return Ok(None) };
+        let shards = self.read_shards(id, count).await?;
+        let issued: u64 = shards.iter().map(|s| u64::from(s.size - s.remaining)).sum();
+        if shards.iter().any(|s| s.remaining > 0) || issued > MAX_SNAPSHOT {
+            return Ok(None);
+        }
+        let coupons = self.coupons(id, 0, issued as usize + 1).await?;
+        if coupons.len() as u64 != issued {
+            return Ok(None);
+        }
+        let winners: Arc<HashMap<String, Coupon>> =
+            Arc::new(coupons.into_iter().map(|c| (c.user_id.as_str().to_owned(), c)).collect());
+        self.winners.lock().insert(id.clone(), winners.clone());
+        Ok(Some(winners))
     }
 
     /// Sends each new coupon's issuance record to `queue` after its claim is durable. A send
@@ -610,6 +658,7 @@ impl ClaimStore for DynamoStore {
                     Window::Open => {}
                 }
                 if shards.iter().all(|s| s.remaining == 0) {
+                    self.sold_out.lock().insert(id.clone());
                     return self.existing_or(id, user, StoreClaim::SoldOut).await;
                 }
                 self.empty.lock().retain(|k| !k.starts_with(&format!("{id}#")));
@@ -672,6 +721,9 @@ impl ClaimStore for DynamoStore {
     }
 
     async fn coupon_of(&self, id: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError> {
+        if let Some(winners) = self.final_winners(id).await? {
+            return Ok(winners.get(user.as_str()).cloned());
+        }
         let out = self
             .client
             .get_item()

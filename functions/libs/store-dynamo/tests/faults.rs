@@ -1,8 +1,10 @@
 //! What the emulator never does: transaction conflicts, throttling, and answers lost after the
 //! write applied. A small proxy between the SDK and the endpoint injects them into
-//! `TransactWriteItems` calls on command, and the claims must still come out exact.
+//! `TransactWriteItems` calls on command, and the claims must still come out exact. The proxy
+//! also counts requests, to show which answers touch DynamoDB at all.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use firstcome_core::testkit::{now, open_campaign, user};
@@ -62,15 +64,16 @@ fn canned(kind: &str, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn proxy(upstream: String, script: Script) -> String {
+async fn proxy(upstream: String, script: Script, requests: Arc<AtomicUsize>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         loop {
             let Ok((mut client, _)) = listener.accept().await else { return };
-            let (upstream, script) = (upstream.clone(), script.clone());
+            let (upstream, script, requests) = (upstream.clone(), script.clone(), requests.clone());
             tokio::spawn(async move {
                 while let Some(request) = read_request(&mut client).await {
+                    requests.fetch_add(1, Ordering::SeqCst);
                     let transact = String::from_utf8_lossy(&request).contains("DynamoDB_20120810.TransactWriteItems");
                     let fault = if transact { script.lock().unwrap().pop_front() } else { None };
                     match fault {
@@ -109,11 +112,15 @@ async fn proxy(upstream: String, script: Script) -> String {
 }
 
 async fn faulty_store(script: Script) -> firstcome_store_dynamo::DynamoStore {
+    counted_store(script, Arc::default()).await
+}
+
+async fn counted_store(script: Script, requests: Arc<AtomicUsize>) -> firstcome_store_dynamo::DynamoStore {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("run through `cargo xtask test`");
     let upstream = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let config = sdk_config().await;
     let tables = fresh_tables(&aws_sdk_dynamodb::Client::new(&config)).await;
-    let url = proxy(upstream, script).await;
+    let url = proxy(upstream, script, requests).await;
     let faulty = aws_sdk_dynamodb::config::Builder::from(&config).endpoint_url(url).build();
     store(aws_sdk_dynamodb::Client::from_conf(faulty), tables, 2)
 }
@@ -155,4 +162,33 @@ async fn an_answer_lost_after_the_write_is_resolved_from_the_claim_item() {
     // The user's retry (a new request, new code) finds the same coupon.
     assert_eq!(s.claim(&c.id, &user(1), CouponCode::generate(), now()).await.unwrap(), StoreClaim::Existing(coupon));
     assert_eq!(s.issued(&c.id).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sell_out_losers_are_answered_without_touching_dynamodb() {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let s = counted_store(Arc::default(), requests.clone()).await;
+    let c = open_campaign("faults-sold-out", 3);
+    s.insert_campaign(&c).await.unwrap();
+    let mut winners = Vec::new();
+    for u in 0..3 {
+        let StoreClaim::Issued(coupon) = s.claim(&c.id, &user(u), CouponCode::generate(), now()).await.unwrap() else {
+            panic!("stock left")
+        };
+        winners.push(coupon);
+    }
+    // The claim that finds every shard empty loads the final winners once.
+    assert_eq!(s.claim(&c.id, &user(3), CouponCode::generate(), now()).await.unwrap(), StoreClaim::SoldOut);
+    let before = requests.load(Ordering::SeqCst);
+    for u in 3..53 {
+        assert_eq!(s.coupon_of(&c.id, &user(u)).await.unwrap(), None);
+    }
+    for (u, coupon) in winners.iter().enumerate() {
+        assert_eq!(
+            s.coupon_of(&c.id, &user(u)).await.unwrap().as_ref(),
+            Some(coupon),
+            "a winner still gets their coupon"
+        );
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), before, "no DynamoDB request for any of them");
 }
