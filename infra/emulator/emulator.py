@@ -38,11 +38,16 @@ def serve(port: int) -> None:
     run_simple("127.0.0.1", port, app, threaded=False, processes=1, request_handler=handler)
 
 
-def tables(template: str, out: str) -> None:
+def load(template: str) -> dict:
+    """template.yaml with its intrinsic functions (!Ref, !GetAtt...) as CloudFormation's JSON form."""
     from samtranslator.yaml_helper import yaml_parse
 
     with open(template, encoding="utf-8") as f:
-        doc = yaml_parse(f.read())
+        return yaml_parse(f.read())
+
+
+def table_specs(doc: dict) -> dict:
+    """Each AWS::DynamoDB::Table of the template as CreateTable input (without its name)."""
     specs = {}
     for name, res in doc["Resources"].items():
         if res.get("Type") != "AWS::DynamoDB::Table":
@@ -56,6 +61,11 @@ def tables(template: str, out: str) -> None:
         if "GlobalSecondaryIndexes" in p:
             spec["GlobalSecondaryIndexes"] = p["GlobalSecondaryIndexes"]
         specs[name] = spec
+    return specs
+
+
+def tables(template: str, out: str) -> None:
+    specs = table_specs(load(template))
     if not specs:
         sys.exit(f"{template}: no AWS::DynamoDB::Table resources")
     with open(out, "w", encoding="utf-8") as f:
@@ -64,29 +74,16 @@ def tables(template: str, out: str) -> None:
 
 def provision(template: str, prefix: str, out: str) -> None:
     import boto3
-    from samtranslator.yaml_helper import yaml_parse
 
-    with open(template, encoding="utf-8") as f:
-        doc = yaml_parse(f.read())
+    doc = load(template)
     resources = doc["Resources"]
     dynamodb = boto3.client("dynamodb")
     sqs = boto3.client("sqs")
     physical = {}  # logical id -> {"Ref": ..., "Arn": ..., "QueueName": ...}
 
-    for name, res in resources.items():
-        if res.get("Type") != "AWS::DynamoDB::Table":
-            continue
-        p = res["Properties"]
+    for name, spec in table_specs(doc).items():
         table = f"{prefix}-{name}"
-        args = {
-            "TableName": table,
-            "AttributeDefinitions": p["AttributeDefinitions"],
-            "KeySchema": p["KeySchema"],
-            "BillingMode": p.get("BillingMode", "PAY_PER_REQUEST"),
-        }
-        if "GlobalSecondaryIndexes" in p:
-            args["GlobalSecondaryIndexes"] = p["GlobalSecondaryIndexes"]
-        dynamodb.create_table(**args)
+        dynamodb.create_table(TableName=table, **spec)
         physical[name] = {"Ref": table}
 
     queues = {n: r for n, r in resources.items() if r.get("Type") == "AWS::SQS::Queue"}
@@ -126,10 +123,7 @@ def provision(template: str, prefix: str, out: str) -> None:
 
 
 def routes(template: str, out: str) -> None:
-    from samtranslator.yaml_helper import yaml_parse
-
-    with open(template, encoding="utf-8") as f:
-        doc = yaml_parse(f.read())
+    doc = load(template)
     default_auth = any(
         r.get("Properties", {}).get("Auth", {}).get("DefaultAuthorizer")
         for r in doc["Resources"].values()
@@ -160,11 +154,9 @@ def translate(template: str, out: str) -> None:
 
     from samtranslator.model.exceptions import InvalidDocumentException
     from samtranslator.translator.transform import transform
-    from samtranslator.yaml_helper import yaml_parse
 
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    with open(template, encoding="utf-8") as f:
-        doc = yaml_parse(f.read())
+    doc = load(template)
     # What `sam package` does: local code becomes an S3 object (the translator needs a location).
     for res in doc["Resources"].values():
         if res.get("Type") == "AWS::Serverless::Function":

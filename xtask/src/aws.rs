@@ -45,6 +45,48 @@ pub fn sdk_env(url: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `python3 infra/emulator/emulator.py TASK ...`: the template-reading half of the tooling.
+fn emulator_py(root: &Path, task: &str) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(root.join("infra/emulator/emulator.py")).arg(task);
+    cmd
+}
+
+/// A child started in its own process group, so that it and whatever it spawns (werkzeug's
+/// helpers, cargo lambda's function processes) stop together: the whole group is sent SIGTERM
+/// on drop.
+struct Group(Child);
+
+impl Group {
+    fn spawn(cmd: &mut Command, what: &str) -> anyhow::Result<Self> {
+        Ok(Self(cmd.process_group(0).spawn().with_context(|| format!("starting {what}"))?))
+    }
+
+    /// Waits until something accepts connections on `port`; fails if the child exits first or
+    /// `within` passes (see `log`).
+    fn wait_listening(&mut self, port: u16, within: Duration, what: &str, log: &str) -> anyhow::Result<()> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let started = Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = self.0.try_wait()? {
+                bail!("{what} exited with {status}; see {log}");
+            }
+            if started.elapsed() > within {
+                bail!("{what} did not listen on {addr} within {} s; see {log}", within.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", self.0.id())]).stderr(Stdio::null()).status();
+        let _ = self.0.wait();
+    }
+}
+
 /// The infrastructure checks: SAM's own validation, cfn-lint with the serverless rules on the
 /// template as CloudFormation (cfn-lint does not expand SAM), and actionlint on the workflows.
 pub fn lint(root: &Path) -> anyhow::Result<()> {
@@ -52,13 +94,7 @@ pub fn lint(root: &Path) -> anyhow::Result<()> {
     crate::run(Command::new("sam").args(["validate", "--lint", "-t"]).arg(&template).env("SAM_CLI_TELEMETRY", "0"))?;
     let translated = root.join("target/aws/template.json");
     std::fs::create_dir_all(translated.parent().expect("has a parent"))?;
-    crate::run(
-        Command::new("python3")
-            .arg(root.join("infra/emulator/emulator.py"))
-            .arg("translate")
-            .arg(&template)
-            .arg(&translated),
-    )?;
+    crate::run(emulator_py(root, "translate").arg(&template).arg(&translated))?;
     crate::run(
         Command::new("cfn-lint")
             .args(["--append-rules", "cfn_lint_serverless.rules"])
@@ -82,19 +118,13 @@ pub fn lint(root: &Path) -> anyhow::Result<()> {
 pub fn table_specs(root: &Path) -> anyhow::Result<PathBuf> {
     let out = root.join("target/aws/tables.json");
     std::fs::create_dir_all(out.parent().expect("has a parent"))?;
-    crate::run(
-        Command::new("python3")
-            .arg(root.join("infra/emulator/emulator.py"))
-            .arg("tables")
-            .arg(root.join("template.yaml"))
-            .arg(&out),
-    )?;
+    crate::run(emulator_py(root, "tables").arg(root.join("template.yaml")).arg(&out))?;
     Ok(out)
 }
 
 /// moto, single-threaded, on a free port; stopped (with its process group) on drop.
 pub struct Emulator {
-    child: Child,
+    _process: Group,
     pub url: String,
 }
 
@@ -102,37 +132,14 @@ impl Emulator {
     pub fn start(root: &Path) -> anyhow::Result<Self> {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
         let log = std::fs::File::create(root.join("target/aws/emulator.log")).context("creating the emulator log")?;
-        let child = Command::new("python3")
-            .arg(root.join("infra/emulator/emulator.py"))
-            .args(["serve", &port.to_string()])
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("starting the emulator (python3 infra/emulator/emulator.py)")?;
-        let mut emulator = Self { child, url: format!("http://127.0.0.1:{port}") };
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let started = Instant::now();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = emulator.child.try_wait()? {
-                bail!("the emulator exited with {status}; see target/aws/emulator.log");
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("the emulator did not listen on {addr} within 60 s; see target/aws/emulator.log");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("xtask> emulated AWS endpoint at {}", emulator.url);
-        Ok(emulator)
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        // The whole group: werkzeug may have spawned helpers.
-        let _ =
-            Command::new("kill").args(["-TERM", "--", &format!("-{}", self.child.id())]).stderr(Stdio::null()).status();
-        let _ = self.child.wait();
+        let mut process = Group::spawn(
+            emulator_py(root, "serve").arg(port.to_string()).stdout(log.try_clone()?).stderr(log),
+            "the emulator (python3 infra/emulator/emulator.py)",
+        )?;
+        process.wait_listening(port, Duration::from_secs(60), "the emulator", "target/aws/emulator.log")?;
+        let url = format!("http://127.0.0.1:{port}");
+        eprintln!("xtask> emulated AWS endpoint at {url}");
+        Ok(Self { _process: process, url })
     }
 }
 
@@ -142,9 +149,7 @@ impl Drop for Emulator {
 pub fn provision(root: &Path, emulator: &Emulator, prefix: &str) -> anyhow::Result<Vec<(String, String)>> {
     let out = root.join(format!("target/aws/{prefix}-env.json"));
     crate::run(
-        Command::new("python3")
-            .arg(root.join("infra/emulator/emulator.py"))
-            .arg("provision")
+        emulator_py(root, "provision")
             .arg(root.join("template.yaml"))
             .arg(prefix)
             .arg(&out)
@@ -159,7 +164,7 @@ pub fn provision(root: &Path, emulator: &Emulator, prefix: &str) -> anyhow::Resu
 /// `cargo lambda watch`: every function binary of the workspace behind one local port, with
 /// the given environment; stopped (with its process group) on drop.
 pub struct Watch {
-    child: Child,
+    _process: Group,
     pub port: u16,
 }
 
@@ -171,29 +176,18 @@ impl Watch {
         crate::run(crate::cargo().args(["build", "--locked"]).args(FUNCTIONS.iter().flat_map(|f| ["--bin", f])))?;
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
         let log = std::fs::File::create(root.join("target/aws/watch.log"))?;
-        let child = Command::new("cargo")
-            .args(["lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", &port.to_string()])
-            .args(["--concurrency", &concurrency.to_string()])
-            .envs(sdk_env(&emulator.url))
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("starting cargo lambda watch")?;
-        let mut watch = Self { child, port };
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let started = Instant::now();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = watch.child.try_wait()? {
-                bail!("cargo lambda watch exited with {status}; see target/aws/watch.log");
-            }
-            if started.elapsed() > Duration::from_secs(120) {
-                bail!("cargo lambda watch did not listen within 120 s; see target/aws/watch.log");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(watch)
+        let mut process = Group::spawn(
+            Command::new("cargo")
+                .args(["lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", &port.to_string()])
+                .args(["--concurrency", &concurrency.to_string()])
+                .envs(sdk_env(&emulator.url))
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdout(log.try_clone()?)
+                .stderr(log),
+            "cargo lambda watch",
+        )?;
+        process.wait_listening(port, Duration::from_secs(120), "cargo lambda watch", "target/aws/watch.log")?;
+        Ok(Self { _process: process, port })
     }
 
     /// `cargo lambda invoke FUNCTION --data-file EVENT`: the function's JSON answer.
@@ -215,14 +209,6 @@ impl Watch {
         }
         serde_json::from_slice(&out.stdout)
             .with_context(|| format!("{function} answered: {}", String::from_utf8_lossy(&out.stdout)))
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ =
-            Command::new("kill").args(["-TERM", "--", &format!("-{}", self.child.id())]).stderr(Stdio::null()).status();
-        let _ = self.child.wait();
     }
 }
 
@@ -269,8 +255,8 @@ pub fn invoke_shipped_events(root: &Path, emulator: &Emulator) -> anyhow::Result
 /// The AWS shape on this machine: tables and queues from the template, the functions under
 /// `cargo lambda watch`, and `firstcome-emulate` in front (API Gateway + the SQS trigger).
 pub struct Stack {
+    gateway: Group,
     _watch: Watch,
-    gateway: Child,
     pub url: String,
     pub data_dir: PathBuf,
     pub env: Vec<(String, String)>,
@@ -287,13 +273,7 @@ impl Stack {
         crate::run(crate::cargo().args(["build", "--locked", "-p", "firstcome-emulate"]))?;
         let env = provision(root, emulator, name)?;
         let routes = root.join(format!("target/aws/{name}-routes.json"));
-        crate::run(
-            Command::new("python3")
-                .arg(root.join("infra/emulator/emulator.py"))
-                .arg("routes")
-                .arg(root.join("template.yaml"))
-                .arg(&routes),
-        )?;
+        crate::run(emulator_py(root, "routes").arg(root.join("template.yaml")).arg(&routes))?;
         // Several processes per function: what one container caches, the others do not see.
         let watch = Watch::start(root, &env, emulator, 3)?;
         let get = |k: &str| {
@@ -316,13 +296,12 @@ impl Stack {
                 &get("EMULATED_LEDGERQUEUE_ARN")?,
             ])
             .envs(sdk_env(&emulator.url))
-            .stdout(Stdio::piped())
-            .process_group(0);
+            .stdout(Stdio::piped());
         if let Some(site) = site {
             cmd.arg("--site-dir").arg(site);
         }
-        let mut gateway = cmd.spawn().context("starting firstcome-emulate")?;
-        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(gateway.stdout.take().expect("piped")));
+        let mut gateway = Group::spawn(&mut cmd, "firstcome-emulate")?;
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(gateway.0.stdout.take().expect("piped")));
         let url = loop {
             let line = lines.next().context("firstcome-emulate exited before listening")??;
             if let Some(u) = line.strip_prefix("firstcome-emulate listening on ") {
@@ -330,7 +309,7 @@ impl Stack {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Ok(Self { _watch: watch, gateway, url, data_dir, env })
+        Ok(Self { gateway, _watch: watch, url, data_dir, env })
     }
 
     /// Blocks until Ctrl-C (or SIGTERM), then stops everything: the children run in their own
@@ -347,20 +326,10 @@ impl Stack {
                 eprintln!("xtask> stopping the gateway, the functions and the endpoint");
                 return Ok(());
             }
-            if let Some(status) = self.gateway.try_wait()? {
+            if let Some(status) = self.gateway.0.try_wait()? {
                 bail!("firstcome-emulate exited with {status}");
             }
         }
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{}", self.gateway.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.gateway.wait();
     }
 }
 

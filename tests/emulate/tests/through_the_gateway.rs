@@ -13,42 +13,7 @@ struct Stack {
     url: String,
     admin: String,
     secret: Vec<u8>,
-    http: reqwest_like::Client,
-}
-
-mod reqwest_like {
-    //! Just enough HTTP client for this test (hyper), so no second HTTP stack is pulled in.
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::client::legacy::connect::HttpConnector;
-    use hyper_util::rt::TokioExecutor;
-
-    #[derive(Clone)]
-    pub struct Client(hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>);
-
-    impl Client {
-        pub fn new() -> Self {
-            Self(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http())
-        }
-
-        pub async fn send(
-            &self,
-            method: &str,
-            url: &str,
-            token: Option<&str>,
-            body: Option<String>,
-        ) -> (u16, serde_json::Value) {
-            let mut req = hyper::Request::builder().method(method).uri(url).header("content-type", "application/json");
-            if let Some(t) = token {
-                req = req.header("authorization", format!("Bearer {t}"));
-            }
-            let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).unwrap();
-            let res = self.0.request(req).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-            let status = res.status().as_u16();
-            let bytes = res.into_body().collect().await.unwrap().to_bytes();
-            (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
-        }
-    }
+    http: firstcome_rehearse::Client,
 }
 
 fn stack() -> Stack {
@@ -58,11 +23,20 @@ fn stack() -> Stack {
         url,
         admin: std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned(),
         secret: std::fs::read_to_string(data.join("jwt-secret")).unwrap().trim().as_bytes().to_vec(),
-        http: reqwest_like::Client::new(),
+        http: firstcome_rehearse::Client::new(),
     }
 }
 
 impl Stack {
+    /// The status and JSON answer (every answer of the gateway and the functions is JSON).
+    async fn send(&self, method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        self.http
+            .call(method.clone(), url, token, body.as_ref())
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+    }
+
     fn user_token(&self, user: &str) -> String {
         firstcome_api::sign_hs256(&self.secret, user, None, time::Duration::hours(1))
     }
@@ -71,15 +45,13 @@ impl Stack {
         let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
         let body = json!({ "id": id, "title": "Through the gateway", "total": total, "opens_at": now,
                            "coupon": { "discount": 3000, "currency": "KRW", "valid_days": 7 } });
-        let (status, answer) = self
-            .http
-            .send("POST", &format!("{}/api/admin/campaigns", self.url), Some(&self.admin), Some(body.to_string()))
-            .await;
+        let (status, answer) =
+            self.send("POST", &format!("{}/api/admin/campaigns", self.url), Some(&self.admin), Some(body)).await;
         assert_eq!(status, 201, "{answer}");
     }
 
     async fn claim(&self, id: &str, token: &str) -> (u16, Value) {
-        self.http.send("POST", &format!("{}/api/campaigns/{id}/claims", self.url), Some(token), None).await
+        self.send("POST", &format!("{}/api/campaigns/{id}/claims", self.url), Some(token), None).await
     }
 }
 
@@ -161,8 +133,7 @@ async fn three_hundred_claims_from_two_hundred_users_issue_exactly_the_stock() {
     // Every issuance reaches the ledger through SQS and the consumer, once.
     let started = Instant::now();
     let written = loop {
-        let (status, view) =
-            s.http.send("GET", &format!("{}/api/admin/campaigns/{id}", s.url), Some(&s.admin), None).await;
+        let (status, view) = s.send("GET", &format!("{}/api/admin/campaigns/{id}", s.url), Some(&s.admin), None).await;
         assert_eq!(status, 200, "{view}");
         let written = view["ledger_written"].as_u64().unwrap();
         if written >= 50 || started.elapsed() > Duration::from_secs(90) {
@@ -178,19 +149,17 @@ async fn three_hundred_claims_from_two_hundred_users_issue_exactly_the_stock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_guards_routes_like_the_jwt_authorizer() {
     let s = stack();
-    let (status, body) = s.http.send("POST", &format!("{}/api/campaigns/x/claims", s.url), None, None).await;
+    let (status, body) = s.send("POST", &format!("{}/api/campaigns/x/claims", s.url), None, None).await;
     assert_eq!((status, body["message"].as_str()), (401, Some("Unauthorized")));
     let (status, _) =
-        s.http.send("POST", &format!("{}/api/campaigns/x/claims", s.url), Some("forged.token.here"), None).await;
+        s.send("POST", &format!("{}/api/campaigns/x/claims", s.url), Some("forged.token.here"), None).await;
     assert_eq!(status, 401);
-    let (status, body) = s.http.send("GET", &format!("{}/api/campaigns/none-such", s.url), None, None).await;
+    let (status, body) = s.send("GET", &format!("{}/api/campaigns/none-such", s.url), None, None).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "the function's own JSON error");
-    let (status, _) = s.http.send("GET", &format!("{}/healthz", s.url), None, None).await;
+    let (status, _) = s.send("GET", &format!("{}/healthz", s.url), None, None).await;
     assert_eq!(status, 200);
-    let (status, token) = s
-        .http
-        .send("POST", &format!("{}/api/dev/token", s.url), None, Some(json!({"user_id": "dev-1"}).to_string()))
-        .await;
+    let (status, token) =
+        s.send("POST", &format!("{}/api/dev/token", s.url), None, Some(json!({"user_id": "dev-1"}))).await;
     assert_eq!(status, 200);
     let (status, body) = s.claim("none-such", token["token"].as_str().unwrap()).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));

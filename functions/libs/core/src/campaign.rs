@@ -104,6 +104,19 @@ fn first_version() -> u64 {
     1
 }
 
+/// Where `now` falls in a claim window, ignoring stock: scheduled before `opens_at`, closed from
+/// `closes_at` on. The one rule for the engine and every store, whatever unit a store keeps
+/// instants in (DynamoDB's shard items hold milliseconds).
+pub fn window_status<T: PartialOrd>(opens_at: T, closes_at: Option<T>, now: T) -> Status {
+    if now < opens_at {
+        Status::Scheduled
+    } else if closes_at.is_some_and(|c| now >= c) {
+        Status::Closed
+    } else {
+        Status::Open
+    }
+}
+
 /// Where a campaign stands at an instant. Derived, never stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,13 +141,7 @@ impl Status {
 impl Campaign {
     /// Status ignoring stock: whether claims are accepted by the clock alone.
     pub fn window_at(&self, now: OffsetDateTime) -> Status {
-        if now < self.opens_at {
-            Status::Scheduled
-        } else if self.closes_at.is_some_and(|c| now >= c) {
-            Status::Closed
-        } else {
-            Status::Open
-        }
+        window_status(self.opens_at, self.closes_at, now)
     }
 
     /// "End now" as every store decides it, under the same lock or condition as claims: an open

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use firstcome_core::{Campaign, CampaignId, Coupon, CouponCode, IssuanceRecord, UserId};
+use firstcome_core::{Campaign, CampaignId, Coupon, CouponCode, IssuanceRecord, Status, UserId};
 use time::OffsetDateTime;
 
 use crate::DynamoError;
@@ -156,22 +156,10 @@ impl Shard {
         Ok(shard)
     }
 
-    pub fn window(&self, now: i64) -> Window {
-        if now < self.opens_at {
-            Window::NotOpen
-        } else if self.closes_at.is_some_and(|c| now >= c) {
-            Window::Closed
-        } else {
-            Window::Open
-        }
+    /// The campaign's window at `now` (milliseconds), as the core defines it.
+    pub fn window(&self, now: i64) -> Status {
+        firstcome_core::window_status(self.opens_at, self.closes_at, now)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Window {
-    NotOpen,
-    Open,
-    Closed,
 }
 
 // ---------------------------------------------------------------- claims

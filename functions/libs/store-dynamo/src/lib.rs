@@ -27,7 +27,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::items::{Item, Shard, Window, n, s};
+use crate::items::{Item, Shard, n, s};
 
 // Every attribute in an expression goes through a `#name` placeholder: DynamoDB reserves several
 // hundred words (SIZE, USER, ...), and a new reserved word must not break a deployed store.
@@ -166,7 +166,7 @@ impl DynamoStore {
         if shards.iter().any(|s| s.remaining > 0) || issued > MAX_SNAPSHOT {
             return Ok(None);
         }
-        let coupons = self.coupons(id, 0, issued as usize + 1).await?;
+        let coupons = self.list_coupons(&shards, 0, issued as usize + 1).await?;
         if coupons.len() as u64 != issued {
             return Ok(None);
         }
@@ -289,6 +289,66 @@ impl DynamoStore {
         }
         found.sort_by_key(|s| s.start);
         Ok(found)
+    }
+
+    /// Up to `limit` coupons with `seq > after` from these shards (in seq order, as
+    /// `read_shards` gives them): shards own consecutive seq ranges, so reading them in order
+    /// lists by seq.
+    async fn list_coupons(&self, shards: &[Shard], after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError> {
+        let mut out = Vec::new();
+        for shard in shards {
+            if out.len() >= limit {
+                break;
+            }
+            if shard.size == 0 || shard.start + shard.size - 1 <= after {
+                continue;
+            }
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.tables.claims)
+                .index_name("by_seq")
+                .key_condition_expression("#s = :s AND #seq > :a")
+                .expression_attribute_names("#s", "shard")
+                .expression_attribute_names("#seq", "seq")
+                .expression_attribute_values(":s", s(&shard.key))
+                .expression_attribute_values(":a", n(after))
+                .limit((limit - out.len()).clamp(1, 1000) as i32)
+                .into_paginator()
+                .send();
+            while out.len() < limit
+                && let Some(page) = pages.next().await
+            {
+                let page = page.map_err(|e| DynamoError::sdk("Query coupons", &e))?;
+                for item in page.items() {
+                    out.push(items::coupon_from(item)?);
+                }
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// The answer for a claim outside the stored window, if it is. Nobody can hold a coupon of a
+    /// campaign that has not opened (edits need zero issued); a winner keeps theirs after close.
+    async fn outside_window(
+        &self,
+        window: Status,
+        id: &CampaignId,
+        user: &UserId,
+    ) -> Result<Option<StoreClaim>, StoreError> {
+        Ok(match window {
+            Status::Scheduled => Some(StoreClaim::NotOpen),
+            Status::Closed => Some(self.existing_or(id, user, StoreClaim::Closed).await?),
+            _ => None,
+        })
+    }
+
+    /// The user's claim item as found after an attempt: with this claim's code it was our own
+    /// attempt (its answer lost, then retried or read back), so it is a new issue; otherwise the
+    /// user already held a coupon.
+    async fn held(&self, campaign: &Campaign, held: Coupon, code: CouponCode) -> StoreClaim {
+        if held.code == code { self.newly_issued(campaign, held).await } else { StoreClaim::Existing(held) }
     }
 
     async fn existing_or(
@@ -579,32 +639,29 @@ impl CampaignStore for DynamoStore {
     }
 
     async fn campaigns(&self, after: Option<&CampaignId>, limit: usize) -> Result<Vec<Campaign>, StoreError> {
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.tables.campaigns)
+            .index_name("by_id")
+            .expression_attribute_names("#l", "listed")
+            .expression_attribute_values(":l", s(items::LISTED))
+            .limit(limit.clamp(1, 1000) as i32);
+        q = match after {
+            Some(a) => q
+                .key_condition_expression("#l = :l AND #id > :a")
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_values(":a", s(a.as_str())),
+            None => q.key_condition_expression("#l = :l"),
+        };
         let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        while out.len() < limit {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.tables.campaigns)
-                .index_name("by_id")
-                .expression_attribute_names("#l", "listed")
-                .expression_attribute_values(":l", s(items::LISTED))
-                .limit((limit - out.len()).min(1000) as i32)
-                .set_exclusive_start_key(start.take());
-            q = match after {
-                Some(a) => q
-                    .key_condition_expression("#l = :l AND #id > :a")
-                    .expression_attribute_names("#id", "id")
-                    .expression_attribute_values(":a", s(a.as_str())),
-                None => q.key_condition_expression("#l = :l"),
-            };
-            let page = q.send().await.map_err(|e| DynamoError::sdk("Query campaigns", &e))?;
+        let mut pages = q.into_paginator().send();
+        while out.len() < limit
+            && let Some(page) = pages.next().await
+        {
+            let page = page.map_err(|e| DynamoError::sdk("Query campaigns", &e))?;
             for item in page.items() {
                 out.push(items::campaign_from(item)?.0);
-            }
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
             }
         }
         out.truncate(limit);
@@ -652,10 +709,8 @@ impl ClaimStore for DynamoStore {
                 // Every shard looked empty here: confirm with one consistent read of all of them.
                 let shards = self.read_shards(id, count).await?;
                 let Some(first) = shards.first() else { return Err(StoreError::NotFound) };
-                match first.window(now_ms) {
-                    Window::NotOpen => return Ok(StoreClaim::NotOpen),
-                    Window::Closed => return self.existing_or(id, user, StoreClaim::Closed).await,
-                    Window::Open => {}
+                if let Some(refused) = self.outside_window(first.window(now_ms), id, user).await? {
+                    return Ok(refused);
                 }
                 if shards.iter().all(|s| s.remaining == 0) {
                     self.sold_out.lock().insert(id.clone());
@@ -666,11 +721,8 @@ impl ClaimStore for DynamoStore {
             }
             let key = &candidates[rand::rng().random_range(0..candidates.len())];
             let Some(shard) = self.read_shard(key).await? else { return Err(StoreError::NotFound) };
-            match shard.window(now_ms) {
-                // Nobody can hold a coupon of a campaign that has not opened (edits need zero issued).
-                Window::NotOpen => return Ok(StoreClaim::NotOpen),
-                Window::Closed => return self.existing_or(id, user, StoreClaim::Closed).await,
-                Window::Open => {}
+            if let Some(refused) = self.outside_window(shard.window(now_ms), id, user).await? {
+                return Ok(refused);
             }
             if shard.remaining == 0 {
                 self.empty.lock().insert(shard.key.clone());
@@ -681,13 +733,7 @@ impl ClaimStore for DynamoStore {
             match self.transact_claim(&shard, &coupon, now_ms).await {
                 Ok(()) => return Ok(self.newly_issued(&campaign, coupon).await),
                 Err(Attempt::Cancelled { claim: Some(item), .. }) => {
-                    let held = items::coupon_from(&item)?;
-                    // Our own earlier attempt (answer lost, then retried) applied: it is ours, new.
-                    return Ok(if held.code == code {
-                        self.newly_issued(&campaign, held).await
-                    } else {
-                        StoreClaim::Existing(held)
-                    });
+                    return Ok(self.held(&campaign, items::coupon_from(&item)?, code).await);
                 }
                 Err(Attempt::Cancelled { conflict: true, .. }) => {
                     attempt += 1;
@@ -704,11 +750,7 @@ impl ClaimStore for DynamoStore {
                     // Never guessed: the claim item says whether it applied.
                     tracing::warn!(error = %e, campaign = %id, "claim outcome unknown; reading the claim item");
                     if let Some(held) = self.coupon_of(id, user).await? {
-                        return Ok(if held.code == code {
-                            self.newly_issued(&campaign, held).await
-                        } else {
-                            StoreClaim::Existing(held)
-                        });
+                        return Ok(self.held(&campaign, held, code).await);
                     }
                     // Not applied (yet): the next attempt uses the same code, so if this one
                     // lands late the next one finds it and answers it as ours.
@@ -745,43 +787,8 @@ impl ClaimStore for DynamoStore {
 
     async fn coupons(&self, id: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError> {
         let Some(count) = self.shard_count(id).await? else { return Ok(Vec::new()) };
-        let mut out = Vec::new();
-        // Shards own consecutive seq ranges, so reading them in order lists by seq.
-        for shard in self.read_shards(id, count).await? {
-            if out.len() >= limit {
-                break;
-            }
-            if shard.size == 0 || shard.start + shard.size - 1 <= after {
-                continue;
-            }
-            let mut start: Option<Item> = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.tables.claims)
-                    .index_name("by_seq")
-                    .key_condition_expression("#s = :s AND #seq > :a")
-                    .expression_attribute_names("#s", "shard")
-                    .expression_attribute_names("#seq", "seq")
-                    .expression_attribute_values(":s", s(&shard.key))
-                    .expression_attribute_values(":a", n(after))
-                    .limit((limit - out.len()).min(1000) as i32)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| DynamoError::sdk("Query coupons", &e))?;
-                for item in page.items() {
-                    out.push(items::coupon_from(item)?);
-                }
-                match page.last_evaluated_key() {
-                    Some(k) if !k.is_empty() && out.len() < limit => start = Some(k.clone()),
-                    _ => break,
-                }
-            }
-        }
-        out.truncate(limit);
-        Ok(out)
+        let shards = self.read_shards(id, count).await?;
+        self.list_coupons(&shards, after, limit).await
     }
 }
 
@@ -805,28 +812,22 @@ impl LedgerStore for DynamoStore {
     }
 
     async fn ledger_written(&self, id: &CampaignId) -> Result<u64, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.tables.ledger)
+            .index_name("by_campaign")
+            .key_condition_expression("#c = :c")
+            .expression_attribute_names("#c", "campaign")
+            .expression_attribute_values(":c", s(id.as_str()))
+            .select(Select::Count)
+            .into_paginator()
+            .send();
         let mut total = 0u64;
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.tables.ledger)
-                .index_name("by_campaign")
-                .key_condition_expression("#c = :c")
-                .expression_attribute_names("#c", "campaign")
-                .expression_attribute_values(":c", s(id.as_str()))
-                .select(Select::Count)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| DynamoError::sdk("Query ledger count", &e))?;
-            total += page.count() as u64;
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(total),
-            }
+        while let Some(page) = pages.next().await {
+            total += page.map_err(|e| DynamoError::sdk("Query ledger count", &e))?.count() as u64;
         }
+        Ok(total)
     }
 }
 
@@ -836,24 +837,12 @@ impl LedgerStore for DynamoStore {
 impl Outbox for DynamoStore {
     async fn pending(&self, limit: usize) -> Result<Vec<IssuanceRecord>, StoreError> {
         let mut coupons = Vec::new();
-        let mut start: Option<Item> = None;
         // The index holds only what is in flight, so it is read whole and sorted: oldest first.
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.tables.claims)
-                .index_name("unledgered")
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| DynamoError::sdk("Scan unledgered", &e))?;
-            for item in page.items() {
+        let mut pages =
+            self.client.scan().table_name(&self.tables.claims).index_name("unledgered").into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for item in page.map_err(|e| DynamoError::sdk("Scan unledgered", &e))?.items() {
                 coupons.push(items::coupon_from(item)?);
-            }
-            match page.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
             }
         }
         coupons.sort_by(|a, b| (a.issued_at, &a.campaign_id, a.seq).cmp(&(b.issued_at, &b.campaign_id, b.seq)));
