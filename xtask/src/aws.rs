@@ -171,9 +171,10 @@ pub struct Watch {
 impl Watch {
     /// `concurrency` processes per function: separate memory, like separate Lambda containers.
     pub fn start(root: &Path, env: &[(String, String)], emulator: &Emulator, concurrency: u32) -> anyhow::Result<Self> {
-        // Built here, as `cargo lambda watch` will (`cargo run --bin F`: the function crates have
-        // the same dependencies, so one build serves all four), rather than on the first request.
-        crate::run(crate::cargo().args(["build", "--locked"]).args(FUNCTIONS.iter().flat_map(|f| ["--bin", f])))?;
+        // Built here rather than on the first request. `cargo lambda watch` runs `cargo run --bin
+        // F` at the workspace root, which resolves features over every member without
+        // dev-dependencies: exactly `build --workspace --bins`, so nothing is compiled twice.
+        crate::build_workspace_bins()?;
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
         let log = std::fs::File::create(root.join("target/aws/watch.log"))?;
         let mut process = Group::spawn(
@@ -270,7 +271,7 @@ impl Stack {
         listen: &str,
         site: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        crate::run(crate::cargo().args(["build", "--locked", "-p", "firstcome-emulate"]))?;
+        crate::build_workspace_bins()?;
         let env = provision(root, emulator, name)?;
         let routes = root.join(format!("target/aws/{name}-routes.json"));
         crate::run(emulator_py(root, "routes").arg(root.join("template.yaml")).arg(&routes))?;
@@ -332,6 +333,3 @@ impl Stack {
         }
     }
 }
-
-/// The function binaries (template.yaml's `BuildProperties.Binary`).
-pub const FUNCTIONS: &[&str] = &["claim", "campaign", "ledger", "reconciler"];

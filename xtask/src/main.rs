@@ -194,18 +194,18 @@ fn cargo_test(cmd: &mut Command, totals: &mut (u64, u64)) -> anyhow::Result<()> 
 /// ending with one plain total line, so the last line of the run says how many tests ran.
 fn test_everything(root: &Path, env: &[(&str, String)], emulator: &aws::Emulator) -> anyhow::Result<()> {
     let mut totals = (0, 0);
-    // firstcome-emulate's own tests need the whole stack up: they run below, against it.
+    // Every cargo command here selects the whole workspace: a subset (`-p`, `--exclude`) resolves
+    // features differently and rebuilds every dependency again. The gateway test is `test =
+    // false` (kept out of --all-targets) and runs below, by name, once the stack is up.
     cargo_test(
-        cargo()
-            .args(["test", "--workspace", "--all-targets", "--locked", "--exclude", "firstcome-emulate"])
-            .envs(env.iter().map(|(k, v)| (k, v))),
+        cargo().args(["test", "--workspace", "--all-targets", "--locked"]).envs(env.iter().map(|(k, v)| (k, v))),
         &mut totals,
     )?;
     aws::invoke_shipped_events(root, emulator)?;
     let stack = aws::Stack::start(root, emulator, &format!("gateway{}", std::process::id()), "127.0.0.1:0", None)?;
     cargo_test(
         cargo()
-            .args(["test", "--locked", "-p", "firstcome-emulate"])
+            .args(["test", "--workspace", "--locked", "--test", "through_the_gateway"])
             .envs(aws::sdk_env(&emulator.url))
             .envs(stack.env.iter().map(|(k, v)| (k, v)))
             .env("FIRSTCOME_EMULATE_URL", &stack.url)
@@ -217,6 +217,12 @@ fn test_everything(root: &Path, env: &[(&str, String)], emulator: &aws::Emulator
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// Every binary of the workspace, with the feature set `cargo lambda watch` and the e2e tests'
+/// builds use (`--workspace`, no dev-dependencies), so they all share one set of artifacts.
+pub(crate) fn build_workspace_bins() -> anyhow::Result<()> {
+    run(cargo().args(["build", "--locked", "--workspace", "--bins"]))
 }
 
 pub(crate) fn cargo() -> Command {

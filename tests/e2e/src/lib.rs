@@ -14,21 +14,24 @@ pub use firstcome_rehearse::Client;
 /// Builds `firstcome-local` with the profile this test binary was built with (so the child is
 /// never a stale build) and returns its path.
 pub fn local_binary() -> PathBuf {
-    workspace_binary("firstcome-local", "firstcome-local")
+    workspace_binary("firstcome-local")
 }
 
 /// Builds `firstcome-rehearse`, the load tool, the same way.
 pub fn rehearse_binary() -> PathBuf {
-    workspace_binary("firstcome-rehearse", "firstcome-rehearse")
+    workspace_binary("firstcome-rehearse")
 }
 
-fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+fn workspace_binary(bin: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> → target/<profile>
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps layout").to_owned();
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.args(["build", "--quiet", "-p", package, "--bin", bin]);
+    // `--workspace --bins`, not `-p package`: a one-package build resolves features differently
+    // and recompiles every dependency into a second copy (CI's disk ran out); this is the same
+    // build xtask and `cargo lambda watch` make.
+    cargo.args(["build", "--quiet", "--workspace", "--bins"]);
     if release {
         cargo.arg("--release");
     }
