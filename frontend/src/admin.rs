@@ -1,6 +1,7 @@
-//! `/admin`: the marketing page. Sign in with the admin token, create a campaign (times entered
-//! in the browser's zone, UTC shown beside them), reschedule or edit it before it opens, end a
-//! running one, download the winners, and watch issued / remaining / ledger figures live.
+//! `/admin`: the marketing page. Sign in (the admin token locally, a user-pool account in the
+//! `admin` group on AWS), create a campaign (times entered in the browser's zone, UTC shown beside
+//! them), reschedule or edit it before it opens, end a running one, download the winners, and
+//! watch issued / remaining / ledger figures live.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use wasm_bindgen_futures::spawn_local;
 use crate::api::{Call, Failure, millis, to_json};
 use crate::i18n::Lang;
 use crate::session;
+use firstcome_wire::site::IdentityConfig;
 
 /// Claims-per-second samples kept per campaign for the chart (one per poll, about a minute).
 const CHART_POINTS: usize = 60;
@@ -107,13 +109,30 @@ pub fn AdminPage(lang: RwSignal<Lang>) -> impl IntoView {
     let _ = lang;
     let token = RwSignal::new(session::load_admin());
     let typed = RwSignal::new(String::new());
+    let password = RwSignal::new(String::new());
     let sign_in_error = RwSignal::new(None::<String>);
+    // Local mode: the admin token itself. AWS: marketing's user-pool account (group `admin`).
+    let identity = RwSignal::new(None::<IdentityConfig>);
+    spawn_local(async move { identity.set(Some(session::identity().await)) });
 
     let sign_in = move || {
-        let t = typed.get_untracked().trim().to_owned();
+        let typed = typed.get_untracked().trim().to_owned();
+        let secret = password.get_untracked();
+        let Some(provider) = identity.get_untracked() else { return };
         spawn_local(async move {
+            let t = match provider {
+                IdentityConfig::DevTokens => typed,
+                IdentityConfig::Cognito { endpoint, client_id } => {
+                    match session::cognito_sign_in(&endpoint, &client_id, &typed, &secret).await {
+                        Ok(s) => s.token,
+                        Err(f) => return sign_in_error.set(Some(f.message())),
+                    }
+                }
+            };
+            // The token is tried on an admin route: a customer's account is told so here (403).
             match Call::get("/api/admin/campaigns?limit=1").token(Some(&t)).json::<AdminCampaignPage>().await {
                 Ok(_) => {
+                    password.set(String::new());
                     session::save_admin(Some(&t));
                     token.set(Some(t));
                     sign_in_error.set(None);
@@ -126,15 +145,30 @@ pub fn AdminPage(lang: RwSignal<Lang>) -> impl IntoView {
     view! {
         <h1>"Marketing"</h1>
         {move || match token.get() {
-            None => view! {
-                <form class="sign-in" on:submit=move |ev| { ev.prevent_default(); sign_in(); }>
-                    <label for="admin-token">"Admin token (local mode: the contents of <data-dir>/admin-token)"</label>
-                    <input id="admin-token" data-testid="admin-token" type="password" autocomplete="off"
-                        prop:value=move || typed.get() on:input=move |ev| typed.set(event_target_value(&ev)) />
-                    <button type="submit" data-testid="admin-sign-in">"Sign in"</button>
-                    <p class="field-error" data-testid="admin-sign-in-error">{move || sign_in_error.get()}</p>
-                </form>
-            }.into_any(),
+            None => match identity.get() {
+                None => ().into_any(),
+                Some(IdentityConfig::DevTokens) => view! {
+                    <form class="sign-in" on:submit=move |ev| { ev.prevent_default(); sign_in(); }>
+                        <label for="admin-token">"Admin token (local mode: the contents of <data-dir>/admin-token)"</label>
+                        <input id="admin-token" data-testid="admin-token" type="password" autocomplete="off"
+                            prop:value=move || typed.get() on:input=move |ev| typed.set(event_target_value(&ev)) />
+                        <button type="submit" data-testid="admin-sign-in">"Sign in"</button>
+                        <p class="field-error" data-testid="admin-sign-in-error">{move || sign_in_error.get()}</p>
+                    </form>
+                }.into_any(),
+                Some(IdentityConfig::Cognito { .. }) => view! {
+                    <form class="sign-in" on:submit=move |ev| { ev.prevent_default(); sign_in(); }>
+                        <label for="admin-email">"Email (an account in the user pool's admin group)"</label>
+                        <input id="admin-email" data-testid="admin-email" type="email" autocomplete="username"
+                            prop:value=move || typed.get() on:input=move |ev| typed.set(event_target_value(&ev)) />
+                        <label for="admin-password">"Password"</label>
+                        <input id="admin-password" data-testid="admin-password" type="password" autocomplete="current-password"
+                            prop:value=move || password.get() on:input=move |ev| password.set(event_target_value(&ev)) />
+                        <button type="submit" data-testid="admin-sign-in">"Sign in"</button>
+                        <p class="field-error" data-testid="admin-sign-in-error">{move || sign_in_error.get()}</p>
+                    </form>
+                }.into_any(),
+            },
             Some(t) => view! {
                 <button type="button" class="link" on:click=move |_| { session::save_admin(None); token.set(None); }>"Sign out"</button>
                 <Dashboard token=t />

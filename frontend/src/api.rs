@@ -16,6 +16,8 @@ pub enum Failure {
     Api { status: u16, body: ErrorBody, retry_after: Option<f64> },
     /// Something answered without an error body (a proxy, a gateway timeout).
     Http { status: u16, retry_after: Option<f64> },
+    /// The identity provider (Cognito) refused: wrong password, user exists, weak password...
+    Identity { status: u16, kind: String, message: String },
     /// No answer at all.
     Network(String),
 }
@@ -23,7 +25,9 @@ pub enum Failure {
 impl Failure {
     pub fn status(&self) -> Option<u16> {
         match self {
-            Failure::Api { status, .. } | Failure::Http { status, .. } => Some(*status),
+            Failure::Api { status, .. } | Failure::Http { status, .. } | Failure::Identity { status, .. } => {
+                Some(*status)
+            }
             Failure::Network(_) => None,
         }
     }
@@ -38,7 +42,7 @@ impl Failure {
     pub fn retry_after(&self) -> Option<f64> {
         match self {
             Failure::Api { retry_after, .. } | Failure::Http { retry_after, .. } => *retry_after,
-            Failure::Network(_) => None,
+            Failure::Identity { .. } | Failure::Network(_) => None,
         }
     }
 
@@ -55,6 +59,7 @@ impl Failure {
         match self {
             Failure::Api { body, .. } => body.message.clone(),
             Failure::Http { status, .. } => format!("HTTP {status}"),
+            Failure::Identity { message, .. } => message.clone(),
             Failure::Network(e) => e.clone(),
         }
     }

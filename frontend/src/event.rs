@@ -12,7 +12,8 @@ use crate::api::{Call, Failure, millis, sleep};
 use crate::clock::{ClockSync, countdown};
 use crate::i18n::Lang;
 use crate::retry::backoff_ms;
-use crate::session::{self, DevTokens, IdentityProvider, Session};
+use crate::session::{self, Session};
+use firstcome_wire::site::IdentityConfig;
 
 /// Where the customer's claim stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +55,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
         move |s: Session| {
             let id = id.clone();
             spawn_local(async move {
+                let s = session::fresh(s).await;
                 let path = format!("/api/campaigns/{id}/claims/me");
                 match Call::get(&path).token(Some(&s.token)).fresh().json::<Coupon>().await {
                     Ok(a) => claim.set(Claim::Won { coupon: a.value, fresh: false }),
@@ -97,21 +99,54 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
         })
     };
 
+    // Sign-in: a name in local mode; email and password (and sign-up) on the Cognito user pool.
+    let identity = RwSignal::new(None::<IdentityConfig>);
+    spawn_local(async move { identity.set(Some(session::identity().await)) });
     let name = RwSignal::new(String::new());
+    let password = RwSignal::new(String::new());
+    let code = RwSignal::new(String::new());
+    let awaiting_code = RwSignal::new(false);
     let sign_in_error = RwSignal::new(None::<String>);
-    let on_sign_in = Callback::new(move |()| {
-        let typed = name.get_untracked();
+    let signed_in = move |s: Session| {
+        session::save(Some(&s));
+        session.set(Some(s.clone()));
+        sign_in_error.set(None);
+        password.set(String::new());
+        check_mine(s);
+    };
+    // `action`: 0 sign in, 1 sign up, 2 confirm the emailed code (then sign in).
+    let on_sign_in = Callback::new(move |action: u8| {
+        let (typed, secret, emailed) = (name.get_untracked(), password.get_untracked(), code.get_untracked());
         if typed.trim().is_empty() {
             return;
         }
-        let check_mine = check_mine.clone();
+        let Some(provider) = identity.get_untracked() else { return };
+        let signed_in = signed_in.clone();
         spawn_local(async move {
-            match DevTokens.sign_in(&typed).await {
-                Ok(s) => {
-                    session::save(Some(&s));
-                    session.set(Some(s.clone()));
+            let result = match provider {
+                IdentityConfig::DevTokens => session::dev_sign_in(&typed).await.map(Some),
+                IdentityConfig::Cognito { endpoint, client_id } => {
+                    let (e, c) = (endpoint.as_str(), client_id.as_str());
+                    let ready = match action {
+                        1 => session::cognito_sign_up(e, c, &typed, &secret).await,
+                        2 => session::cognito_confirm(e, c, &typed, &emailed).await.map(|()| true),
+                        _ => Ok(true),
+                    };
+                    match ready {
+                        Ok(true) => session::cognito_sign_in(e, c, &typed, &secret).await.map(Some),
+                        Ok(false) => Ok(None),
+                        Err(f) => Err(f),
+                    }
+                }
+            };
+            match result {
+                Ok(Some(s)) => {
+                    awaiting_code.set(false);
+                    signed_in(s);
+                }
+                Ok(None) => {
+                    awaiting_code.set(true);
                     sign_in_error.set(None);
-                    check_mine(s);
                 }
                 Err(f) => sign_in_error.set(Some(f.message())),
             }
@@ -179,13 +214,46 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
                 </p>
 
                 <Show when=move || session.with(Option::is_none)>
-                    <form class="sign-in" on:submit=move |ev| { ev.prevent_default(); on_sign_in.run(()); }>
-                        <label for="sign-in-name">{move || lang.get().text().sign_in_name}</label>
-                        <input id="sign-in-name" data-testid="sign-in-name" autocomplete="username" maxlength="128"
-                            prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev)) />
-                        <button type="submit" data-testid="sign-in">{move || lang.get().text().sign_in}</button>
-                        <p class="field-error">{move || sign_in_error.get()}</p>
-                    </form>
+                    {move || match identity.get() {
+                        None => ().into_any(),
+                        Some(IdentityConfig::DevTokens) => view! {
+                            <form class="sign-in" on:submit=move |ev| { ev.prevent_default(); on_sign_in.run(0); }>
+                                <label for="sign-in-name">{move || lang.get().text().sign_in_name}</label>
+                                <input id="sign-in-name" data-testid="sign-in-name" autocomplete="username" maxlength="128"
+                                    prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev)) />
+                                <button type="submit" data-testid="sign-in">{move || lang.get().text().sign_in}</button>
+                                <p class="field-error" data-testid="sign-in-error">{move || sign_in_error.get()}</p>
+                            </form>
+                        }.into_any(),
+                        Some(IdentityConfig::Cognito { .. }) => view! {
+                            <form class="sign-in" on:submit=move |ev| {
+                                ev.prevent_default();
+                                on_sign_in.run(if awaiting_code.get_untracked() { 2 } else { 0 });
+                            }>
+                                <label for="sign-in-email">{move || lang.get().text().email}</label>
+                                <input id="sign-in-email" data-testid="sign-in-email" type="email" autocomplete="username"
+                                    maxlength="128" prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev)) />
+                                <label for="sign-in-password">{move || lang.get().text().password}</label>
+                                <input id="sign-in-password" data-testid="sign-in-password" type="password"
+                                    autocomplete="current-password" maxlength="256"
+                                    prop:value=move || password.get() on:input=move |ev| password.set(event_target_value(&ev)) />
+                                <Show when=move || awaiting_code.get()>
+                                    <p>{move || lang.get().text().code_sent}</p>
+                                    <label for="confirm-code">{move || lang.get().text().confirm_code}</label>
+                                    <input id="confirm-code" data-testid="confirm-code" autocomplete="one-time-code" maxlength="16"
+                                        prop:value=move || code.get() on:input=move |ev| code.set(event_target_value(&ev)) />
+                                    <button type="submit" data-testid="confirm">{move || lang.get().text().confirm}</button>
+                                </Show>
+                                <Show when=move || !awaiting_code.get()>
+                                    <button type="submit" data-testid="sign-in">{move || lang.get().text().sign_in}</button>
+                                    <button type="button" class="link" data-testid="sign-up" on:click=move |_| on_sign_in.run(1)>
+                                        {move || lang.get().text().sign_up}
+                                    </button>
+                                </Show>
+                                <p class="field-error" data-testid="sign-in-error">{move || sign_in_error.get()}</p>
+                            </form>
+                        }.into_any(),
+                    }}
                 </Show>
                 <p class="who">{move || session.get().map(|s| (lang.get().text().signed_in_as)(&s.user))}</p>
 
@@ -282,6 +350,8 @@ async fn claim_with_retries(
     session: RwSignal<Option<Session>>,
 ) {
     let path = format!("/api/campaigns/{id}/claims");
+    // A token about to expire is renewed before the click is sent, not after a 401 at T0.
+    let s = session::fresh(s).await;
     for attempt in 0..MAX_TRIES {
         match Call::post(&path).token(Some(&s.token)).json::<ClaimResponse>().await {
             Ok(a) => {

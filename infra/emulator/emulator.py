@@ -9,7 +9,11 @@
                                           creates the template's tables and queues (redrive
                                           included) on AWS_ENDPOINT_URL, names prefixed, and
                                           writes the functions' environment (the template's
-                                          Globals, every !Ref resolved) as JSON
+                                          Globals, every !Ref resolved) as JSON; also the user
+                                          pool, its client and groups, and the JWT authorizer's
+                                          settings (EMULATED_*)
+  python3 emulator.py user POOL EMAIL PASSWORD [GROUP]
+                                          a confirmed user of the emulated user pool
   python3 emulator.py routes TEMPLATE OUT the HTTP API's routes (method, path, function binary,
                                           whether the JWT authorizer guards it) as JSON, for the
                                           local gateway
@@ -19,6 +23,7 @@
 """
 
 import json
+import os
 import sys
 
 
@@ -101,7 +106,34 @@ def provision(template: str, prefix: str, out: str) -> None:
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         physical[name] = {"Ref": url, "Arn": arn, "QueueName": queue}
 
+    # The user pool, its app client and groups, as the template has them (moto's CloudFormation
+    # does not create Cognito resources, so the API calls are made here).
+    cognito = boto3.client("cognito-idp")
+    for name, res in resources.items():
+        if res.get("Type") == "AWS::Cognito::UserPool":
+            p = {k: v for k, v in res.get("Properties", {}).items() if k in ("UsernameAttributes", "AutoVerifiedAttributes", "Policies")}
+            pool = cognito.create_user_pool(PoolName=f"{prefix}-{name}", **p)["UserPool"]
+            physical[name] = {"Ref": pool["Id"]}
+    for name, res in resources.items():
+        p = res.get("Properties", {})
+        if res.get("Type") == "AWS::Cognito::UserPoolClient":
+            client = cognito.create_user_pool_client(
+                UserPoolId=physical[p["UserPoolId"]["Ref"]]["Ref"],
+                ClientName=f"{prefix}-{name}",
+                GenerateSecret=p.get("GenerateSecret", False),
+                ExplicitAuthFlows=p.get("ExplicitAuthFlows", []),
+            )["UserPoolClient"]
+            physical[name] = {"Ref": client["ClientId"]}
+        elif res.get("Type") == "AWS::Cognito::UserPoolGroup":
+            cognito.create_group(UserPoolId=physical[p["UserPoolId"]["Ref"]]["Ref"], GroupName=p["GroupName"])
+
     def resolve(value):
+        if isinstance(value, dict) and "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+            import re
+
+            names = {"AWS::Region": boto3.session.Session().region_name}
+            names.update({k: v["Ref"] for k, v in physical.items()})
+            return re.sub(r"\$\{([^}]+)\}", lambda m: names[m.group(1)], value["Fn::Sub"])
         if isinstance(value, dict) and "Ref" in value:
             ref = value["Ref"]
             if ref in physical:
@@ -118,8 +150,39 @@ def provision(template: str, prefix: str, out: str) -> None:
     for name, res in queues.items():
         env[f"EMULATED_{name.upper()}_URL"] = physical[name]["Ref"]
         env[f"EMULATED_{name.upper()}_ARN"] = physical[name]["Arn"]
+    # What API Gateway's JWT authorizer is configured with: the gateway stand-in does its job.
+    for res in resources.values():
+        jwt = res.get("Properties", {}).get("Auth", {}).get("Authorizers", {})
+        for authorizer in jwt.values() if res.get("Type") == "AWS::Serverless::HttpApi" else []:
+            config = authorizer["JwtConfiguration"]
+            issuer = resolve(config["issuer"])
+            pool = issuer.rsplit("/", 1)[1]
+            env["EMULATED_JWT_ISSUER"] = issuer
+            env["EMULATED_JWT_AUDIENCE"] = ",".join(resolve(a) for a in config["audience"])
+            endpoint = os.environ["AWS_ENDPOINT_URL"].rstrip("/")
+            env["EMULATED_JWKS_URL"] = f"{endpoint}/{pool}/.well-known/jwks.json"
+            env["EMULATED_USER_POOL_ID"] = pool
+            # What the page's /config.json names: the user-pool API and the public client.
+            env["EMULATED_COGNITO_ENDPOINT"] = endpoint + "/"
+            env["EMULATED_COGNITO_CLIENT_ID"] = resolve(config["audience"][0])
     with open(out, "w", encoding="utf-8") as f:
         json.dump(env, f, indent=1, sort_keys=True)
+
+
+def user(pool: str, email: str, password: str, group: str | None) -> None:
+    """A confirmed user with a permanent password (and a group), as an operator would make one."""
+    import boto3
+
+    cognito = boto3.client("cognito-idp")
+    cognito.admin_create_user(
+        UserPoolId=pool,
+        Username=email,
+        UserAttributes=[{"Name": "email", "Value": email}, {"Name": "email_verified", "Value": "true"}],
+        MessageAction="SUPPRESS",
+    )
+    cognito.admin_set_user_password(UserPoolId=pool, Username=email, Password=password, Permanent=True)
+    if group:
+        cognito.admin_add_user_to_group(UserPoolId=pool, Username=email, GroupName=group)
 
 
 def routes(template: str, out: str) -> None:
@@ -181,6 +244,8 @@ if __name__ == "__main__":
         tables(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 5 and sys.argv[1] == "provision":
         provision(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) in (5, 6) and sys.argv[1] == "user":
+        user(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) == 6 else None)
     elif len(sys.argv) == 4 and sys.argv[1] == "routes":
         routes(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 4 and sys.argv[1] == "translate":

@@ -39,6 +39,8 @@ pub fn sdk_env(url: &str) -> Vec<(&'static str, String)> {
         ("AWS_SECRET_ACCESS_KEY", "emulated".into()),
         ("AWS_SESSION_TOKEN", String::new()),
         ("AWS_REGION", "us-east-1".into()),
+        // boto3 (emulator.py) reads this one, not AWS_REGION.
+        ("AWS_DEFAULT_REGION", "us-east-1".into()),
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ("AWS_CONFIG_FILE", "/dev/null".into()),
         ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
@@ -153,8 +155,7 @@ pub fn provision(root: &Path, emulator: &Emulator, prefix: &str) -> anyhow::Resu
             .arg(root.join("template.yaml"))
             .arg(prefix)
             .arg(&out)
-            .envs(sdk_env(&emulator.url))
-            .env("AWS_DEFAULT_REGION", "us-east-1"),
+            .envs(sdk_env(&emulator.url)),
     )?;
     let env: std::collections::BTreeMap<String, String> =
         serde_json::from_str(&std::fs::read_to_string(&out)?).context("reading the provisioned environment")?;
@@ -181,6 +182,9 @@ impl Watch {
             Command::new("cargo")
                 .args(["lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", &port.to_string()])
                 .args(["--concurrency", &concurrency.to_string()])
+                // No rebuild-and-restart on an edit: invocations in flight during a reload fail
+                // (seen: a test file saved mid-run broke every later call). Restart to pick up code.
+                .arg("--ignore-changes")
                 .envs(sdk_env(&emulator.url))
                 .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdout(log.try_clone()?)
@@ -253,6 +257,9 @@ pub fn invoke_shipped_events(root: &Path, emulator: &Emulator) -> anyhow::Result
     Ok(())
 }
 
+/// The emulated user pool's marketing account (password in `<data dir>/admin-credentials`).
+pub const ADMIN_EMAIL: &str = "marketing@firstcome.test";
+
 /// The AWS shape on this machine: tables and queues from the template, the functions under
 /// `cargo lambda watch`, and `firstcome-emulate` in front (API Gateway + the SQS trigger).
 pub struct Stack {
@@ -284,12 +291,33 @@ impl Stack {
                 .with_context(|| format!("provisioning gave no {k}"))
         };
         let data_dir = root.join(format!("target/aws/{name}"));
+        std::fs::create_dir_all(&data_dir)?;
+        // Marketing's account: made by an operator on AWS (README), here with a fresh password.
+        let mut secret = [0u8; 12];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut secret)?;
+        let password = format!("Fc-{}-Aa9", secret.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        crate::run(
+            emulator_py(root, "user")
+                .args([&get("EMULATED_USER_POOL_ID")?, ADMIN_EMAIL, &password, "admin"])
+                .envs(sdk_env(&emulator.url)),
+        )?;
+        std::fs::write(data_dir.join("admin-credentials"), format!("{ADMIN_EMAIL}\n{password}\n"))?;
         let mut cmd = Command::new(root.join("target/debug/firstcome-emulate"));
         cmd.args(["--listen", listen, "--lambda", &format!("http://127.0.0.1:{}", watch.port)])
             .arg("--routes")
             .arg(&routes)
-            .arg("--data-dir")
-            .arg(&data_dir)
+            .args([
+                "--jwt-issuer",
+                &get("EMULATED_JWT_ISSUER")?,
+                "--jwt-audience",
+                &get("EMULATED_JWT_AUDIENCE")?,
+                "--jwks-url",
+                &get("EMULATED_JWKS_URL")?,
+                "--cognito-endpoint",
+                &get("EMULATED_COGNITO_ENDPOINT")?,
+                "--cognito-client-id",
+                &get("EMULATED_COGNITO_CLIENT_ID")?,
+            ])
             .args([
                 "--ledger-queue-url",
                 &get("EMULATED_LEDGERQUEUE_URL")?,

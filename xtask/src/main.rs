@@ -57,7 +57,7 @@ enum Task {
     },
     /// The AWS shape on this machine: the emulated endpoint (moto), tables and queues from
     /// template.yaml, the functions under `cargo lambda watch`, and a local API Gateway + SQS
-    /// trigger in front. Prints one base URL (the page, the API, dev sign-in); Ctrl-C stops it.
+    /// trigger in front. Prints one base URL (the page, the API) and marketing's sign-in; Ctrl-C stops it.
     Emulate {
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: String,
@@ -142,8 +142,11 @@ fn main() -> anyhow::Result<()> {
                 aws::Stack::start(&root, &emulator, &format!("emulate{}", std::process::id()), &listen, Some(&site))?;
             println!("firstcome (AWS shape, emulated) on {}", stack.url);
             println!("  the page: {0}/   marketing: {0}/admin   API: {0}/api/...", stack.url);
-            println!("  admin token: {}", stack.data_dir.join("admin-token").display());
-            println!("  dev sign-in: POST {}/api/dev/token {{\"user_id\": \"...\"}}", stack.url);
+            println!(
+                "  sign-in: the emulated Cognito user pool; customers sign up on the page, marketing signs in as {} (password in {})",
+                aws::ADMIN_EMAIL,
+                stack.data_dir.join("admin-credentials").display()
+            );
             println!("  Ctrl-C stops everything");
             stack.wait()
         }
@@ -202,7 +205,9 @@ fn test_everything(root: &Path, env: &[(&str, String)], emulator: &aws::Emulator
         &mut totals,
     )?;
     aws::invoke_shipped_events(root, emulator)?;
-    let stack = aws::Stack::start(root, emulator, &format!("gateway{}", std::process::id()), "127.0.0.1:0", None)?;
+    let site = root.join("target/site");
+    let stack =
+        aws::Stack::start(root, emulator, &format!("gateway{}", std::process::id()), "127.0.0.1:0", Some(&site))?;
     cargo_test(
         cargo()
             .args(["test", "--workspace", "--locked", "--test", "through_the_gateway"])

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use firstcome_api::{AppState, Auth};
 use firstcome_core::{CacheConfig, CampaignId, CampaignStore, CouponTemplate, Issuer, NewCampaign, Status, StoreError};
 use firstcome_store_sqlite::{SqliteError, SqliteStore};
+use firstcome_wire::site::{IdentityConfig, SiteConfig};
+use firstcome_wire::{ErrorBody, ErrorCode};
 use rand::RngCore;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -149,7 +151,8 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), LocalError> {
 
 /// The whole HTTP surface of local mode: the API, and the page when `--site-dir` is given.
 pub fn app(local: &Local) -> axum::Router {
-    firstcome_api::router_with_site(local.state.clone(), local.config.site_dir.as_deref().map(site))
+    let dev_tokens = local.config.dev_tokens;
+    firstcome_api::router_with_site(local.state.clone(), local.config.site_dir.as_deref().map(|d| site(d, dev_tokens)))
 }
 
 /// Serves `local` on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
@@ -192,8 +195,9 @@ pub async fn run_app(
 /// The page's static files: `/assets/*` are content-hashed, so cacheable for a year and
 /// immutable; every other path is the app's `index.html` (its client-side routes), revalidated
 /// on every load so a deploy is picked up at once. Brotli or gzip twins are served to clients
-/// that accept them.
-pub fn site(dir: &Path) -> axum::Router {
+/// that accept them. `/config.json` tells the page how to sign in: dev tokens when they are on,
+/// else a 404 (never the app's HTML, which the page could not read).
+pub fn site(dir: &Path, dev_tokens: bool) -> axum::Router {
     use axum::http::{HeaderValue, Response, header::CACHE_CONTROL};
     use tower_http::services::{ServeDir, ServeFile};
     use tower_http::set_header::SetResponseHeaderLayer;
@@ -208,7 +212,24 @@ pub fn site(dir: &Path) -> axum::Router {
     let index = tower::ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(CACHE_CONTROL, on_success("no-cache")))
         .service(ServeFile::new(dir.join("index.html")).precompressed_br().precompressed_gzip());
-    axum::Router::new().nest_service("/assets", assets).fallback_service(index)
+    let config = move || async move {
+        use axum::response::IntoResponse;
+        let headers = [(CACHE_CONTROL, "no-cache")];
+        if dev_tokens {
+            (headers, axum::Json(SiteConfig { identity: IdentityConfig::DevTokens })).into_response()
+        } else {
+            let body = ErrorBody {
+                error: ErrorCode::NotFound,
+                message: "this server has no sign-in for the page (start it with --dev-tokens)".into(),
+                field: None,
+            };
+            (axum::http::StatusCode::NOT_FOUND, headers, axum::Json(body)).into_response()
+        }
+    };
+    axum::Router::new()
+        .route("/config.json", axum::routing::get(config))
+        .nest_service("/assets", assets)
+        .fallback_service(index)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

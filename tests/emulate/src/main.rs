@@ -1,8 +1,12 @@
 //! `firstcome-emulate`: API Gateway and the SQS trigger, stood in for on one machine, in front of
 //! the real function binaries under `cargo lambda watch`. Routes and which of them the JWT
-//! authorizer guards come from template.yaml (`emulator.py routes`); the authorizer's job is done
-//! with local HS256 dev tokens; each request becomes the API Gateway v2 event the function would
-//! get on AWS. `cargo xtask emulate` starts it; nothing here decides anything the functions do.
+//! authorizer guards come from template.yaml (`emulator.py routes`); the authorizer checks the
+//! emulated Cognito user pool's RS256 tokens against its JWKS, as configured in the template; each
+//! request becomes the API Gateway v2 event the function would get on AWS. It also serves the
+//! page and its `/config.json` (what CloudFront and the deploy step do). `cargo xtask emulate`
+//! starts it; nothing here decides anything the functions do.
+
+mod authorizer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,8 +24,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use clap::Parser;
-use firstcome_api::Auth;
-use firstcome_wire::{DevTokenRequest, DevTokenResponse};
+use firstcome_wire::site::{IdentityConfig, SiteConfig};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -43,9 +46,21 @@ struct Args {
     /// The HTTP API's routes, from `emulator.py routes template.yaml`.
     #[arg(long)]
     routes: PathBuf,
-    /// Where the dev-token secret and the admin token are kept.
+    /// The JWT authorizer's issuer (template: the user pool's URL).
     #[arg(long)]
-    data_dir: PathBuf,
+    jwt_issuer: String,
+    /// The JWT authorizer's audiences, comma-separated (template: the app client).
+    #[arg(long, value_delimiter = ',')]
+    jwt_audience: Vec<String>,
+    /// Where the user pool's signing keys are published.
+    #[arg(long)]
+    jwks_url: String,
+    /// The user-pool API the page signs in with (`/config.json`).
+    #[arg(long)]
+    cognito_endpoint: String,
+    /// The app client the page signs in as (`/config.json`).
+    #[arg(long)]
+    cognito_client_id: String,
     /// The ledger queue the SQS trigger's stand-in polls into the `ledger` function.
     #[arg(long)]
     ledger_queue_url: String,
@@ -95,7 +110,7 @@ impl Route {
 
 struct Gateway {
     routes: Vec<Route>,
-    auth: Auth,
+    authorizer: authorizer::JwtAuthorizer,
     lambda: String,
     client: Client<HttpConnector, Full<Bytes>>,
     requests: AtomicU64,
@@ -137,16 +152,9 @@ async fn handle(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<S
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-        match token.map(|t| gw.auth.verify(t.trim())) {
-            Some(Ok(c)) => {
-                let mut claims =
-                    json!({ "sub": c.sub, "token_use": "id", "exp": c.exp.to_string(), "iat": c.iat.to_string() });
-                if c.role.as_deref() == Some(firstcome_api::auth::ADMIN_ROLE) {
-                    claims["cognito:groups"] = json!("[admin]");
-                }
-                Some(claims)
-            }
-            _ => return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized"),
+        match token.and_then(|t| gw.authorizer.authorize(t.trim())) {
+            Some(claims) => Some(Value::Object(claims)),
+            None => return gateway_error(StatusCode::UNAUTHORIZED, "Unauthorized"),
         }
     } else {
         None
@@ -251,28 +259,6 @@ fn to_response(answer: &Value) -> Option<Response> {
     Some(res)
 }
 
-/// `POST /api/dev/token` (loopback only), as local mode has it: the emulated identity provider.
-async fn dev_token(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Bytes,
-) -> Response {
-    if !peer.ip().is_loopback() {
-        return gateway_error(StatusCode::FORBIDDEN, "dev tokens are only handed out to this machine");
-    }
-    let Ok(DevTokenRequest { user_id }) = serde_json::from_slice(&body) else {
-        return gateway_error(StatusCode::BAD_REQUEST, "expected {\"user_id\": \"...\"}");
-    };
-    let user = match firstcome_core::UserId::parse(&user_id) {
-        Ok(user) => user,
-        Err(e) => return gateway_error(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    match gw.auth.sign(user.as_str(), None, time::Duration::days(1)) {
-        Some(token) => Json(DevTokenResponse { token }).into_response(),
-        None => gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "the gateway cannot sign tokens"),
-    }
-}
-
 /// The SQS trigger's stand-in: polls the ledger queue into the `ledger` function until stopped.
 async fn trigger(gw: Arc<Gateway>, source: firstcome_aws::SqsEventSource) {
     loop {
@@ -313,26 +299,21 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let routes: Vec<Route> = serde_json::from_str(&std::fs::read_to_string(&args.routes).context("reading routes")?)?;
     anyhow::ensure!(!routes.is_empty(), "{}: no routes", args.routes.display());
-    std::fs::create_dir_all(&args.data_dir)?;
-    let secret_path = args.data_dir.join("jwt-secret");
-    let secret = match std::fs::read_to_string(&secret_path) {
-        Ok(s) if s.trim().len() >= 32 => s.trim().to_owned(),
-        _ => {
-            let s: String =
-                rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric).take(48).map(char::from).collect();
-            std::fs::write(&secret_path, &s)?;
-            s
-        }
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let jwks = fetch_json(&client, &args.jwks_url).await.context("fetching the user pool's JWKS")?;
+    let authorizer = authorizer::JwtAuthorizer::new(&jwks, &args.jwt_issuer, &args.jwt_audience)?;
+    let config = SiteConfig {
+        identity: IdentityConfig::Cognito {
+            endpoint: args.cognito_endpoint.clone(),
+            client_id: args.cognito_client_id,
+        },
     };
-    let auth = Auth::hs256(secret.as_bytes(), true);
-    let admin_token = auth.sign("emulate-admin", Some(firstcome_api::auth::ADMIN_ROLE), time::Duration::days(30));
-    std::fs::write(args.data_dir.join("admin-token"), admin_token.context("signing the admin token")?)?;
 
     let gw = Arc::new(Gateway {
         routes,
-        auth,
+        authorizer,
         lambda: args.lambda.trim_end_matches('/').to_owned(),
-        client: Client::builder(TokioExecutor::new()).build_http(),
+        client,
         requests: AtomicU64::new(0),
     });
     let sqs = aws_sdk_sqs_client().await;
@@ -340,7 +321,11 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(trigger(gw.clone(), source));
 
     let mut app = axum::Router::new()
-        .route("/api/dev/token", axum::routing::post(dev_token))
+        // Written into the bucket by the deploy workflow on AWS; never cached there either.
+        .route(
+            "/config.json",
+            axum::routing::get(move || async move { ([(header::CACHE_CONTROL, "no-cache")], Json(config)) }),
+        )
         .route("/api", axum::routing::any(handle))
         .route("/api/{*rest}", axum::routing::any(handle))
         .route("/healthz", axum::routing::any(handle));
@@ -353,13 +338,18 @@ async fn main() -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("firstcome-emulate listening on http://{}", listener.local_addr()?);
-    println!("admin token: {}", args.data_dir.join("admin-token").display());
     axum::serve(listener, app.with_state(gw).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
     Ok(())
+}
+
+async fn fetch_json(client: &Client<HttpConnector, Full<Bytes>>, url: &str) -> anyhow::Result<Value> {
+    let res = client.get(url.parse()?).await?;
+    anyhow::ensure!(res.status().is_success(), "{url}: {}", res.status());
+    Ok(serde_json::from_slice(&res.into_body().collect().await?.to_bytes())?)
 }
 
 async fn aws_sdk_sqs_client() -> firstcome_aws::SqsClient {

@@ -1,30 +1,46 @@
 //! Claims through the emulated API Gateway URL, as a customer's browser would send them: the
 //! functions run as separate processes under `cargo lambda watch` on DynamoDB and SQS (moto).
-//! `cargo xtask test` starts that stack and passes its URL; this binary only talks to it.
+//! `cargo xtask test` starts that stack and passes its URL; this binary only talks to it. Every
+//! token is a real one from the emulated Cognito user pool, got the way the page gets it.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine;
+use firstcome_tests::browser::Browser;
+use firstcome_wire::site::{IdentityConfig, SiteConfig, cognito};
 use futures::StreamExt;
 use serde_json::{Value, json};
+
+/// One test at a time: the endpoint is single-threaded and a browser wants the cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Stack {
     url: String,
     admin: String,
-    secret: Vec<u8>,
+    endpoint: String,
+    client_id: String,
     http: firstcome_rehearse::Client,
 }
 
-fn stack() -> Stack {
+/// The stack, with marketing signed in through the user pool the page's `/config.json` names.
+async fn stack() -> Stack {
     let url = std::env::var("FIRSTCOME_EMULATE_URL").expect("FIRSTCOME_EMULATE_URL: run through `cargo xtask test`");
     let data = std::path::PathBuf::from(std::env::var("FIRSTCOME_EMULATE_DATA").expect("FIRSTCOME_EMULATE_DATA"));
-    Stack {
-        url,
-        admin: std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned(),
-        secret: std::fs::read_to_string(data.join("jwt-secret")).unwrap().trim().as_bytes().to_vec(),
-        http: firstcome_rehearse::Client::new(),
-    }
+    let http = firstcome_rehearse::Client::new();
+    let (status, config) = http.get(&format!("{url}/config.json"), None).await.unwrap();
+    assert_eq!(status, 200, "{config}");
+    let SiteConfig { identity: IdentityConfig::Cognito { endpoint, client_id } } =
+        serde_json::from_value(config.clone()).unwrap()
+    else {
+        panic!("the emulated stack's page should sign in with Cognito: {config}");
+    };
+    let credentials = std::fs::read_to_string(data.join("admin-credentials")).unwrap();
+    let (email, password) = credentials.trim().split_once('\n').unwrap();
+    let mut s = Stack { url, admin: String::new(), endpoint, client_id, http };
+    s.admin = s.sign_in(email, password).await;
+    s
 }
 
 impl Stack {
@@ -37,13 +53,41 @@ impl Stack {
             .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
     }
 
-    fn user_token(&self, user: &str) -> String {
-        firstcome_api::sign_hs256(&self.secret, user, None, time::Duration::hours(1))
+    /// The ID token, as the page gets it (`USER_PASSWORD_AUTH` on the app client).
+    async fn sign_in(&self, email: &str, password: &str) -> String {
+        let answer: cognito::InitiateAuthResponse = self
+            .http
+            .cognito(&self.endpoint, "InitiateAuth", &cognito::InitiateAuth::password(&self.client_id, email, password))
+            .await
+            .unwrap_or_else(|e| panic!("signing in {email}: {e}"));
+        answer.authentication_result.expect("no challenge for a confirmed user").id_token
+    }
+
+    /// A new customer: sign-up, the emailed code (moto accepts any), sign-in.
+    async fn customer(&self, email: &str) -> String {
+        let password = "Customer-pass-1";
+        let _: cognito::SignUpResponse = self
+            .http
+            .cognito(&self.endpoint, "SignUp", &cognito::SignUp::email(&self.client_id, email, password))
+            .await
+            .unwrap_or_else(|e| panic!("signing up {email}: {e}"));
+        let confirm = cognito::ConfirmSignUp {
+            client_id: self.client_id.clone(),
+            username: email.into(),
+            confirmation_code: "123456".into(),
+        };
+        let _: Value = self.http.cognito(&self.endpoint, "ConfirmSignUp", &confirm).await.unwrap();
+        self.sign_in(email, password).await
     }
 
     async fn create(&self, id: &str, total: u32) {
-        let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
-        let body = json!({ "id": id, "title": "Through the gateway", "total": total, "opens_at": now,
+        self.create_opening(id, total, time::Duration::ZERO).await;
+    }
+
+    async fn create_opening(&self, id: &str, total: u32, opens_in: time::Duration) {
+        let opens = time::OffsetDateTime::now_utc() + opens_in;
+        let opens = opens.format(&time::format_description::well_known::Rfc3339).unwrap();
+        let body = json!({ "id": id, "title": "Through the gateway", "total": total, "opens_at": opens,
                            "coupon": { "discount": 3000, "currency": "KRW", "valid_days": 7 } });
         let (status, answer) =
             self.send("POST", &format!("{}/api/admin/campaigns", self.url), Some(&self.admin), Some(body)).await;
@@ -61,12 +105,21 @@ async fn dynamo() -> aws_sdk_dynamodb::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_claims_from_two_hundred_users_issue_exactly_the_stock() {
-    let s = stack();
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = stack().await;
     let id = format!("gateway-{}", std::process::id());
     s.create(&id, 50).await;
 
-    // 200 users; the first 100 click twice at once: 300 claims, 24 in flight at a time.
-    let tokens: Vec<String> = (0..200).map(|u| s.user_token(&format!("user-{u}"))).collect();
+    // 200 customers of the user pool; the first 100 click twice at once: 300 claims, 24 in
+    // flight at a time.
+    let tokens: Vec<String> = futures::stream::iter(0..200)
+        .map(|u| {
+            let (s, id) = (&s, &id);
+            async move { s.customer(&format!("user-{u}@{id}.test")).await }
+        })
+        .buffered(8)
+        .collect()
+        .await;
     let clicks: Vec<usize> = (0..200).chain(0..100).collect();
     let answers: Vec<(usize, u16, Value)> = futures::stream::iter(clicks)
         .map(|u| {
@@ -148,19 +201,149 @@ async fn three_hundred_claims_from_two_hundred_users_issue_exactly_the_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_guards_routes_like_the_jwt_authorizer() {
-    let s = stack();
-    let (status, body) = s.send("POST", &format!("{}/api/campaigns/x/claims", s.url), None, None).await;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = stack().await;
+    let claim = format!("{}/api/campaigns/none-such/claims", s.url);
+    let (status, body) = s.send("POST", &claim, None, None).await;
     assert_eq!((status, body["message"].as_str()), (401, Some("Unauthorized")));
-    let (status, _) =
-        s.send("POST", &format!("{}/api/campaigns/x/claims", s.url), Some("forged.token.here"), None).await;
+    let (status, _) = s.send("POST", &claim, Some("forged.token.here"), None).await;
     assert_eq!(status, 401);
+
+    // A real token passes; the function answers for itself (no such campaign).
+    let token = s.customer(&format!("guard-{}@firstcome.test", std::process::id())).await;
+    let (status, body) = s.send("POST", &claim, Some(&token), None).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "{body}");
+
+    // What an attacker makes of a real token: a changed payload, no signature, HS256 keyed with
+    // the pool's public key. None of them reaches a function.
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    claims["sub"] = json!("someone-else");
+    claims["cognito:groups"] = json!(["admin"]);
+    let forged_payload = b64.encode(claims.to_string());
+    let header: Value = serde_json::from_slice(&b64.decode(parts[0]).unwrap()).unwrap();
+    let kid = header["kid"].as_str().unwrap();
+    let unsigned = format!("{}.{forged_payload}.", b64.encode(json!({ "alg": "none", "kid": kid }).to_string()));
+    let tampered = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
+    let jwks: Value = get_json(&s, &std::env::var("EMULATED_JWKS_URL").unwrap()).await;
+    let n = jwks["keys"][0]["n"].as_str().unwrap();
+    let confused = jsonwebtoken::encode(
+        &jsonwebtoken::Header { kid: Some(kid.into()), ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256) },
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(n.as_bytes()),
+    )
+    .unwrap();
+    for (what, forged) in [("tampered", &tampered), ("alg none", &unsigned), ("HS256 with the public key", &confused)] {
+        let (status, body) = s.send("GET", &format!("{}/api/admin/campaigns", s.url), Some(forged), None).await;
+        assert_eq!(status, 401, "{what}: {body}");
+    }
+
+    // A customer's genuine token on a marketing route: the function's own 403.
+    let (status, body) = s.send("GET", &format!("{}/api/admin/campaigns", s.url), Some(&token), None).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{body}");
+    let (status, _) = s.send("GET", &format!("{}/api/admin/campaigns", s.url), Some(&s.admin), None).await;
+    assert_eq!(status, 200);
+
     let (status, body) = s.send("GET", &format!("{}/api/campaigns/none-such", s.url), None, None).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "the function's own JSON error");
     let (status, _) = s.send("GET", &format!("{}/healthz", s.url), None, None).await;
     assert_eq!(status, 200);
-    let (status, token) =
+    // Dev tokens are local mode's; the AWS shape has none.
+    let (status, _) =
         s.send("POST", &format!("{}/api/dev/token", s.url), None, Some(json!({"user_id": "dev-1"}))).await;
-    assert_eq!(status, 200);
-    let (status, body) = s.claim("none-such", token["token"].as_str().unwrap()).await;
-    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    assert_eq!(status, 404);
+}
+
+async fn get_json(s: &Stack, url: &str) -> Value {
+    let (status, body) = s.http.get(url, None).await.unwrap();
+    assert_eq!(status, 200, "{url}: {body}");
+    body
+}
+
+/// The deployed page's path, in a real browser: `/config.json` names the user pool, a customer
+/// signs up on the event page (a weak password is refused with the pool's message), confirms the
+/// emailed code, waits for T0 and claims with the pool's ID token; marketing signs in on `/admin`
+/// with the admin group's account and sees the issuance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_signs_up_on_the_page_and_claims_at_t0() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = stack().await;
+    let id = format!("page-{}", std::process::id());
+    // Time for Chromium, the WASM and four user-pool calls on a busy two-core machine.
+    let opens_in = Duration::from_secs(40);
+    let opens = Instant::now() + opens_in;
+    s.create_opening(&id, 3, time::Duration::try_from(opens_in).unwrap()).await;
+
+    let b = Browser::start("aws-shape").await;
+    b.goto(&format!("{}/e/{id}", s.url)).await;
+    let email = format!("page-{}@firstcome.test", std::process::id());
+    b.type_into("sign-in-email", &email).await;
+    b.type_into("sign-in-password", "short").await;
+    b.click("sign-up").await;
+    let refused = b.wait_text("sign-in-error", 15, |t| !t.is_empty()).await;
+    assert!(refused.contains("password"), "the pool's own reason: {refused}");
+    b.type_into("sign-in-password", "Customer-pass-1").await;
+    b.click("sign-up").await;
+    b.type_into("confirm-code", "123456").await;
+    b.screenshot("confirm-code").await;
+    b.click("confirm").await;
+
+    // Signed in with an RS256 ID token from the pool, kept for this tab only.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let stored = loop {
+        let v = b.eval("return sessionStorage.getItem('firstcome.user');").await;
+        if let Some(v) = v.as_str() {
+            break v.to_owned();
+        }
+        assert!(Instant::now() < deadline, "never signed in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut lines = stored.lines();
+    assert_eq!(lines.next(), Some(email.as_str()));
+    let token = lines.next().unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header: Value = serde_json::from_slice(&b64.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+    assert_eq!(header["alg"], "RS256");
+    assert!(lines.next().is_some_and(|r| !r.is_empty()), "a refresh token is kept for renewal");
+
+    if opens.saturating_duration_since(Instant::now()) > Duration::from_secs(2) {
+        assert!(!b.is_enabled("claim").await, "locked before T0");
+    }
+    let deadline = opens + Duration::from_secs(15);
+    while !b.is_enabled("claim").await {
+        assert!(Instant::now() < deadline, "the button never unlocked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.click("claim").await;
+    let code = b.text("coupon-code").await;
+    b.screenshot("won").await;
+    let (status, mine) = s.send("GET", &format!("{}/api/campaigns/{id}/claims/me", s.url), Some(token), None).await;
+    assert_eq!((status, mine["code"].as_str()), (200, Some(code.as_str())), "{mine}");
+
+    // Marketing: the admin group's account on /admin, where the issuance shows.
+    let credentials = std::fs::read_to_string(
+        std::path::PathBuf::from(std::env::var("FIRSTCOME_EMULATE_DATA").unwrap()).join("admin-credentials"),
+    )
+    .unwrap();
+    let (admin_email, admin_password) = credentials.trim().split_once('\n').unwrap();
+    b.goto(&format!("{}/admin", s.url)).await;
+    b.type_into("admin-email", admin_email).await;
+    b.type_into("admin-password", admin_password).await;
+    b.click("admin-sign-in").await;
+    // The figure sits in a wide table's off-screen column (WebDriver's text is the visible text).
+    let script = format!("return document.querySelector('[data-testid=\"issued-{id}\"]')?.textContent ?? null;");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let shown = b.eval(&script).await;
+        if shown == json!("1") {
+            break;
+        }
+        if Instant::now() > deadline {
+            let page = b.eval("return document.body.innerText;").await;
+            panic!("the marketing page never showed the issuance: {shown}; the page says {page}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.screenshot("admin").await;
 }

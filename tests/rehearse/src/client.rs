@@ -22,6 +22,11 @@ pub enum ClientError {
     Body(#[from] hyper::Error),
     #[error("response is not JSON")]
     Json(#[from] serde_json::Error),
+    /// The user pool refused (wrong password, user exists, weak password...).
+    #[error("{}: {}", .0.kind, .0.message)]
+    Cognito(firstcome_wire::site::cognito::Error),
+    #[error("the user pool answered {0} without an error body")]
+    CognitoStatus(u16),
 }
 
 /// A pooled keep-alive HTTP/1.1 client speaking JSON.
@@ -80,6 +85,29 @@ impl Client {
         let bytes = res.into_body().collect().await?.to_bytes();
         let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
         Ok((status, value))
+    }
+
+    /// One action of the Cognito user-pool API (what the page calls for sign-up and sign-in).
+    pub async fn cognito<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        action: &str,
+        body: &T,
+    ) -> Result<R, ClientError> {
+        use firstcome_wire::site::cognito;
+        let req = hyper::Request::post(endpoint)
+            .header("content-type", cognito::CONTENT_TYPE)
+            .header("x-amz-target", cognito::target(action))
+            .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+        let res = self.inner.request(req).await?;
+        let status = res.status();
+        let bytes = res.into_body().collect().await?.to_bytes();
+        if status.is_success() {
+            return Ok(serde_json::from_slice(&bytes)?);
+        }
+        Err(serde_json::from_slice(&bytes)
+            .map(ClientError::Cognito)
+            .unwrap_or(ClientError::CognitoStatus(status.as_u16())))
     }
 
     pub async fn get(&self, url: &str, token: Option<&str>) -> Result<(u16, Value), ClientError> {

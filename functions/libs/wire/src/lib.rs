@@ -5,6 +5,7 @@
 //! time here (utoipa behind the `openapi` feature), so a WASM page can depend on it.
 
 pub mod datetime;
+pub mod site;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
