@@ -55,7 +55,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
         move |s: Session| {
             let id = id.clone();
             spawn_local(async move {
-                let s = session::fresh(s).await;
+                let s = renewed(s, session).await;
                 let path = format!("/api/campaigns/{id}/claims/me");
                 match Call::get(&path).token(Some(&s.token)).fresh().json::<Coupon>().await {
                     Ok(a) => claim.set(Claim::Won { coupon: a.value, fresh: false }),
@@ -340,6 +340,15 @@ async fn poll(
     }
 }
 
+/// The session with a token that will not expire in the next two minutes, also in the signal.
+async fn renewed(s: Session, session: RwSignal<Option<Session>>) -> Session {
+    let new = session::fresh(s.clone()).await;
+    if new != s {
+        session.set(Some(new.clone()));
+    }
+    new
+}
+
 /// One click: POST the claim; on overload or a network error, wait (honouring Retry-After,
 /// jittered) and try again by itself. A repeat is safe: the server answers the same coupon.
 async fn claim_with_retries(
@@ -351,7 +360,7 @@ async fn claim_with_retries(
 ) {
     let path = format!("/api/campaigns/{id}/claims");
     // A token about to expire is renewed before the click is sent, not after a 401 at T0.
-    let s = session::fresh(s).await;
+    let s = renewed(s, session).await;
     for attempt in 0..MAX_TRIES {
         match Call::post(&path).token(Some(&s.token)).json::<ClaimResponse>().await {
             Ok(a) => {

@@ -301,11 +301,16 @@ async fn a_customer_signs_up_on_the_page_and_claims_at_t0() {
     };
     let mut lines = stored.lines();
     assert_eq!(lines.next(), Some(email.as_str()));
-    let token = lines.next().unwrap();
+    let first_token = lines.next().unwrap().to_owned();
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let header: Value = serde_json::from_slice(&b64.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+    let header: Value = serde_json::from_slice(&b64.decode(first_token.split('.').next().unwrap()).unwrap()).unwrap();
     assert_eq!(header["alg"], "RS256");
     assert!(lines.next().is_some_and(|r| !r.is_empty()), "a refresh token is kept for renewal");
+
+    // As if the customer had signed in 59 minutes before T0: the one-hour ID token is about to
+    // expire, so the page renews it with the refresh token before it claims.
+    b.before_every_page("(() => { const real = Date.now.bind(Date); Date.now = () => real() + 3540000; })();").await;
+    b.goto(&format!("{}/e/{id}", s.url)).await;
 
     if opens.saturating_duration_since(Instant::now()) > Duration::from_secs(2) {
         assert!(!b.is_enabled("claim").await, "locked before T0");
@@ -318,7 +323,10 @@ async fn a_customer_signs_up_on_the_page_and_claims_at_t0() {
     b.click("claim").await;
     let code = b.text("coupon-code").await;
     b.screenshot("won").await;
-    let (status, mine) = s.send("GET", &format!("{}/api/campaigns/{id}/claims/me", s.url), Some(token), None).await;
+    let stored = b.eval("return sessionStorage.getItem('firstcome.user');").await;
+    let token = stored.as_str().unwrap().lines().nth(1).unwrap().to_owned();
+    assert_ne!(token, first_token, "the ID token was renewed before the claim");
+    let (status, mine) = s.send("GET", &format!("{}/api/campaigns/{id}/claims/me", s.url), Some(&token), None).await;
     assert_eq!((status, mine["code"].as_str()), (200, Some(code.as_str())), "{mine}");
 
     // Marketing: the admin group's account on /admin, where the issuance shows.
