@@ -306,6 +306,8 @@ impl Stack {
         cmd.args(["--listen", listen, "--lambda", &format!("http://127.0.0.1:{}", watch.port)])
             .arg("--routes")
             .arg(&routes)
+            .arg("--data-dir")
+            .arg(&data_dir)
             .args([
                 "--jwt-issuer",
                 &get("EMULATED_JWT_ISSUER")?,

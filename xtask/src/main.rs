@@ -147,6 +147,12 @@ fn main() -> anyhow::Result<()> {
                 aws::ADMIN_EMAIL,
                 stack.data_dir.join("admin-credentials").display()
             );
+            println!(
+                "  for scripts and firstcome-rehearse, as in local mode: admin token {}, jwt secret {}, POST {}/api/dev/token",
+                stack.data_dir.join("admin-token").display(),
+                stack.data_dir.join("jwt-secret").display(),
+                stack.url
+            );
             println!("  Ctrl-C stops everything");
             stack.wait()
         }

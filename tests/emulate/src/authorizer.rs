@@ -1,16 +1,22 @@
 //! API Gateway's JWT authorizer, as configured in template.yaml: RS256 tokens from the user pool
 //! (`iss`), issued to the app client (`aud`), unexpired, signed by a key of the pool's JWKS. What
 //! passes reaches the function as API Gateway forwards it: every claim flattened to a string.
+//!
+//! Beside the pool, this machine's HS256 dev tokens (`POST /api/dev/token`, the admin token file)
+//! pass too, so `firstcome-rehearse` can mint users by the thousand as it does against local mode.
+//! They can exist only here: the HS256 secret never leaves the emulator's data directory.
 
 use std::collections::HashMap;
 
 use anyhow::Context;
+use firstcome_api::Auth;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 pub struct JwtAuthorizer {
     keys: HashMap<String, DecodingKey>,
     validation: Validation,
+    dev: Option<Auth>,
 }
 
 impl JwtAuthorizer {
@@ -32,13 +38,30 @@ impl JwtAuthorizer {
         validation.set_issuer(&[issuer]);
         validation.set_audience(audience);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        Ok(Self { keys, validation })
+        Ok(Self { keys, validation, dev: None })
+    }
+
+    /// Also accept this machine's HS256 dev tokens (signed with `dev`'s secret).
+    pub fn with_dev_tokens(self, dev: Auth) -> Self {
+        Self { dev: Some(dev), ..self }
     }
 
     /// The claims as the function sees them in `requestContext.authorizer.jwt.claims`, or `None`
     /// (API Gateway answers 401 itself).
     pub fn authorize(&self, token: &str) -> Option<Map<String, Value>> {
         let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg == Algorithm::HS256 {
+            // A dev token, shaped like the pool's claims (the function reads `sub` and groups).
+            let c = self.dev.as_ref()?.verify(token).ok()?;
+            let mut claims = Map::new();
+            claims.insert("sub".into(), json!(c.sub));
+            claims.insert("token_use".into(), json!("id"));
+            claims.insert("exp".into(), json!(c.exp.to_string()));
+            if c.role.as_deref() == Some(firstcome_api::auth::ADMIN_ROLE) {
+                claims.insert("cognito:groups".into(), json!("[admin]"));
+            }
+            return Some(claims);
+        }
         let key = self.keys.get(header.kid.as_deref()?)?;
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation).ok()?.claims;
         Some(claims.into_iter().map(|(k, v)| (k, Value::String(flatten(&v)))).collect())

@@ -2,7 +2,9 @@
 //! the real function binaries under `cargo lambda watch`. Routes and which of them the JWT
 //! authorizer guards come from template.yaml (`emulator.py routes`); the authorizer checks the
 //! emulated Cognito user pool's RS256 tokens against its JWKS, as configured in the template; each
-//! request becomes the API Gateway v2 event the function would get on AWS. It also serves the
+//! request becomes the API Gateway v2 event the function would get on AWS. This machine's HS256 dev
+//! tokens pass too (`POST /api/dev/token`, `<data dir>/admin-token`), as in local mode, so the
+//! load tool works here unchanged. It also serves the
 //! page and its `/config.json` (what CloudFront and the deploy step do). `cargo xtask emulate`
 //! starts it; nothing here decides anything the functions do.
 
@@ -24,7 +26,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use clap::Parser;
+use firstcome_api::Auth;
 use firstcome_wire::site::{IdentityConfig, SiteConfig};
+use firstcome_wire::{DevTokenRequest, DevTokenResponse};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -46,6 +50,9 @@ struct Args {
     /// The HTTP API's routes, from `emulator.py routes template.yaml`.
     #[arg(long)]
     routes: PathBuf,
+    /// Where the dev-token secret and the admin token are kept.
+    #[arg(long)]
+    data_dir: PathBuf,
     /// The JWT authorizer's issuer (template: the user pool's URL).
     #[arg(long)]
     jwt_issuer: String,
@@ -111,6 +118,7 @@ impl Route {
 struct Gateway {
     routes: Vec<Route>,
     authorizer: authorizer::JwtAuthorizer,
+    dev: Auth,
     lambda: String,
     client: Client<HttpConnector, Full<Bytes>>,
     requests: AtomicU64,
@@ -259,6 +267,28 @@ fn to_response(answer: &Value) -> Option<Response> {
     Some(res)
 }
 
+/// `POST /api/dev/token` (loopback only), as local mode has it: a user token for load tools.
+async fn dev_token(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return gateway_error(StatusCode::FORBIDDEN, "dev tokens are only handed out to this machine");
+    }
+    let Ok(DevTokenRequest { user_id }) = serde_json::from_slice(&body) else {
+        return gateway_error(StatusCode::BAD_REQUEST, "expected {\"user_id\": \"...\"}");
+    };
+    let user = match firstcome_core::UserId::parse(&user_id) {
+        Ok(user) => user,
+        Err(e) => return gateway_error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    match gw.dev.sign(user.as_str(), None, time::Duration::days(1)) {
+        Some(token) => Json(DevTokenResponse { token }).into_response(),
+        None => gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "the gateway cannot sign tokens"),
+    }
+}
+
 /// The SQS trigger's stand-in: polls the ledger queue into the `ledger` function until stopped.
 async fn trigger(gw: Arc<Gateway>, source: firstcome_aws::SqsEventSource) {
     loop {
@@ -299,9 +329,24 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let routes: Vec<Route> = serde_json::from_str(&std::fs::read_to_string(&args.routes).context("reading routes")?)?;
     anyhow::ensure!(!routes.is_empty(), "{}: no routes", args.routes.display());
+    std::fs::create_dir_all(&args.data_dir)?;
+    let secret_path = args.data_dir.join("jwt-secret");
+    let secret = match std::fs::read_to_string(&secret_path) {
+        Ok(s) if s.trim().len() >= 32 => s.trim().to_owned(),
+        _ => {
+            let s: String =
+                rand::Rng::sample_iter(rand::rng(), rand::distr::Alphanumeric).take(48).map(char::from).collect();
+            std::fs::write(&secret_path, &s)?;
+            s
+        }
+    };
+    let dev = Auth::hs256(secret.as_bytes(), true);
+    let admin_token = dev.sign("emulate-admin", Some(firstcome_api::auth::ADMIN_ROLE), time::Duration::days(30));
+    std::fs::write(args.data_dir.join("admin-token"), admin_token.context("signing the admin token")?)?;
     let client = Client::builder(TokioExecutor::new()).build_http();
     let jwks = fetch_json(&client, &args.jwks_url).await.context("fetching the user pool's JWKS")?;
-    let authorizer = authorizer::JwtAuthorizer::new(&jwks, &args.jwt_issuer, &args.jwt_audience)?;
+    let authorizer = authorizer::JwtAuthorizer::new(&jwks, &args.jwt_issuer, &args.jwt_audience)?
+        .with_dev_tokens(Auth::hs256(secret.as_bytes(), false));
     let config = SiteConfig {
         identity: IdentityConfig::Cognito {
             endpoint: args.cognito_endpoint.clone(),
@@ -312,6 +357,7 @@ async fn main() -> anyhow::Result<()> {
     let gw = Arc::new(Gateway {
         routes,
         authorizer,
+        dev,
         lambda: args.lambda.trim_end_matches('/').to_owned(),
         client,
         requests: AtomicU64::new(0),
@@ -322,6 +368,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut app = axum::Router::new()
         // Written into the bucket by the deploy workflow on AWS; never cached there either.
+        .route("/api/dev/token", axum::routing::post(dev_token))
         .route(
             "/config.json",
             axum::routing::get(move || async move { ([(header::CACHE_CONTROL, "no-cache")], Json(config)) }),
@@ -338,6 +385,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("firstcome-emulate listening on http://{}", listener.local_addr()?);
+    println!("admin token: {}", args.data_dir.join("admin-token").display());
     axum::serve(listener, app.with_state(gw).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -249,10 +249,20 @@ async fn the_gateway_guards_routes_like_the_jwt_authorizer() {
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "the function's own JSON error");
     let (status, _) = s.send("GET", &format!("{}/healthz", s.url), None, None).await;
     assert_eq!(status, 200);
-    // Dev tokens are local mode's; the AWS shape has none.
-    let (status, _) =
+    // This machine's dev tokens pass too (the load tool's users), and only the gateway's own.
+    let (status, dev) =
         s.send("POST", &format!("{}/api/dev/token", s.url), None, Some(json!({"user_id": "dev-1"}))).await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 200, "{dev}");
+    let (status, body) = s.send("POST", &claim, Some(dev["token"].as_str().unwrap()), None).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "{body}");
+    let stranger = firstcome_api::sign_hs256(
+        b"not-the-gateway-secret-not-the-gateway-secret",
+        "dev-1",
+        None,
+        time::Duration::hours(1),
+    );
+    let (status, _) = s.send("POST", &claim, Some(&stranger), None).await;
+    assert_eq!(status, 401, "an HS256 token signed with another secret");
 }
 
 async fn get_json(s: &Stack, url: &str) -> Value {
