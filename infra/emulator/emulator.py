@@ -12,8 +12,10 @@
                                           Globals, every !Ref resolved) as JSON; also the user
                                           pool, its client and groups, and the JWT authorizer's
                                           settings (EMULATED_*)
-  python3 emulator.py user POOL EMAIL PASSWORD [GROUP]
-                                          a confirmed user of the emulated user pool
+  python3 emulator.py user POOL EMAIL [GROUP]
+                                          a confirmed user of the emulated user pool, with the
+                                          password in EMULATED_USER_PASSWORD (not on the command
+                                          line, which gets logged)
   python3 emulator.py routes TEMPLATE OUT the HTTP API's routes (method, path, function binary,
                                           whether the JWT authorizer guards it) as JSON, for the
                                           local gateway
@@ -244,8 +246,8 @@ if __name__ == "__main__":
         tables(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 5 and sys.argv[1] == "provision":
         provision(sys.argv[2], sys.argv[3], sys.argv[4])
-    elif len(sys.argv) in (5, 6) and sys.argv[1] == "user":
-        user(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) == 6 else None)
+    elif len(sys.argv) in (4, 5) and sys.argv[1] == "user":
+        user(sys.argv[2], sys.argv[3], os.environ["EMULATED_USER_PASSWORD"], sys.argv[4] if len(sys.argv) == 5 else None)
     elif len(sys.argv) == 4 and sys.argv[1] == "routes":
         routes(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 4 and sys.argv[1] == "translate":

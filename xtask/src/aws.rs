@@ -298,7 +298,8 @@ impl Stack {
         let password = format!("Fc-{}-Aa9", secret.iter().map(|b| format!("{b:02x}")).collect::<String>());
         crate::run(
             emulator_py(root, "user")
-                .args([&get("EMULATED_USER_POOL_ID")?, ADMIN_EMAIL, &password, "admin"])
+                .args([&get("EMULATED_USER_POOL_ID")?, ADMIN_EMAIL, "admin"])
+                .env("EMULATED_USER_PASSWORD", &password)
                 .envs(sdk_env(&emulator.url)),
         )?;
         std::fs::write(data_dir.join("admin-credentials"), format!("{ADMIN_EMAIL}\n{password}\n"))?;

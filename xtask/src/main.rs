@@ -241,14 +241,56 @@ pub(crate) fn cargo() -> Command {
 }
 
 pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    eprintln!("xtask> {cmd:?}");
-    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    let shown = shown(cmd);
+    eprintln!("xtask> {shown}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
     if !status.success() {
-        bail!("{cmd:?} failed with {status}");
+        bail!("{shown} failed with {status}");
     }
     Ok(())
 }
 
+/// A command as echoed to the log: environment values named like secrets are masked (the
+/// emulated pool's marketing password travels as `EMULATED_USER_PASSWORD`).
+fn shown(cmd: &Command) -> String {
+    let mut out = String::new();
+    for (k, v) in cmd.get_envs() {
+        let k = k.to_string_lossy();
+        let secret = ["PASSWORD", "SECRET", "TOKEN"].iter().any(|s| k.contains(s));
+        match v {
+            Some(_) if secret => out.push_str(&format!("{k}=*** ")),
+            Some(v) => out.push_str(&format!("{k}={:?} ", v.to_string_lossy())),
+            None => {}
+        }
+    }
+    out.push_str(&format!("{:?}", cmd.get_program()));
+    for a in cmd.get_args() {
+        out.push_str(&format!(" {a:?}"));
+    }
+    out
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_commands_mask_secret_values() {
+        let mut cmd = Command::new("python3");
+        cmd.arg("emulator.py")
+            .env("EMULATED_USER_PASSWORD", "Fc-hunter2-Aa9")
+            .env("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+            .env("AWS_REGION", "us-east-1");
+        let shown = shown(&cmd);
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("EMULATED_USER_PASSWORD=***"), "{shown}");
+        assert!(
+            shown.contains("AWS_REGION=\"us-east-1\"") && shown.ends_with("\"python3\" \"emulator.py\""),
+            "{shown}"
+        );
+    }
 }
