@@ -145,30 +145,28 @@ pub fn AdminPage(lang: RwSignal<Lang>) -> impl IntoView {
     view! {
         <h1>"Marketing"</h1>
         {move || match token.get() {
-            None => match identity.get() {
-                None => ().into_any(),
-                Some(IdentityConfig::DevTokens) => view! {
-                    <form class="sign-in" on:submit=move |ev| { ev.prevent_default(); sign_in(); }>
-                        <label for="admin-token">"Admin token (local mode: the contents of <data-dir>/admin-token)"</label>
-                        <input id="admin-token" data-testid="admin-token" type="password" autocomplete="off"
-                            prop:value=move || typed.get() on:input=move |ev| typed.set(event_target_value(&ev)) />
-                        <button type="submit" data-testid="admin-sign-in">"Sign in"</button>
-                        <p class="field-error" data-testid="admin-sign-in-error">{move || sign_in_error.get()}</p>
-                    </form>
-                }.into_any(),
-                Some(IdentityConfig::Cognito { .. }) => view! {
-                    <form class="sign-in" on:submit=move |ev| { ev.prevent_default(); sign_in(); }>
-                        <label for="admin-email">"Email (an account in the user pool's admin group)"</label>
-                        <input id="admin-email" data-testid="admin-email" type="email" autocomplete="username"
-                            prop:value=move || typed.get() on:input=move |ev| typed.set(event_target_value(&ev)) />
-                        <label for="admin-password">"Password"</label>
-                        <input id="admin-password" data-testid="admin-password" type="password" autocomplete="current-password"
-                            prop:value=move || password.get() on:input=move |ev| password.set(event_target_value(&ev)) />
-                        <button type="submit" data-testid="admin-sign-in">"Sign in"</button>
-                        <p class="field-error" data-testid="admin-sign-in-error">{move || sign_in_error.get()}</p>
-                    </form>
-                }.into_any(),
-            },
+            // One form; only the credentials asked for depend on the identity provider.
+            None => identity.get().map(|provider| view! {
+                <form class="sign-in" on:submit=move |ev| { ev.prevent_default(); sign_in(); }>
+                    {match provider {
+                        IdentityConfig::DevTokens => view! {
+                            <label for="admin-token">"Admin token (local mode: the contents of <data-dir>/admin-token)"</label>
+                            <input id="admin-token" data-testid="admin-token" type="password" autocomplete="off"
+                                prop:value=move || typed.get() on:input=move |ev| typed.set(event_target_value(&ev)) />
+                        }.into_any(),
+                        IdentityConfig::Cognito { .. } => view! {
+                            <label for="admin-email">"Email (an account in the user pool's admin group)"</label>
+                            <input id="admin-email" data-testid="admin-email" type="email" autocomplete="username"
+                                prop:value=move || typed.get() on:input=move |ev| typed.set(event_target_value(&ev)) />
+                            <label for="admin-password">"Password"</label>
+                            <input id="admin-password" data-testid="admin-password" type="password" autocomplete="current-password"
+                                prop:value=move || password.get() on:input=move |ev| password.set(event_target_value(&ev)) />
+                        }.into_any(),
+                    }}
+                    <button type="submit" data-testid="admin-sign-in">"Sign in"</button>
+                    <p class="field-error" data-testid="admin-sign-in-error">{move || sign_in_error.get()}</p>
+                </form>
+            }).into_any(),
             Some(t) => view! {
                 <button type="button" class="link" on:click=move |_| { session::save_admin(None); token.set(None); }>"Sign out"</button>
                 <Dashboard token=t />

@@ -28,6 +28,15 @@ enum Claim {
     Failed(String),
 }
 
+/// What a sign-in form submission asks for; sign-up and confirmation end signed in when they can.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SignInStep {
+    SignIn,
+    SignUp,
+    /// The code Cognito emailed at sign-up.
+    Confirm,
+}
+
 /// Retries of one click before giving up and saying so.
 const MAX_TRIES: u32 = 12;
 
@@ -114,8 +123,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
         password.set(String::new());
         check_mine(s);
     };
-    // `action`: 0 sign in, 1 sign up, 2 confirm the emailed code (then sign in).
-    let on_sign_in = Callback::new(move |action: u8| {
+    let on_sign_in = Callback::new(move |action: SignInStep| {
         let (typed, secret, emailed) = (name.get_untracked(), password.get_untracked(), code.get_untracked());
         if typed.trim().is_empty() {
             return;
@@ -128,9 +136,9 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
                 IdentityConfig::Cognito { endpoint, client_id } => {
                     let (e, c) = (endpoint.as_str(), client_id.as_str());
                     let ready = match action {
-                        1 => session::cognito_sign_up(e, c, &typed, &secret).await,
-                        2 => session::cognito_confirm(e, c, &typed, &emailed).await.map(|()| true),
-                        _ => Ok(true),
+                        SignInStep::SignUp => session::cognito_sign_up(e, c, &typed, &secret).await,
+                        SignInStep::Confirm => session::cognito_confirm(e, c, &typed, &emailed).await.map(|()| true),
+                        SignInStep::SignIn => Ok(true),
                     };
                     match ready {
                         Ok(true) => session::cognito_sign_in(e, c, &typed, &secret).await.map(Some),
@@ -217,7 +225,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
                     {move || match identity.get() {
                         None => ().into_any(),
                         Some(IdentityConfig::DevTokens) => view! {
-                            <form class="sign-in" on:submit=move |ev| { ev.prevent_default(); on_sign_in.run(0); }>
+                            <form class="sign-in" on:submit=move |ev| { ev.prevent_default(); on_sign_in.run(SignInStep::SignIn); }>
                                 <label for="sign-in-name">{move || lang.get().text().sign_in_name}</label>
                                 <input id="sign-in-name" data-testid="sign-in-name" autocomplete="username" maxlength="128"
                                     prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev)) />
@@ -228,7 +236,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
                         Some(IdentityConfig::Cognito { .. }) => view! {
                             <form class="sign-in" on:submit=move |ev| {
                                 ev.prevent_default();
-                                on_sign_in.run(if awaiting_code.get_untracked() { 2 } else { 0 });
+                                on_sign_in.run(if awaiting_code.get_untracked() { SignInStep::Confirm } else { SignInStep::SignIn });
                             }>
                                 <label for="sign-in-email">{move || lang.get().text().email}</label>
                                 <input id="sign-in-email" data-testid="sign-in-email" type="email" autocomplete="username"
@@ -246,7 +254,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
                                 </Show>
                                 <Show when=move || !awaiting_code.get()>
                                     <button type="submit" data-testid="sign-in">{move || lang.get().text().sign_in}</button>
-                                    <button type="button" class="link" data-testid="sign-up" on:click=move |_| on_sign_in.run(1)>
+                                    <button type="button" class="link" data-testid="sign-up" on:click=move |_| on_sign_in.run(SignInStep::SignUp)>
                                         {move || lang.get().text().sign_up}
                                     </button>
                                 </Show>

@@ -7,6 +7,7 @@
 //! They can exist only here: the HS256 secret never leaves the emulator's data directory.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::Context;
 use firstcome_api::Auth;
@@ -16,7 +17,7 @@ use serde_json::{Map, Value, json};
 pub struct JwtAuthorizer {
     keys: HashMap<String, DecodingKey>,
     validation: Validation,
-    dev: Option<Auth>,
+    dev: Option<Arc<Auth>>,
 }
 
 impl JwtAuthorizer {
@@ -42,7 +43,7 @@ impl JwtAuthorizer {
     }
 
     /// Also accept this machine's HS256 dev tokens (signed with `dev`'s secret).
-    pub fn with_dev_tokens(self, dev: Auth) -> Self {
+    pub fn with_dev_tokens(self, dev: Arc<Auth>) -> Self {
         Self { dev: Some(dev), ..self }
     }
 

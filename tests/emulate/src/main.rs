@@ -118,7 +118,8 @@ impl Route {
 struct Gateway {
     routes: Vec<Route>,
     authorizer: authorizer::JwtAuthorizer,
-    dev: Auth,
+    /// Signs dev tokens; the same key the authorizer verifies them with.
+    dev: Arc<Auth>,
     lambda: String,
     client: Client<HttpConnector, Full<Bytes>>,
     requests: AtomicU64,
@@ -340,13 +341,13 @@ async fn main() -> anyhow::Result<()> {
             s
         }
     };
-    let dev = Auth::hs256(secret.as_bytes(), true);
+    let dev = Arc::new(Auth::hs256(secret.as_bytes(), true));
     let admin_token = dev.sign("emulate-admin", Some(firstcome_api::auth::ADMIN_ROLE), time::Duration::days(30));
     std::fs::write(args.data_dir.join("admin-token"), admin_token.context("signing the admin token")?)?;
     let client = Client::builder(TokioExecutor::new()).build_http();
     let jwks = fetch_json(&client, &args.jwks_url).await.context("fetching the user pool's JWKS")?;
-    let authorizer = authorizer::JwtAuthorizer::new(&jwks, &args.jwt_issuer, &args.jwt_audience)?
-        .with_dev_tokens(Auth::hs256(secret.as_bytes(), false));
+    let authorizer =
+        authorizer::JwtAuthorizer::new(&jwks, &args.jwt_issuer, &args.jwt_audience)?.with_dev_tokens(dev.clone());
     let config = SiteConfig {
         identity: IdentityConfig::Cognito {
             endpoint: args.cognito_endpoint.clone(),

@@ -18,6 +18,9 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 struct Stack {
     url: String,
+    /// Marketing's account (`<data dir>/admin-credentials`) and its ID token.
+    admin_email: String,
+    admin_password: String,
     admin: String,
     endpoint: String,
     client_id: String,
@@ -38,8 +41,16 @@ async fn stack() -> Stack {
     };
     let credentials = std::fs::read_to_string(data.join("admin-credentials")).unwrap();
     let (email, password) = credentials.trim().split_once('\n').unwrap();
-    let mut s = Stack { url, admin: String::new(), endpoint, client_id, http };
-    s.admin = s.sign_in(email, password).await;
+    let mut s = Stack {
+        url,
+        admin_email: email.to_owned(),
+        admin_password: password.to_owned(),
+        admin: String::new(),
+        endpoint,
+        client_id,
+        http,
+    };
+    s.admin = s.sign_in(&s.admin_email, &s.admin_password).await;
     s
 }
 
@@ -340,14 +351,9 @@ async fn a_customer_signs_up_on_the_page_and_claims_at_t0() {
     assert_eq!((status, mine["code"].as_str()), (200, Some(code.as_str())), "{mine}");
 
     // Marketing: the admin group's account on /admin, where the issuance shows.
-    let credentials = std::fs::read_to_string(
-        std::path::PathBuf::from(std::env::var("FIRSTCOME_EMULATE_DATA").unwrap()).join("admin-credentials"),
-    )
-    .unwrap();
-    let (admin_email, admin_password) = credentials.trim().split_once('\n').unwrap();
     b.goto(&format!("{}/admin", s.url)).await;
-    b.type_into("admin-email", admin_email).await;
-    b.type_into("admin-password", admin_password).await;
+    b.type_into("admin-email", &s.admin_email).await;
+    b.type_into("admin-password", &s.admin_password).await;
     b.click("admin-sign-in").await;
     // The figure sits in a wide table's off-screen column (WebDriver's text is the visible text).
     let script = format!("return document.querySelector('[data-testid=\"issued-{id}\"]')?.textContent ?? null;");
