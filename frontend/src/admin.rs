@@ -184,11 +184,20 @@ fn Dashboard(token: String) -> impl IntoView {
 
     // Live figures: the admin list once a second; claims/s from successive issued counts.
     let last = StoredValue::new((Vec::<(String, u64)>::new(), 0.0f64));
+    // One list request at a time: on a slow link a tick that finds the last one still out skips,
+    // rather than piling requests onto the API it is watching.
+    let in_flight = StoredValue::new(false);
     let refresh = move || {
+        if in_flight.get_value() {
+            return;
+        }
+        in_flight.set_value(true);
         spawn_local(async move {
             let t = token.get_value();
-            match Call::get("/api/admin/campaigns?limit=200").token(Some(&t)).fresh().json::<AdminCampaignPage>().await
-            {
+            let answer =
+                Call::get("/api/admin/campaigns?limit=200").token(Some(&t)).fresh().json::<AdminCampaignPage>().await;
+            in_flight.set_value(false);
+            match answer {
                 Ok(a) => {
                     let now = a.received_ms;
                     last.update_value(|(prev, at)| {

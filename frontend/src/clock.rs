@@ -32,9 +32,10 @@ impl ClockSync {
         self.samples.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(0.0, |s| s.0)
     }
 
-    /// The server's clock now, given the device's.
-    pub fn server_now(&self, device_ms: f64) -> f64 {
-        device_ms + self.offset_ms()
+    /// The server's clock now, given the device's; `None` until an answer has been timed, so a
+    /// device clock that is minutes off is never taken for the server's (not even for one tick).
+    pub fn server_now(&self, device_ms: f64) -> Option<f64> {
+        (!self.samples.is_empty()).then(|| device_ms + self.offset_ms())
     }
 }
 
@@ -56,7 +57,17 @@ mod tests {
         // Server at 1,000,000; the device reads 10 min ahead; 40 ms round trip, stamped mid-way.
         c.add(1_000_000.0 + skew - 20.0, 1_000_000.0 + skew + 20.0, 1_000_000.0);
         assert!((c.offset_ms() + skew).abs() < 1e-9);
-        assert!((c.server_now(2_000_000.0 + skew) - 2_000_000.0).abs() < 1e-9);
+        assert!((c.server_now(2_000_000.0 + skew).unwrap() - 2_000_000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_server_time_before_the_first_timed_answer() {
+        let mut c = ClockSync::default();
+        assert_eq!(c.server_now(5_000.0), None, "the device's clock is not the server's");
+        c.add(1_000.0, 1_000.0, f64::NAN);
+        assert_eq!(c.server_now(5_000.0), None, "a garbage answer is no sample");
+        c.add(1_000.0, 1_010.0, 900.0);
+        assert_eq!(c.server_now(5_000.0), Some(4_895.0));
     }
 
     #[test]

@@ -45,7 +45,9 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
     let campaign = RwSignal::new(None::<Campaign>);
     let missing = RwSignal::new(false);
     let clock = RwSignal::new(ClockSync::default());
-    let server_now = RwSignal::new(js_sys::Date::now());
+    // None until the first answer is timed: before that the device's clock is all there is, and
+    // it may be an hour off (the button must not unlock on it, even between two ticks).
+    let server_now = RwSignal::new(None::<f64>);
     let session = RwSignal::new(session::load());
     let claim = RwSignal::new(Claim::Idle);
     let poll_note = RwSignal::new(None::<(bool, u32)>);
@@ -82,7 +84,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
     }
 
     let opens_ms = move || campaign.with(|c| c.as_ref().map(|c| millis(c.opens_at)));
-    let is_open_by_clock = move || opens_ms().is_some_and(|o| server_now.get() >= o);
+    let is_open_by_clock = move || opens_ms().zip(server_now.get()).is_some_and(|(o, now)| now >= o);
     let status = move || campaign.with(|c| c.as_ref().map(|c| c.status));
     let finished = move || {
         matches!(status(), Some(CampaignStatus::SoldOut | CampaignStatus::Closed))
@@ -217,7 +219,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
                     <span>{move || if is_open_by_clock() { lang.get().text().opened } else { lang.get().text().opens_in }}</span>
                     " "
                     <strong data-testid="countdown">
-                        {move || opens_ms().map(|o| countdown(o - server_now.get()))}
+                        {move || opens_ms().zip(server_now.get()).map(|(o, now)| countdown(o - now))}
                     </strong>
                 </p>
 
@@ -324,7 +326,8 @@ async fn poll(
                     CampaignStatus::SoldOut | CampaignStatus::Closed => None,
                     CampaignStatus::Open => Some(1000.0),
                     CampaignStatus::Scheduled => {
-                        let left = millis(c.opens_at) - clock.with_untracked(|k| k.server_now(js_sys::Date::now()));
+                        let now = js_sys::Date::now();
+                        let left = millis(c.opens_at) - clock.with_untracked(|k| k.server_now(now)).unwrap_or(now);
                         Some(left.clamp(100.0, 5000.0))
                     }
                 };

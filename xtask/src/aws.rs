@@ -364,3 +364,20 @@ impl Stack {
         }
     }
 }
+
+/// The functions' warnings and errors from `target/aws/watch.log` (the last 40, shortened), for
+/// a failed run whose log files are gone with the machine.
+pub fn print_function_problems(root: &Path) {
+    let Ok(log) = std::fs::read_to_string(root.join("target/aws/watch.log")) else { return };
+    let problems: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
+        // Said once per function start by lambda_runtime; not ours.
+        .filter(|l| !l.contains("AWS_LAMBDA_MAX_CONCURRENCY"))
+        .collect();
+    println!("the functions' last warnings and errors ({} in all):", problems.len());
+    for line in problems.iter().skip(problems.len().saturating_sub(40)) {
+        let cut = line.char_indices().nth(600).map_or(line.len(), |(i, _)| i);
+        println!("  {}", &line[..cut]);
+    }
+}

@@ -214,7 +214,7 @@ fn test_everything(root: &Path, env: &[(&str, String)], emulator: &aws::Emulator
     let site = root.join("target/site");
     let stack =
         aws::Stack::start(root, emulator, &format!("gateway{}", std::process::id()), "127.0.0.1:0", Some(&site))?;
-    cargo_test(
+    let gateway = cargo_test(
         cargo()
             .args(["test", "--workspace", "--locked", "--test", "through_the_gateway"])
             .envs(aws::sdk_env(&emulator.url))
@@ -222,7 +222,12 @@ fn test_everything(root: &Path, env: &[(&str, String)], emulator: &aws::Emulator
             .env("FIRSTCOME_EMULATE_URL", &stack.url)
             .env("FIRSTCOME_EMULATE_DATA", &stack.data_dir),
         &mut totals,
-    )?;
+    );
+    if gateway.is_err() {
+        // CI keeps only this output: the functions' own account of what went wrong.
+        aws::print_function_problems(root);
+    }
+    gateway?;
     println!("{} passed, {} failed", totals.0, totals.1);
     if totals.0 == 0 {
         bail!("no test ran");

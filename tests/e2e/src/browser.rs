@@ -107,14 +107,15 @@ impl Browser {
     /// Waits (up to 15 s) for the element and returns its text.
     pub async fn text(&self, testid: &str) -> String {
         let css = Self::by_testid(testid);
-        let el = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(15))
-            .for_element(Locator::Css(&css))
-            .await
-            .unwrap_or_else(|e| panic!("{testid} never appeared: {e}"));
-        el.text().await.unwrap()
+        match self.client.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css(&css)).await {
+            Ok(el) => el.text().await.unwrap(),
+            Err(e) => {
+                // What the customer would have seen instead: the failure's whole story.
+                let page = self.client.execute("return document.body.innerText;", vec![]).await;
+                self.screenshot(&format!("no-{testid}")).await;
+                panic!("{testid} never appeared ({e}); the page says {page:?}")
+            }
+        }
     }
 
     /// Waits (up to `secs`) until the element's text satisfies `ok`; returns that text.

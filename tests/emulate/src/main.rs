@@ -290,11 +290,17 @@ async fn dev_token(
     }
 }
 
+/// How long the trigger pauses after finding the queue empty.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
 /// The SQS trigger's stand-in: polls the ledger queue into the `ledger` function until stopped.
+/// Short polls, never long ones: moto waits out a long poll inside its one request thread, so
+/// every other caller of the emulator (claims included) would stall for the whole wait whenever
+/// the queue is idle. The pause between empty polls happens here instead.
 async fn trigger(gw: Arc<Gateway>, source: firstcome_aws::SqsEventSource) {
     loop {
         let polled = source
-            .poll_once(Duration::from_secs(1), |event: SqsEvent| {
+            .poll_once(Duration::ZERO, |event: SqsEvent| {
                 let gw = gw.clone();
                 async move {
                     match gw.invoke("ledger", &serde_json::to_value(&event).unwrap_or_default()).await {
@@ -314,9 +320,13 @@ async fn trigger(gw: Arc<Gateway>, source: firstcome_aws::SqsEventSource) {
                 }
             })
             .await;
-        if let Err(e) = polled {
-            tracing::warn!(error = %e, "polling the ledger queue failed; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        match polled {
+            Ok(p) if p.received > 0 => {}
+            Ok(_) => tokio::time::sleep(IDLE_POLL).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "polling the ledger queue failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
