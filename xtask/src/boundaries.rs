@@ -43,6 +43,11 @@ pub const RULES: &[Rule] = &[
         doc: "Architecture invariant: `firstcome-local` needs no AWS crate: local mode builds and runs with no cloud SDK at all.",
     },
     Rule {
+        krate: "firstcome-guard",
+        forbidden: &["axum", "hyper", "rusqlite", "aws-", "lambda_", "firstcome-store-", "firstcome-api"],
+        doc: "Architecture invariant: `firstcome-guard` (admission, timeouts, breaker) wraps the store ports and nothing else: no HTTP, no store crate, no AWS; the same guard runs in the local server and the Lambdas.",
+    },
+    Rule {
         krate: "firstcome-frontend",
         forbidden: &[
             "tokio",

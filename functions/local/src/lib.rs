@@ -2,16 +2,17 @@
 //! the ledger worker in-process. `start` builds it from config; `run` serves it until shutdown.
 
 pub mod ledger_worker;
+pub mod serve;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use firstcome_api::{AppState, Auth};
+use firstcome_api::{AppState, Auth, LimitConfig, Limits};
 use firstcome_core::{CacheConfig, CampaignId, CampaignStore, CouponTemplate, Issuer, NewCampaign, Status, StoreError};
+use firstcome_guard::{GuardConfig, Guarded};
 use firstcome_store_sqlite::{SqliteError, SqliteStore};
 use firstcome_wire::site::{IdentityConfig, SiteConfig};
 use firstcome_wire::{ErrorBody, ErrorCode};
@@ -35,6 +36,12 @@ pub struct Config {
     pub ledger_rate: NonZeroU32,
     /// The built page (`cargo xtask site` → `target/site`), served at `/`; API only when absent.
     pub site_dir: Option<PathBuf>,
+    /// Connection cap, header deadline (which also closes idle connections), shutdown deadline.
+    pub conns: serve::ConnLimits,
+    /// Admission, timeout and breaker in front of the store.
+    pub guard: GuardConfig,
+    /// Per-user and per-client rate limits.
+    pub limits: LimitConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +84,8 @@ pub async fn start(config: Config) -> Result<Local, LocalError> {
         return Err(LocalError::WeakSecret);
     }
     let auth = Arc::new(Auth::hs256(&secret, true));
-    let shared = Arc::new(store.clone());
-    let issuer = Arc::new(Issuer::new(shared.clone(), shared.clone(), shared, CacheConfig::default()));
+    let guarded = Arc::new(Guarded::new(store.clone(), config.guard));
+    let issuer = Arc::new(Issuer::new(guarded.clone(), guarded.clone(), guarded, CacheConfig::default()));
 
     let admin_token_path = config.data_dir.join("admin-token");
     let admin = auth
@@ -87,7 +94,7 @@ pub async fn start(config: Config) -> Result<Local, LocalError> {
     write_private(&admin_token_path, admin.as_bytes())?;
 
     let demo = if config.demo { Some(demo_campaign(&store, &issuer).await?) } else { None };
-    let state = AppState { issuer, auth, dev_tokens: config.dev_tokens };
+    let state = AppState { issuer, auth, dev_tokens: config.dev_tokens, limits: Arc::new(Limits::new(config.limits)) };
     Ok(Local { state, store, config, admin_token_path, demo })
 }
 
@@ -181,9 +188,7 @@ pub async fn run_app(
     };
     let worker =
         tokio::spawn(ledger_worker::run(store.clone(), store.clone(), local.config.ledger_rate, busy, stop_rx));
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = serve::serve(listener, app, local.config.conns.within_fd_limit(), shutdown).await;
     tracing::info!("no longer accepting; finishing the ledger worker and flushing the store");
     let _ = stop_tx.send(true);
     let _ = worker.await;

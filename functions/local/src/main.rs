@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -41,6 +42,17 @@ struct Args {
     /// Serve the built page from this directory at / (`cargo xtask run` passes target/site).
     #[arg(long)]
     site_dir: Option<PathBuf>,
+    /// Connections held open at once (lowered to fit the descriptor limit); beyond it a new
+    /// connection gets a 503 and is closed.
+    #[arg(long, default_value = "10000")]
+    max_connections: usize,
+    /// Seconds a client has to send a request's headers, counted from when its connection is
+    /// idle: silent, idle keep-alive and trickling connections are closed after it.
+    #[arg(long, default_value = "10")]
+    header_timeout_secs: u64,
+    /// Seconds shutdown waits for in-flight requests before closing their connections.
+    #[arg(long, default_value = "10")]
+    shutdown_deadline_secs: u64,
 }
 
 #[tokio::main]
@@ -65,6 +77,13 @@ async fn main() -> anyhow::Result<()> {
         dev_tokens: args.dev_tokens,
         ledger_rate: args.ledger_rate,
         site_dir: args.site_dir,
+        conns: firstcome_local::serve::ConnLimits {
+            max_connections: args.max_connections.max(1),
+            header_read: Duration::from_secs(args.header_timeout_secs.max(1)),
+            shutdown_deadline: Duration::from_secs(args.shutdown_deadline_secs),
+        },
+        guard: firstcome_guard::GuardConfig::local(),
+        limits: Default::default(),
     };
     let local = firstcome_local::start(config).await.context("starting firstcome-local")?;
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;

@@ -37,6 +37,9 @@ async fn serve(fail_first_claim: bool) -> Server {
         demo: false,
         dev_tokens: true,
         ledger_rate: std::num::NonZeroU32::new(2000).unwrap(),
+        conns: Default::default(),
+        guard: firstcome_guard::GuardConfig::local(),
+        limits: Default::default(),
         site_dir: Some(site_dir()),
     };
     let local = firstcome_local::start(config).await.unwrap();

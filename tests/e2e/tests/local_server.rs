@@ -19,6 +19,9 @@ fn config(dir: &Path, demo: bool) -> Config {
         demo,
         dev_tokens: true,
         ledger_rate: NonZeroU32::new(2000).unwrap(),
+        conns: Default::default(),
+        guard: firstcome_guard::GuardConfig::local(),
+        limits: Default::default(),
         site_dir: None,
     }
 }

@@ -87,7 +87,12 @@ async fn the_checker_catches_a_server_that_double_issues() {
     let issuer = Issuer::new(store.clone(), broken.clone(), store, CacheConfig::default());
     let auth = Arc::new(Auth::hs256(SECRET.as_bytes(), true));
     write_secrets(dir.path(), &auth);
-    let app = firstcome_api::router(AppState { issuer: Arc::new(issuer), auth, dev_tokens: false });
+    let app = firstcome_api::router(AppState {
+        issuer: Arc::new(issuer),
+        auth,
+        dev_tokens: false,
+        limits: Default::default(),
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -142,7 +147,12 @@ async fn serve_tls(dir: &Path) -> (String, String, tokio::sync::watch::Sender<bo
     let issuer = Issuer::new(store.clone(), store.clone(), store, CacheConfig::default());
     let auth = Arc::new(Auth::hs256(SECRET.as_bytes(), true));
     write_secrets(dir, &auth);
-    let app = firstcome_api::router(AppState { issuer: Arc::new(issuer), auth, dev_tokens: false });
+    let app = firstcome_api::router(AppState {
+        issuer: Arc::new(issuer),
+        auth,
+        dev_tokens: false,
+        limits: Default::default(),
+    });
 
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());

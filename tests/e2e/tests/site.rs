@@ -16,6 +16,9 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
         demo: false,
         dev_tokens: false,
         ledger_rate: std::num::NonZeroU32::new(100).unwrap(),
+        conns: Default::default(),
+        guard: firstcome_guard::GuardConfig::local(),
+        limits: Default::default(),
         site_dir: Some(site_dir()),
     };
     let local = firstcome_local::start(config).await.unwrap();

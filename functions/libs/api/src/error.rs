@@ -46,6 +46,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the store is unavailable; retry shortly")]
     Unavailable(#[source] StoreError),
+    #[error("too many requests at once; retry shortly")]
+    Overloaded,
+    #[error("too many requests; retry after {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("the request did not arrive in time")]
+    Timeout,
 }
 
 impl ApiError {
@@ -78,6 +84,9 @@ impl ApiError {
             Self::TooLarge => ErrorCode::TooLarge,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Overloaded => ErrorCode::Overloaded,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Timeout => ErrorCode::Timeout,
         }
     }
 }
@@ -92,6 +101,7 @@ impl From<IssuerError> for ApiError {
             IssuerError::NotOpenYet => Self::NotOpen,
             IssuerError::AlreadyClosed => Self::Closed,
             IssuerError::Invalid(v) => Self::Invalid(v),
+            IssuerError::Store(StoreError::Overloaded) => Self::Overloaded,
             IssuerError::Store(s) => Self::Unavailable(s),
         }
     }
@@ -101,7 +111,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.code();
         let status = StatusCode::from_u16(code.status()).expect("error codes carry valid statuses");
-        if status.is_server_error() {
+        // Shedding is the plan working, not a failure worth a log line per request.
+        if status.is_server_error() && !matches!(self, Self::Overloaded) {
             // Keep the whole chain in the log; the client only gets the summary.
             let mut chain = String::new();
             let mut src = std::error::Error::source(&self);
@@ -113,8 +124,14 @@ impl IntoResponse for ApiError {
         }
         let mut res = (status, axum::Json(ErrorBody { error: code, message: self.to_string(), field: self.field() }))
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            Self::RateLimited { retry_after } => {
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         res
     }

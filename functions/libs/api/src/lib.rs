@@ -4,6 +4,7 @@ pub mod auth;
 mod convert;
 pub mod error;
 pub mod extract;
+pub mod limits;
 mod routes;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use auth::{Auth, GatewayIdentity, sign_hs256};
 pub use error::ApiError;
 /// Largest request body accepted; campaign JSON is a few hundred bytes.
 pub use firstcome_wire::BODY_LIMIT;
+pub use limits::{ClientIp, LimitConfig, Limits, Rate};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -33,6 +35,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Serve `POST /api/dev/token` (local mode with `--dev-tokens`; loopback peers only).
     pub dev_tokens: bool,
+    /// Per-user and per-client rate limits.
+    pub limits: Arc<Limits>,
 }
 
 #[derive(OpenApi)]
@@ -100,6 +104,7 @@ pub fn router_with_site(state: AppState, site: Option<Router>) -> Router {
         // Everything but the public campaign view (which sets its own) is per user or per
         // moment: never stored by a CDN or browser.
         .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(axum::middleware::from_fn_with_state(state.limits.clone(), limits::per_client))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

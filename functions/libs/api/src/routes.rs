@@ -84,7 +84,8 @@ pub async fn get_campaign(State(s): State<AppState>, CampaignPath(id): CampaignP
         (status = 403, description = "an admin token", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "sold_out | not_open | closed", body = ErrorBody),
-        (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
+        (status = 429, description = "rate_limited: this user or client is over its rate; see Retry-After", body = ErrorBody),
+        (status = 503, description = "unavailable | overloaded; see Retry-After", body = ErrorBody),
     ),
 )]
 pub async fn claim(
@@ -92,6 +93,7 @@ pub async fn claim(
     CampaignPath(id): CampaignPath,
     User(user): User,
 ) -> Result<(StatusCode, Json<ClaimResponse>), ApiError> {
+    s.limits.check_user(user.as_str())?;
     let (status, outcome, coupon) = match s.issuer.claim(&id, &user, now()).await? {
         ClaimOutcome::Issued(c) => (StatusCode::CREATED, firstcome_wire::ClaimOutcome::Issued, c),
         ClaimOutcome::AlreadyIssued(c) => (StatusCode::OK, firstcome_wire::ClaimOutcome::AlreadyIssued, c),

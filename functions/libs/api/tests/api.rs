@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode};
-use firstcome_api::{AppState, Auth, router, sign_hs256};
+use firstcome_api::{AppState, Auth, LimitConfig, Limits, router, sign_hs256};
 use firstcome_core::testkit::MemoryStore;
 use firstcome_core::{CacheConfig, Issuer};
 use http_body_util::BodyExt;
@@ -25,9 +25,18 @@ struct App {
 }
 
 fn app_from(peer: &str, dev_tokens: bool, can_sign: bool) -> App {
+    app_limited(peer, dev_tokens, can_sign, LimitConfig::OFF)
+}
+
+fn app_limited(peer: &str, dev_tokens: bool, can_sign: bool, limits: LimitConfig) -> App {
     let store = Arc::new(MemoryStore::new());
     let issuer = Issuer::new(store.clone(), store.clone(), store, CacheConfig::default());
-    let state = AppState { issuer: Arc::new(issuer), auth: Arc::new(Auth::hs256(SECRET, can_sign)), dev_tokens };
+    let state = AppState {
+        issuer: Arc::new(issuer),
+        auth: Arc::new(Auth::hs256(SECRET, can_sign)),
+        dev_tokens,
+        limits: Arc::new(Limits::new(limits)),
+    };
     App { router: router(state).layer(MockConnectInfo(peer.parse::<std::net::SocketAddr>().unwrap())) }
 }
 
@@ -774,7 +783,12 @@ async fn behind_the_gateway_identity_comes_from_the_authorizer_only() {
     use firstcome_api::GatewayIdentity;
     let store = Arc::new(MemoryStore::new());
     let issuer = Arc::new(Issuer::new(store.clone(), store.clone(), store, CacheConfig::default()));
-    let app = router(AppState { issuer, auth: Arc::new(Auth::gateway()), dev_tokens: true });
+    let app = router(AppState {
+        issuer,
+        auth: Arc::new(Auth::gateway()),
+        dev_tokens: true,
+        limits: Arc::new(Limits::new(LimitConfig::OFF)),
+    });
     let send = |method: &str, path: &str, id: Option<GatewayIdentity>, body: Option<Value>| {
         let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
         if id.is_none() {
@@ -809,4 +823,65 @@ async fn behind_the_gateway_identity_comes_from_the_authorizer_only() {
     // Nothing signs tokens here, so the dev token route does not exist even when asked for.
     let (status, _) = send("POST", "/api/dev/token", None, Some(json!({"user_id": "x"}))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_user_over_their_rate_gets_429_with_retry_after_and_others_do_not() {
+    let limits = LimitConfig { per_user: firstcome_api::Rate::new(1, 3), ..LimitConfig::OFF };
+    let app = app_limited("127.0.0.1:40000", true, true, limits);
+    app.create("limited", 100, time::Duration::seconds(-1)).await;
+    let (me, other) = (user_token("eager"), user_token("calm"));
+    for _ in 0..3 {
+        let (status, body) = app.call("POST", "/api/campaigns/limited/claims", Some(&me), None).await;
+        assert!(status == StatusCode::CREATED || status == StatusCode::OK, "{status} {body}");
+    }
+    let (status, headers, body) = app.send("POST", "/api/campaigns/limited/claims", Some(&me), &[], None).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{body}");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    let (status, _) = app.call("POST", "/api/campaigns/limited/claims", Some(&other), None).await;
+    assert_eq!(status, StatusCode::CREATED, "another user is not limited by the first");
+}
+
+#[tokio::test]
+async fn a_client_address_over_its_rate_gets_429_and_loopback_is_exempt_unless_asked() {
+    let limits = LimitConfig { per_client: firstcome_api::Rate::new(1, 3), ..LimitConfig::OFF };
+    let remote = app_limited("203.0.113.7:5000", true, true, limits);
+    for _ in 0..3 {
+        assert_eq!(remote.call("GET", "/healthz", None, None).await.0, StatusCode::OK);
+    }
+    let (status, headers, body) = remote.send("GET", "/api/campaigns", None, &[], None).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{body}");
+    assert!(headers.contains_key("retry-after"));
+
+    let local = app_limited("127.0.0.1:5000", true, true, limits);
+    for _ in 0..10 {
+        assert_eq!(local.call("GET", "/healthz", None, None).await.0, StatusCode::OK, "loopback is exempt");
+    }
+    let counted = app_limited("127.0.0.1:5000", true, true, LimitConfig { limit_loopback: true, ..limits });
+    let statuses: Vec<StatusCode> =
+        futures::future::join_all((0..5).map(|_| counted.call("GET", "/healthz", None, None)))
+            .await
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count(), 2, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn the_address_api_gateway_saw_is_the_one_limited() {
+    let limits = LimitConfig { per_client: firstcome_api::Rate::new(1, 1), ..LimitConfig::OFF };
+    // The connection is API Gateway's (loopback here); the client is who it says.
+    let app = app_limited("127.0.0.1:5000", true, true, limits);
+    let send = |ip: &'static str| {
+        let router = app.router.clone();
+        async move {
+            let mut req = Request::builder().uri("/healthz").body(Body::empty()).unwrap();
+            req.extensions_mut().insert(firstcome_api::ClientIp(ip.parse().unwrap()));
+            router.oneshot(req).await.unwrap().status()
+        }
+    };
+    assert_eq!(send("198.51.100.1").await, StatusCode::OK);
+    assert_eq!(send("198.51.100.1").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(send("198.51.100.2").await, StatusCode::OK);
 }

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use firstcome_api::{AppState, Auth, GatewayIdentity};
+use firstcome_api::{AppState, Auth, ClientIp, GatewayIdentity};
 use firstcome_core::{CacheConfig, Issuer};
+use firstcome_guard::{GuardConfig, Guarded};
 use firstcome_store_dynamo::DynamoStore;
 use lambda_http::request::RequestContext;
 use lambda_http::{RequestExt, service_fn};
@@ -37,13 +38,26 @@ pub async fn serve_api() -> Result<(), Error> {
     init_logs();
     let config = Config::from_env()?;
     let (store, _) = store(&config).await;
-    let issuer = Arc::new(Issuer::new(store.clone(), store.clone(), store, CacheConfig::default()));
-    let app = firstcome_api::router(AppState { issuer, auth: Arc::new(Auth::gateway()), dev_tokens: false });
+    let guarded = Arc::new(Guarded::new(store, GuardConfig::lambda()));
+    let issuer = Arc::new(Issuer::new(guarded.clone(), guarded.clone(), guarded, CacheConfig::default()));
+    let app = firstcome_api::router(AppState {
+        issuer,
+        auth: Arc::new(Auth::gateway()),
+        dev_tokens: false,
+        limits: Default::default(),
+    });
     lambda_http::run(service_fn(move |mut req: lambda_http::Request| {
         let app = app.clone();
         async move {
             if let Some(id) = identity(req.request_context_ref()) {
                 req.extensions_mut().insert(id);
+            }
+            // The per-client limit keys on the viewer's address: CloudFront's header when the
+            // request came through the distribution (API Gateway then sees an edge address),
+            // else the address API Gateway saw.
+            let viewer = req.headers().get("cloudfront-viewer-address").and_then(|v| viewer_ip(v.to_str().ok()?));
+            if let Some(ip) = viewer.or_else(|| source_ip(req.request_context_ref())) {
+                req.extensions_mut().insert(ClientIp(ip));
             }
             let Ok(res) = app.oneshot(req).await;
             Ok::<_, Error>(res)
@@ -56,6 +70,19 @@ pub async fn serve_api() -> Result<(), Error> {
 fn identity(context: Option<&RequestContext>) -> Option<GatewayIdentity> {
     match context? {
         RequestContext::ApiGatewayV2(ctx) => identity_from_claims(&ctx.authorizer.as_ref()?.jwt.as_ref()?.claims),
+        _ => None,
+    }
+}
+
+/// `CloudFront-Viewer-Address`: `ip:port`, IPv6 unbracketed (`2001:db8::1:443`).
+pub fn viewer_ip(header: &str) -> Option<std::net::IpAddr> {
+    header.rsplit_once(':')?.0.parse().ok()
+}
+
+/// The caller's address as API Gateway saw it.
+fn source_ip(context: Option<&RequestContext>) -> Option<std::net::IpAddr> {
+    match context? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref()?.parse().ok(),
         _ => None,
     }
 }
@@ -119,5 +146,13 @@ mod tests {
         );
         assert_eq!(identity_from_claims(&claims(&[("sub", "u-3")])).map(|i| i.admin), Some(false));
         assert_eq!(identity_from_claims(&claims(&[("cognito:groups", "[admin]")])), None, "no subject, no identity");
+    }
+
+    #[test]
+    fn cloudfront_viewer_addresses_parse_for_both_families() {
+        assert_eq!(viewer_ip("203.0.113.9:51234"), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(viewer_ip("2001:db8::1:443"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(viewer_ip("not an address"), None);
+        assert_eq!(viewer_ip("203.0.113.9"), None, "no port: not CloudFront's format");
     }
 }

@@ -271,11 +271,20 @@ impl Issuer {
             }
             _ => {}
         }
-        let decided = match self.claims.claim(id, user, CouponCode::generate(), truncate_to_millis(now)).await {
+        let code = CouponCode::generate();
+        let decided = match self.claims.claim(id, user, code, truncate_to_millis(now)).await {
             Err(StoreError::NotFound) => {
                 self.remember_unknown(id);
                 return Err(IssuerError::NotFound);
             }
+            // The claim may have landed (a timeout after the write): the user's claim says. A
+            // coupon with this attempt's code is this attempt's issue; another code, an earlier
+            // one's. Nothing found: not (yet) applied, and a retry cannot issue a second coupon.
+            Err(StoreError::Unknown(e)) => match self.claims.coupon_of(id, user).await? {
+                Some(c) if c.code == code => StoreClaim::Issued(c),
+                Some(c) => StoreClaim::Existing(c),
+                None => return Err(IssuerError::Store(StoreError::Unknown(e))),
+            },
             other => other?,
         };
         Ok(match decided {

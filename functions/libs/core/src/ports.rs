@@ -30,11 +30,24 @@ pub enum StoreError {
     /// The store cannot answer right now; the caller may retry later.
     #[error("store unavailable")]
     Unavailable(#[source] BoxError),
+    /// A write whose outcome is unknown (it timed out after it may have been applied): only a
+    /// read can tell. Never to be reported as "not done" without that read.
+    #[error("outcome unknown")]
+    Unknown(#[source] BoxError),
+    /// Not attempted: more calls in flight than this instance admits. Shed, not queued.
+    #[error("too many calls in flight")]
+    Overloaded,
 }
 
 impl StoreError {
     pub fn unavailable(e: impl Into<BoxError>) -> Self {
         Self::Unavailable(e.into())
+    }
+
+    /// Whether this says the store is failing (what a circuit breaker counts), as opposed to
+    /// an answer about the data (not found, conflict...) or a call that was never made.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Unknown(_))
     }
 }
 
@@ -142,4 +155,57 @@ pub trait Outbox: Send + Sync {
 #[async_trait]
 pub trait IssuanceQueue: Send + Sync {
     async fn send(&self, record: &IssuanceRecord) -> Result<(), StoreError>;
+}
+
+// A shared adapter is still the adapter: `Arc<S>` passes through, so decorators (the guard,
+// fault injection) can wrap a store that other parts of the process also hold.
+#[async_trait]
+impl<S: CampaignStore + ?Sized> CampaignStore for std::sync::Arc<S> {
+    async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+        (**self).insert_campaign(campaign).await
+    }
+    async fn update_campaign(&self, next: &Campaign, expected: u64, now: OffsetDateTime) -> Result<(), StoreError> {
+        (**self).update_campaign(next, expected, now).await
+    }
+    async fn end_campaign(&self, id: &CampaignId, now: OffsetDateTime) -> Result<EndOutcome, StoreError> {
+        (**self).end_campaign(id, now).await
+    }
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError> {
+        (**self).campaign(id).await
+    }
+    async fn campaigns(&self, after: Option<&CampaignId>, limit: usize) -> Result<Vec<Campaign>, StoreError> {
+        (**self).campaigns(after, limit).await
+    }
+}
+
+#[async_trait]
+impl<S: ClaimStore + ?Sized> ClaimStore for std::sync::Arc<S> {
+    async fn claim(
+        &self,
+        campaign: &CampaignId,
+        user: &UserId,
+        code: CouponCode,
+        now: OffsetDateTime,
+    ) -> Result<StoreClaim, StoreError> {
+        (**self).claim(campaign, user, code, now).await
+    }
+    async fn coupon_of(&self, campaign: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError> {
+        (**self).coupon_of(campaign, user).await
+    }
+    async fn issued(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
+        (**self).issued(campaign).await
+    }
+    async fn coupons(&self, campaign: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError> {
+        (**self).coupons(campaign, after, limit).await
+    }
+}
+
+#[async_trait]
+impl<S: LedgerStore + ?Sized> LedgerStore for std::sync::Arc<S> {
+    async fn append(&self, record: &IssuanceRecord) -> Result<LedgerWrite, StoreError> {
+        (**self).append(record).await
+    }
+    async fn ledger_written(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
+        (**self).ledger_written(campaign).await
+    }
 }

@@ -54,10 +54,17 @@ pub enum ErrorCode {
     TooLarge,
     /// 503: the store cannot answer right now; retry after `Retry-After`.
     Unavailable,
+    /// 503: more requests at once than this instance admits (or connections than it holds);
+    /// shed at once rather than queued. Retry after `Retry-After`.
+    Overloaded,
+    /// 429: this user or client sent more requests than its rate allows; retry after `Retry-After`.
+    RateLimited,
+    /// 408: the request (its body) did not arrive in time.
+    Timeout,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::InvalidRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -72,6 +79,9 @@ impl ErrorCode {
         Self::Closed,
         Self::TooLarge,
         Self::Unavailable,
+        Self::Overloaded,
+        Self::RateLimited,
+        Self::Timeout,
     ];
 
     /// The HTTP status this code is always answered with.
@@ -90,7 +100,9 @@ impl ErrorCode {
             | Self::Closed => 409,
             Self::TooLarge => 413,
             Self::PreconditionRequired => 428,
-            Self::Unavailable => 503,
+            Self::Timeout => 408,
+            Self::RateLimited => 429,
+            Self::Unavailable | Self::Overloaded => 503,
         }
     }
 
@@ -110,6 +122,9 @@ impl ErrorCode {
             Self::Closed => "closed",
             Self::TooLarge => "too_large",
             Self::Unavailable => "unavailable",
+            Self::Overloaded => "overloaded",
+            Self::RateLimited => "rate_limited",
+            Self::Timeout => "timeout",
         }
     }
 }

@@ -1,0 +1,179 @@
+//! Per-user and per-client rate limits (governor's GCRA, keyed): a user clicking faster than a
+//! person can, or one address sending more than a crowd behind one NAT would, gets 429
+//! `rate_limited` with `Retry-After` before anything else is done for it.
+//!
+//! Keys are forgotten once their allowance is full again, so a million distinct users cost
+//! memory only while they are active: the map is swept (`retain_recent`) whenever it has grown
+//! past `SWEEP_AT` and the last sweep is a second old.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use parking_lot::Mutex;
+
+use crate::ApiError;
+
+/// The client's address as the edge saw it, put on the request by whoever accepted it (the
+/// Lambda adapter from API Gateway's `sourceIp`); the local server's `ConnectInfo` otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// A sustained rate and the burst allowed on top of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl Rate {
+    pub const fn new(per_second: u32, burst: u32) -> Option<Self> {
+        match (NonZeroU32::new(per_second), NonZeroU32::new(burst)) {
+            (Some(per_second), Some(burst)) => Some(Self { per_second, burst }),
+            _ => None,
+        }
+    }
+
+    fn quota(self) -> Quota {
+        Quota::per_second(self.per_second).allow_burst(self.burst)
+    }
+}
+
+/// The limits of one deployment; `None` turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitConfig {
+    /// Claims (and "my coupon" checks) per user. Note 004's limiter allowed 5 a second.
+    pub per_user: Option<Rate>,
+    /// Requests per client address, on every API route.
+    pub per_client: Option<Rate>,
+    /// Whether loopback clients count (off for local mode, where the load tool and the tests
+    /// share 127.0.0.1; on AWS every client has its own address).
+    pub limit_loopback: bool,
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self { per_user: Rate::new(5, 10), per_client: Rate::new(100, 200), limit_loopback: false }
+    }
+}
+
+impl LimitConfig {
+    pub const OFF: Self = Self { per_user: None, per_client: None, limit_loopback: false };
+}
+
+/// Keys beyond this make the next check (at most once a second) sweep out the idle ones.
+const SWEEP_AT: usize = 10_000;
+
+struct Keyed<K: Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    swept: Mutex<Instant>,
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    fn new(rate: Rate) -> Self {
+        Self { limiter: DefaultKeyedRateLimiter::keyed(rate.quota()), swept: Mutex::new(Instant::now()) }
+    }
+
+    fn check(&self, key: &K) -> Result<(), ApiError> {
+        self.sweep();
+        self.limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited { retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) }
+        })
+    }
+
+    fn sweep(&self) {
+        if self.limiter.len() < SWEEP_AT {
+            return;
+        }
+        let Some(mut swept) = self.swept.try_lock() else { return };
+        if swept.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        *swept = Instant::now();
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::new(LimitConfig::default())
+    }
+}
+
+/// The limiters of one router instance.
+pub struct Limits {
+    config: LimitConfig,
+    users: Option<Keyed<String>>,
+    clients: Option<Keyed<IpAddr>>,
+}
+
+impl Limits {
+    pub fn new(config: LimitConfig) -> Self {
+        Self { config, users: config.per_user.map(Keyed::new), clients: config.per_client.map(Keyed::new) }
+    }
+
+    pub fn check_user(&self, user: &str) -> Result<(), ApiError> {
+        match &self.users {
+            Some(k) => k.check(&user.to_owned()),
+            None => Ok(()),
+        }
+    }
+
+    pub fn check_client(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        match (&self.clients, ip) {
+            (Some(k), Some(ip)) if self.config.limit_loopback || !ip.is_loopback() => k.check(&ip),
+            _ => Ok(()),
+        }
+    }
+
+    /// Keys held now (users, clients): what the memory figure is measured against.
+    pub fn keys(&self) -> (usize, usize) {
+        (self.users.as_ref().map_or(0, |k| k.limiter.len()), self.clients.as_ref().map_or(0, |k| k.limiter.len()))
+    }
+}
+
+/// Middleware: the per-client limit, on every request.
+pub async fn per_client(
+    axum::extract::State(limits): axum::extract::State<std::sync::Arc<Limits>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::extract::FromRequestParts;
+    use axum::response::IntoResponse;
+    let (mut parts, body) = req.into_parts();
+    let ip = match parts.extensions.get::<ClientIp>() {
+        Some(c) => Some(c.0),
+        // The connection's peer, through axum's own extractor (which tests can stand in for).
+        None => axum::extract::ConnectInfo::<std::net::SocketAddr>::from_request_parts(&mut parts, &())
+            .await
+            .ok()
+            .map(|c| c.0.ip()),
+    };
+    match limits.check_client(ip) {
+        Ok(()) => next.run(axum::extract::Request::from_parts(parts, body)).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_keys_are_swept_so_memory_follows_the_active_users_only() {
+        // A full allowance again after 1 ms: every key is idle by the time of the sweep.
+        let limits = Limits::new(LimitConfig { per_user: Rate::new(1000, 1), ..LimitConfig::OFF });
+        for u in 0..(SWEEP_AT + 5_000) {
+            limits.check_user(&format!("user-{u}")).unwrap();
+        }
+        assert_eq!(limits.keys().0, SWEEP_AT + 5_000);
+        std::thread::sleep(Duration::from_millis(1_100));
+        limits.check_user("one-more").unwrap();
+        assert!(limits.keys().0 < 10, "{} keys kept", limits.keys().0);
+    }
+}

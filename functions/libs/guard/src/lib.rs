@@ -1,0 +1,212 @@
+//! `Guarded<S>`: any store adapter behind admission, a timeout per call and a circuit breaker,
+//! so a slow or failing store costs its callers milliseconds, not their connections.
+//!
+//! Note 004's outage is the model: the store's pool filled, every call waited 30 s, and the
+//! service went down with it. Here a call that cannot start at once waits briefly in a short
+//! queue or is shed (`Overloaded`); a call that starts gets `call_timeout`; and when half of the
+//! last 100 calls failed, the breaker answers `Unavailable` at once for 5 s, then lets 10 probes
+//! through and closes again if they succeed (note 004's resilience4j settings).
+
+mod breaker;
+#[cfg(feature = "testkit")]
+pub mod faulty;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use firstcome_core::{
+    Campaign, CampaignId, CampaignStore, ClaimStore, Coupon, CouponCode, EndOutcome, IssuanceRecord, LedgerStore,
+    LedgerWrite, StoreClaim, StoreError, UserId,
+};
+use time::OffsetDateTime;
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+pub use breaker::{Breaker, BreakerConfig, BreakerState};
+
+/// How much of the store one instance may use at once, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuardConfig {
+    /// Store calls in flight at once.
+    pub max_in_flight: usize,
+    /// Calls that may wait for a slot; one more is shed at once.
+    pub max_queued: usize,
+    /// Longest wait for a slot before the call is shed.
+    pub queue_wait: Duration,
+    /// Longest a started call may take. A write that runs out has an unknown outcome.
+    pub call_timeout: Duration,
+    pub breaker: BreakerConfig,
+}
+
+impl GuardConfig {
+    /// The local server: the embedded store commits in about a millisecond, so a second is
+    /// already a stall.
+    pub fn local() -> Self {
+        Self {
+            max_in_flight: 2048,
+            max_queued: 2048,
+            queue_wait: Duration::from_millis(100),
+            call_timeout: Duration::from_secs(1),
+            breaker: BreakerConfig::default(),
+        }
+    }
+
+    /// A Lambda container (one request at a time, so admission rarely matters): DynamoDB's claim
+    /// keeps retrying contended shards for up to 3 s by itself, so the guard allows a little more.
+    pub fn lambda() -> Self {
+        Self { call_timeout: Duration::from_secs(4), ..Self::local() }
+    }
+}
+
+/// Why the guard answered instead of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("the store's circuit breaker is open (too many recent failures)")]
+    Open,
+    #[error("store call {op} took longer than {after:?}")]
+    TimedOut { op: &'static str, after: Duration },
+}
+
+/// Whether a timed-out call may have changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    Read,
+    Write,
+}
+
+/// A store behind admission, timeouts and a breaker. Implements the same ports as what it wraps.
+pub struct Guarded<S> {
+    inner: S,
+    config: GuardConfig,
+    slots: Semaphore,
+    waiting: AtomicUsize,
+    breaker: Breaker,
+}
+
+impl<S> Guarded<S> {
+    pub fn new(inner: S, config: GuardConfig) -> Self {
+        Self {
+            inner,
+            slots: Semaphore::new(config.max_in_flight),
+            waiting: AtomicUsize::new(0),
+            breaker: Breaker::new(config.breaker),
+            config,
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// A slot at once, or after a short wait in a bounded queue, or `Overloaded`.
+    async fn admit(&self) -> Result<SemaphorePermit<'_>, StoreError> {
+        if let Ok(slot) = self.slots.try_acquire() {
+            return Ok(slot);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.config.max_queued {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(StoreError::Overloaded);
+        }
+        let slot = tokio::time::timeout(self.config.queue_wait, self.slots.acquire()).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        match slot {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => Err(StoreError::Overloaded),
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        effect: Effect,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        // An open breaker answers before anything queues.
+        let ticket = self.breaker.admit().ok_or_else(|| StoreError::unavailable(GuardError::Open))?;
+        let _slot = self.admit().await?;
+        let after = self.config.call_timeout;
+        match tokio::time::timeout(after, work).await {
+            Ok(result) => {
+                ticket.record(result.as_ref().err().is_some_and(StoreError::is_failure));
+                result
+            }
+            Err(_) => {
+                ticket.record(true);
+                let e = GuardError::TimedOut { op, after };
+                tracing::warn!(error = %e, "store call timed out");
+                Err(match effect {
+                    Effect::Read => StoreError::unavailable(e),
+                    Effect::Write => StoreError::Unknown(e.into()),
+                })
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<S: CampaignStore> CampaignStore for Guarded<S> {
+    async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
+        self.call("insert_campaign", Effect::Write, self.inner.insert_campaign(campaign)).await
+    }
+
+    async fn update_campaign(
+        &self,
+        next: &Campaign,
+        expected_version: u64,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.call("update_campaign", Effect::Write, self.inner.update_campaign(next, expected_version, now)).await
+    }
+
+    async fn end_campaign(&self, id: &CampaignId, now: OffsetDateTime) -> Result<EndOutcome, StoreError> {
+        self.call("end_campaign", Effect::Write, self.inner.end_campaign(id, now)).await
+    }
+
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError> {
+        self.call("campaign", Effect::Read, self.inner.campaign(id)).await
+    }
+
+    async fn campaigns(&self, after: Option<&CampaignId>, limit: usize) -> Result<Vec<Campaign>, StoreError> {
+        self.call("campaigns", Effect::Read, self.inner.campaigns(after, limit)).await
+    }
+}
+
+#[async_trait]
+impl<S: ClaimStore> ClaimStore for Guarded<S> {
+    async fn claim(
+        &self,
+        campaign: &CampaignId,
+        user: &UserId,
+        code: CouponCode,
+        now: OffsetDateTime,
+    ) -> Result<StoreClaim, StoreError> {
+        self.call("claim", Effect::Write, self.inner.claim(campaign, user, code, now)).await
+    }
+
+    async fn coupon_of(&self, campaign: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError> {
+        self.call("coupon_of", Effect::Read, self.inner.coupon_of(campaign, user)).await
+    }
+
+    async fn issued(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
+        self.call("issued", Effect::Read, self.inner.issued(campaign)).await
+    }
+
+    async fn coupons(&self, campaign: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError> {
+        self.call("coupons", Effect::Read, self.inner.coupons(campaign, after, limit)).await
+    }
+}
+
+#[async_trait]
+impl<S: LedgerStore> LedgerStore for Guarded<S> {
+    async fn append(&self, record: &IssuanceRecord) -> Result<LedgerWrite, StoreError> {
+        self.call("append", Effect::Write, self.inner.append(record)).await
+    }
+
+    async fn ledger_written(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
+        self.call("ledger_written", Effect::Read, self.inner.ledger_written(campaign)).await
+    }
+}
