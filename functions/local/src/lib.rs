@@ -42,6 +42,8 @@ pub struct Config {
     pub guard: GuardConfig,
     /// Per-user and per-client rate limits.
     pub limits: LimitConfig,
+    /// Origins whose pages may call the API from a browser (CORS); empty = same-origin only.
+    pub origins: Vec<axum::http::HeaderValue>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +96,13 @@ pub async fn start(config: Config) -> Result<Local, LocalError> {
     write_private(&admin_token_path, admin.as_bytes())?;
 
     let demo = if config.demo { Some(demo_campaign(&store, &issuer).await?) } else { None };
-    let state = AppState { issuer, auth, dev_tokens: config.dev_tokens, limits: Arc::new(Limits::new(config.limits)) };
+    let state = AppState {
+        issuer,
+        auth,
+        dev_tokens: config.dev_tokens,
+        limits: Arc::new(Limits::new(config.limits)),
+        origins: config.origins.clone().into(),
+    };
     Ok(Local { state, store, config, admin_token_path, demo })
 }
 

@@ -53,6 +53,19 @@ struct Args {
     /// Seconds shutdown waits for in-flight requests before closing their connections.
     #[arg(long, default_value = "10")]
     shutdown_deadline_secs: u64,
+    /// Origins whose pages may call the API from a browser (CORS), comma-separated
+    /// (`https://shop.example`); the page served here is same-origin and needs none.
+    #[arg(long, value_parser = parse_origins, default_value = "")]
+    allow_origin: Origins,
+}
+
+/// One `--allow-origin` value: a comma-separated list (a bare `Vec` would make clap expect one
+/// origin per value).
+#[derive(Debug, Clone)]
+struct Origins(Vec<axum::http::HeaderValue>);
+
+fn parse_origins(list: &str) -> Result<Origins, String> {
+    firstcome_api::parse_origins(list).map(Origins)
 }
 
 #[tokio::main]
@@ -84,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
         },
         guard: firstcome_guard::GuardConfig::local(),
         limits: Default::default(),
+        origins: args.allow_origin.0,
     };
     let local = firstcome_local::start(config).await.context("starting firstcome-local")?;
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
@@ -109,4 +123,32 @@ async fn main() -> anyhow::Result<()> {
     }
     firstcome_local::run(listener, local, firstcome_local::shutdown_signal()).await.context("serving")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Args;
+
+    #[test]
+    fn the_command_line_parses_with_defaults_and_with_every_protection_flag() {
+        let defaults = Args::try_parse_from(["firstcome-local"]).unwrap();
+        assert!(defaults.allow_origin.0.is_empty());
+        let args = Args::try_parse_from([
+            "firstcome-local",
+            "--allow-origin",
+            "https://shop.example,http://127.0.0.1:3000",
+            "--max-connections",
+            "100",
+            "--header-timeout-secs",
+            "3",
+            "--shutdown-deadline-secs",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(args.allow_origin.0.len(), 2);
+        assert_eq!((args.max_connections, args.header_timeout_secs, args.shutdown_deadline_secs), (100, 3, 2));
+        assert!(Args::try_parse_from(["firstcome-local", "--allow-origin", "*"]).is_err(), "a wildcard is refused");
+    }
 }

@@ -40,6 +40,7 @@ async fn serve(fail_first_claim: bool) -> Server {
         conns: Default::default(),
         guard: firstcome_guard::GuardConfig::local(),
         limits: Default::default(),
+        origins: Vec::new(),
         site_dir: Some(site_dir()),
     };
     let local = firstcome_local::start(config).await.unwrap();

@@ -22,6 +22,7 @@ fn config(dir: &Path, conns: ConnLimits) -> Config {
         conns,
         guard: firstcome_guard::GuardConfig::local(),
         limits: Default::default(),
+        origins: Vec::new(),
         site_dir: None,
     }
 }

@@ -22,6 +22,7 @@ fn config(dir: &Path, demo: bool) -> Config {
         conns: Default::default(),
         guard: firstcome_guard::GuardConfig::local(),
         limits: Default::default(),
+        origins: Vec::new(),
         site_dir: None,
     }
 }

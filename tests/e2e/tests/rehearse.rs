@@ -92,6 +92,7 @@ async fn the_checker_catches_a_server_that_double_issues() {
         auth,
         dev_tokens: false,
         limits: Default::default(),
+        origins: Arc::new([]),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -152,6 +153,7 @@ async fn serve_tls(dir: &Path) -> (String, String, tokio::sync::watch::Sender<bo
         auth,
         dev_tokens: false,
         limits: Default::default(),
+        origins: Arc::new([]),
     });
 
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();

@@ -19,6 +19,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
         conns: Default::default(),
         guard: firstcome_guard::GuardConfig::local(),
         limits: Default::default(),
+        origins: Vec::new(),
         site_dir: Some(site_dir()),
     };
     let local = firstcome_local::start(config).await.unwrap();

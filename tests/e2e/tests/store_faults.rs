@@ -45,8 +45,13 @@ async fn service() -> Service {
     let issuer = Arc::new(Issuer::new(store.clone(), store.clone(), store.clone(), CacheConfig::default()));
     let auth = Arc::new(Auth::hs256(b"faults-test-secret-faults-test-secret-0123", true));
     let admin = auth.sign("admin", Some(firstcome_api::auth::ADMIN_ROLE), time::Duration::hours(1)).unwrap();
-    let app =
-        firstcome_api::router(AppState { issuer, auth: auth.clone(), dev_tokens: false, limits: Default::default() });
+    let app = firstcome_api::router(AppState {
+        issuer,
+        auth: auth.clone(),
+        dev_tokens: false,
+        limits: Default::default(),
+        origins: Arc::new([]),
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(firstcome_local::serve::serve(listener, app, ConnLimits::default(), std::future::pending()));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::HeaderValue;
+pub use axum::http::HeaderValue;
 use axum::http::header::CACHE_CONTROL;
 use axum::response::IntoResponse;
 use firstcome_core::Issuer;
@@ -37,6 +37,9 @@ pub struct AppState {
     pub dev_tokens: bool,
     /// Per-user and per-client rate limits.
     pub limits: Arc<Limits>,
+    /// Origins (`https://host[:port]`) whose pages may call the API from a browser; empty means
+    /// same-origin only (the page and the API share CloudFront, or the local server).
+    pub origins: Arc<[HeaderValue]>,
 }
 
 #[derive(OpenApi)]
@@ -105,6 +108,39 @@ pub fn router_with_site(state: AppState, site: Option<Router>) -> Router {
         // moment: never stored by a CDN or browser.
         .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(axum::middleware::from_fn_with_state(state.limits.clone(), limits::per_client))
+        .layer(cors(&state.origins))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// CORS: preflights answered, and only the listed origins allowed (tower-http answers a preflight
+/// from any other origin without `Access-Control-Allow-Origin`, so the browser refuses it).
+fn cors(origins: &[HeaderValue]) -> tower_http::cors::CorsLayer {
+    use axum::http::{Method, header};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
+        .expose_headers([header::ETAG, header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Parses an origin allowlist (`https://a.example,https://b.example`): each must be a scheme and
+/// host with an optional port, nothing more, so a typo cannot silently allow nothing or everything.
+pub fn parse_origins(list: &str) -> Result<Vec<HeaderValue>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let uri: axum::http::Uri = o.parse().map_err(|_| format!("{o:?} is not an origin"))?;
+            let plain = matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.host().is_some()
+                && uri.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+                && !o.ends_with('/');
+            if !plain || o == "*" {
+                return Err(format!("{o:?} is not an origin like https://shop.example or http://127.0.0.1:8080"));
+            }
+            HeaderValue::from_str(o).map_err(|_| format!("{o:?} is not a header value"))
+        })
+        .collect()
 }

@@ -36,6 +36,7 @@ fn app_limited(peer: &str, dev_tokens: bool, can_sign: bool, limits: LimitConfig
         auth: Arc::new(Auth::hs256(SECRET, can_sign)),
         dev_tokens,
         limits: Arc::new(Limits::new(limits)),
+        origins: firstcome_api::parse_origins("https://shop.example").unwrap().into(),
     };
     App { router: router(state).layer(MockConnectInfo(peer.parse::<std::net::SocketAddr>().unwrap())) }
 }
@@ -788,6 +789,7 @@ async fn behind_the_gateway_identity_comes_from_the_authorizer_only() {
         auth: Arc::new(Auth::gateway()),
         dev_tokens: true,
         limits: Arc::new(Limits::new(LimitConfig::OFF)),
+        origins: Arc::new([]),
     });
     let send = |method: &str, path: &str, id: Option<GatewayIdentity>, body: Option<Value>| {
         let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
@@ -884,4 +886,50 @@ async fn the_address_api_gateway_saw_is_the_one_limited() {
     assert_eq!(send("198.51.100.1").await, StatusCode::OK);
     assert_eq!(send("198.51.100.1").await, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(send("198.51.100.2").await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn preflights_are_answered_and_only_listed_origins_are_allowed() {
+    let app = app().await; // allows https://shop.example
+    let preflight = |origin: &'static str| {
+        let router = app.router.clone();
+        async move {
+            let req = Request::builder()
+                .method("OPTIONS")
+                .uri("/api/campaigns/launch/claims")
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "authorization")
+                .body(Body::empty())
+                .unwrap();
+            router.oneshot(req).await.unwrap()
+        }
+    };
+    let ok = preflight("https://shop.example").await;
+    assert_eq!(ok.status(), StatusCode::OK, "a preflight is answered, not 405");
+    let h = ok.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://shop.example");
+    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert!(h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase().contains("authorization"));
+
+    let stranger = preflight("https://evil.example").await;
+    assert!(!stranger.headers().contains_key("access-control-allow-origin"), "another origin is not allowed");
+
+    app.create("cors", 5, time::Duration::seconds(-1)).await;
+    let (status, headers, _) = app
+        .send("POST", "/api/campaigns/cors/claims", Some(&user_token("u")), &[("origin", "https://shop.example")], None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["access-control-allow-origin"], "https://shop.example");
+    assert!(headers["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase().contains("retry-after"));
+}
+
+#[test]
+fn origin_lists_are_parsed_strictly() {
+    let ok = firstcome_api::parse_origins(" https://a.example, http://127.0.0.1:8080 ,").unwrap();
+    assert_eq!(ok, ["https://a.example", "http://127.0.0.1:8080"]);
+    assert!(firstcome_api::parse_origins("").unwrap().is_empty());
+    for bad in ["*", "https://a.example/path", "https://a.example/", "ftp://a.example", "a.example", "https://"] {
+        assert!(firstcome_api::parse_origins(bad).is_err(), "{bad} accepted");
+    }
 }

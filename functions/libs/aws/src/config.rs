@@ -21,6 +21,8 @@ pub struct Config {
     pub shards: Shards,
     /// How long a record may stay unacknowledged before the reconciler sends it again.
     pub reconcile_grace: Duration,
+    /// `FIRSTCOME_ALLOWED_ORIGINS`: origins whose pages may call the API from a browser (CORS).
+    pub origins: Vec<firstcome_api::HeaderValue>,
 }
 
 impl Config {
@@ -55,6 +57,8 @@ impl Config {
             ledger_queue_url: required("FIRSTCOME_LEDGER_QUEUE_URL")?,
             shards,
             reconcile_grace: Duration::from_secs(u64::from(number("FIRSTCOME_RECONCILE_GRACE_S", 60, 1..=86_400)?)),
+            origins: firstcome_api::parse_origins(&get("FIRSTCOME_ALLOWED_ORIGINS").unwrap_or_default())
+                .map_err(|reason| ConfigError::Invalid { name: "FIRSTCOME_ALLOWED_ORIGINS", reason })?,
         })
     }
 }

@@ -45,6 +45,7 @@ pub async fn serve_api() -> Result<(), Error> {
         auth: Arc::new(Auth::gateway()),
         dev_tokens: false,
         limits: Default::default(),
+        origins: config.origins.clone().into(),
     });
     lambda_http::run(service_fn(move |mut req: lambda_http::Request| {
         let app = app.clone();
