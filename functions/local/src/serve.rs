@@ -35,6 +35,11 @@ pub struct ConnLimits {
     pub shutdown_deadline: Duration,
 }
 
+/// Headers one request may carry (hyper's default, which keeps them on the stack).
+pub const MAX_HEADERS: usize = 100;
+/// Bytes of a request's head, start line included.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
 /// Descriptors kept free of connections: the store's files, the log, the refusals themselves.
 const RESERVED_FDS: u64 = 64;
 /// Refusals written at once; past that a connection over the cap is closed without a word.
@@ -77,7 +82,13 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut conns = JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read).keep_alive(true);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .keep_alive(true)
+        // A request's head: at most 32 KiB (a JWT is about 1 KiB) and hyper's 100 headers (kept
+        // at its default: any other count moves the header array to the heap on every request);
+        // beyond either, hyper answers 431 and closes.
+        .max_header_size(MAX_HEAD_BYTES);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

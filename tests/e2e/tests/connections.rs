@@ -13,6 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn config(dir: &Path, conns: ConnLimits) -> Config {
+    config_with(dir, conns, firstcome_api::LimitConfig::default())
+}
+
+fn config_with(dir: &Path, conns: ConnLimits, limits: firstcome_api::LimitConfig) -> Config {
     Config {
         data_dir: dir.to_owned(),
         jwt_secret: None,
@@ -21,7 +25,7 @@ fn config(dir: &Path, conns: ConnLimits) -> Config {
         ledger_rate: NonZeroU32::new(1000).unwrap(),
         conns,
         guard: firstcome_guard::GuardConfig::local(),
-        limits: Default::default(),
+        limits,
         origins: Vec::new(),
         site_dir: None,
     }
@@ -34,7 +38,11 @@ struct Server {
 }
 
 async fn serve(dir: &Path, conns: ConnLimits) -> Server {
-    let local = firstcome_local::start(config(dir, conns)).await.unwrap();
+    serve_config(config(dir, conns)).await
+}
+
+async fn serve_config(config: Config) -> Server {
+    let local = firstcome_local::start(config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -164,4 +172,51 @@ async fn a_trickling_client_cannot_hold_shutdown_past_its_deadline() {
     finished.unwrap().unwrap().unwrap();
     assert!(asked.elapsed() >= Duration::from_millis(900), "in-flight work got its grace period");
     trickler.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_or_too_large_headers_get_431_and_a_half_sent_body_gets_408() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = firstcome_api::LimitConfig {
+        request_timeout: Duration::from_millis(500),
+        ..firstcome_api::LimitConfig::default()
+    };
+    let server = serve_config(config_with(dir.path(), ConnLimits::default(), limits)).await;
+    let answer = |request: Vec<u8>| async move {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(&request).await.unwrap();
+        String::from_utf8_lossy(&read_to_close(&mut s, Duration::from_secs(5)).await.unwrap()).into_owned()
+    };
+
+    let mut many = b"GET /healthz HTTP/1.1\r\nhost: t\r\n".to_vec();
+    for i in 0..=firstcome_local::serve::MAX_HEADERS {
+        many.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert!(answer(many).await.starts_with("HTTP/1.1 431"), "101 headers");
+
+    let mut large = b"GET /healthz HTTP/1.1\r\nhost: t\r\nx-big: ".to_vec();
+    large.extend(std::iter::repeat_n(b'a', 40 * 1024));
+    large.extend_from_slice(b"\r\n\r\n");
+    let refused = answer(large).await;
+    assert!(refused.starts_with("HTTP/1.1 431"), "a 40 KiB header: {}", &refused[..refused.len().min(80)]);
+
+    // Half a body, then silence: 408 in the API's error shape, at the request timeout.
+    let started = Instant::now();
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"POST /api/dev/token HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"user_id\"")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("an answer in time").unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error"], "timeout");
+    assert!(started.elapsed() >= Duration::from_millis(450), "not before the timeout: {:?}", started.elapsed());
+
+    // And a normal request still works.
+    assert!(healthz(server.addr).await.starts_with("HTTP/1.1 200"));
+    let _ = server.stop.send(());
+    server.task.await.unwrap().unwrap();
 }

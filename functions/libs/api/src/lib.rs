@@ -103,6 +103,11 @@ pub fn router_with_site(state: AppState, site: Option<Router>) -> Router {
             }
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::Timeout }))
+                .layer(tower::timeout::TimeoutLayer::new(state.limits.config().request_timeout)),
+        )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Everything but the public campaign view (which sets its own) is per user or per
         // moment: never stored by a CDN or browser.

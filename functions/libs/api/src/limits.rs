@@ -52,17 +52,30 @@ pub struct LimitConfig {
     /// Whether loopback clients count (off for local mode, where the load tool and the tests
     /// share 127.0.0.1; on AWS every client has its own address).
     pub limit_loopback: bool,
+    /// Longest a request may take, its body's arrival included: a client that sends half a body
+    /// and stops gets 408 `timeout` instead of holding a task (the store calls have their own,
+    /// shorter, timeout).
+    pub request_timeout: Duration,
 }
 
 impl Default for LimitConfig {
     fn default() -> Self {
-        Self { per_user: Rate::new(5, 10), per_client: Rate::new(100, 200), limit_loopback: false }
+        Self {
+            per_user: Rate::new(5, 10),
+            per_client: Rate::new(100, 200),
+            limit_loopback: false,
+            request_timeout: REQUEST_TIMEOUT,
+        }
     }
 }
 
 impl LimitConfig {
-    pub const OFF: Self = Self { per_user: None, per_client: None, limit_loopback: false };
+    /// No rate limits (the request timeout stays).
+    pub const OFF: Self =
+        Self { per_user: None, per_client: None, limit_loopback: false, request_timeout: REQUEST_TIMEOUT };
 }
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Keys beyond this make the next check (at most once a second) sweep out the idle ones.
 const SWEEP_AT: usize = 10_000;
@@ -129,6 +142,10 @@ impl Limits {
             (Some(k), Some(ip)) if self.config.limit_loopback || !ip.is_loopback() => k.check(&ip),
             _ => Ok(()),
         }
+    }
+
+    pub fn config(&self) -> LimitConfig {
+        self.config
     }
 
     /// Keys held now (users, clients): what the memory figure is measured against.
