@@ -66,10 +66,15 @@ async fn read_to_close(stream: &mut TcpStream, within: Duration) -> Result<Vec<u
     }
 }
 
-async fn healthz(addr: std::net::SocketAddr) -> String {
+/// Sends `request` on a new connection and returns everything answered until the server closes.
+async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").await.unwrap();
+    s.write_all(request).await.unwrap();
     String::from_utf8_lossy(&read_to_close(&mut s, Duration::from_secs(5)).await.unwrap()).into_owned()
+}
+
+async fn healthz(addr: std::net::SocketAddr) -> String {
+    exchange(addr, b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,23 +187,17 @@ async fn too_many_or_too_large_headers_get_431_and_a_half_sent_body_gets_408() {
         ..firstcome_api::LimitConfig::default()
     };
     let server = serve_config(config_with(dir.path(), ConnLimits::default(), limits)).await;
-    let answer = |request: Vec<u8>| async move {
-        let mut s = TcpStream::connect(server.addr).await.unwrap();
-        s.write_all(&request).await.unwrap();
-        String::from_utf8_lossy(&read_to_close(&mut s, Duration::from_secs(5)).await.unwrap()).into_owned()
-    };
-
     let mut many = b"GET /healthz HTTP/1.1\r\nhost: t\r\n".to_vec();
     for i in 0..=firstcome_local::serve::MAX_HEADERS {
         many.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
     }
     many.extend_from_slice(b"\r\n");
-    assert!(answer(many).await.starts_with("HTTP/1.1 431"), "101 headers");
+    assert!(exchange(server.addr, &many).await.starts_with("HTTP/1.1 431"), "101 headers");
 
     let mut large = b"GET /healthz HTTP/1.1\r\nhost: t\r\nx-big: ".to_vec();
     large.extend(std::iter::repeat_n(b'a', 40 * 1024));
     large.extend_from_slice(b"\r\n\r\n");
-    let refused = answer(large).await;
+    let refused = exchange(server.addr, &large).await;
     assert!(refused.starts_with("HTTP/1.1 431"), "a 40 KiB header: {}", &refused[..refused.len().min(80)]);
 
     // Half a body, then silence: 408 in the API's error shape, at the request timeout.

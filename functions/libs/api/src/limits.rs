@@ -162,6 +162,10 @@ pub async fn per_client(
 ) -> axum::response::Response {
     use axum::extract::FromRequestParts;
     use axum::response::IntoResponse;
+    if limits.clients.is_none() {
+        // No per-client limit: nothing to look up on this request.
+        return next.run(req).await;
+    }
     let (mut parts, body) = req.into_parts();
     let ip = match parts.extensions.get::<ClientIp>() {
         Some(c) => Some(c.0),

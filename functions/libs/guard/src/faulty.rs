@@ -56,15 +56,18 @@ impl<S> Faulty<S> {
         (Self { inner, switch: switch.clone() }, switch)
     }
 
-    async fn around<T>(&self, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    /// `work` under the switch's fault; `claim` says whether it is a claim (the only call a
+    /// `SlowClaimAnswers` fault slows).
+    async fn around<T>(&self, claim: bool, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         match self.switch.get() {
-            Fault::None | Fault::SlowClaimAnswers(_) => work.await,
+            Fault::None => work.await,
+            Fault::SlowClaimAnswers(_) if !claim => work.await,
             Fault::Fail => Err(StoreError::unavailable(Injected)),
             Fault::Stall(d) => {
                 tokio::time::sleep(d).await;
                 work.await
             }
-            Fault::SlowAnswer(d) => {
+            Fault::SlowAnswer(d) | Fault::SlowClaimAnswers(d) => {
                 let answer = work.await;
                 tokio::time::sleep(d).await;
                 answer
@@ -76,19 +79,19 @@ impl<S> Faulty<S> {
 #[async_trait]
 impl<S: CampaignStore> CampaignStore for Faulty<S> {
     async fn insert_campaign(&self, campaign: &Campaign) -> Result<(), StoreError> {
-        self.around(self.inner.insert_campaign(campaign)).await
+        self.around(false, self.inner.insert_campaign(campaign)).await
     }
     async fn update_campaign(&self, next: &Campaign, expected: u64, now: OffsetDateTime) -> Result<(), StoreError> {
-        self.around(self.inner.update_campaign(next, expected, now)).await
+        self.around(false, self.inner.update_campaign(next, expected, now)).await
     }
     async fn end_campaign(&self, id: &CampaignId, now: OffsetDateTime) -> Result<EndOutcome, StoreError> {
-        self.around(self.inner.end_campaign(id, now)).await
+        self.around(false, self.inner.end_campaign(id, now)).await
     }
     async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError> {
-        self.around(self.inner.campaign(id)).await
+        self.around(false, self.inner.campaign(id)).await
     }
     async fn campaigns(&self, after: Option<&CampaignId>, limit: usize) -> Result<Vec<Campaign>, StoreError> {
-        self.around(self.inner.campaigns(after, limit)).await
+        self.around(false, self.inner.campaigns(after, limit)).await
     }
 }
 
@@ -101,30 +104,25 @@ impl<S: ClaimStore> ClaimStore for Faulty<S> {
         code: CouponCode,
         now: OffsetDateTime,
     ) -> Result<StoreClaim, StoreError> {
-        if let Fault::SlowClaimAnswers(d) = self.switch.get() {
-            let answer = self.inner.claim(campaign, user, code, now).await;
-            tokio::time::sleep(d).await;
-            return answer;
-        }
-        self.around(self.inner.claim(campaign, user, code, now)).await
+        self.around(true, self.inner.claim(campaign, user, code, now)).await
     }
     async fn coupon_of(&self, campaign: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError> {
-        self.around(self.inner.coupon_of(campaign, user)).await
+        self.around(false, self.inner.coupon_of(campaign, user)).await
     }
     async fn issued(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
-        self.around(self.inner.issued(campaign)).await
+        self.around(false, self.inner.issued(campaign)).await
     }
     async fn coupons(&self, campaign: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError> {
-        self.around(self.inner.coupons(campaign, after, limit)).await
+        self.around(false, self.inner.coupons(campaign, after, limit)).await
     }
 }
 
 #[async_trait]
 impl<S: LedgerStore> LedgerStore for Faulty<S> {
     async fn append(&self, record: &IssuanceRecord) -> Result<LedgerWrite, StoreError> {
-        self.around(self.inner.append(record)).await
+        self.around(false, self.inner.append(record)).await
     }
     async fn ledger_written(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
-        self.around(self.inner.ledger_written(campaign)).await
+        self.around(false, self.inner.ledger_written(campaign)).await
     }
 }
