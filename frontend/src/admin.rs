@@ -1,7 +1,8 @@
 //! `/admin`: the marketing page. Sign in (the admin token locally, a user-pool account in the
 //! `admin` group on AWS), create a campaign (times entered in the browser's zone, UTC shown beside
 //! them), reschedule or edit it before it opens, end a running one, download the winners, and
-//! watch issued / remaining / ledger figures live.
+//! watch issued / remaining / ledger figures live. The create form proposes the claim ticket's
+//! difficulty from this browser's own hash rate: the bits that take about 100 ms here.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use serde::Serialize;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
 
-use crate::api::{Call, Failure, millis, to_json};
+use crate::api::{Call, Failure, millis, sleep, to_json};
 use crate::i18n::Lang;
 use crate::session;
 use firstcome_wire::site::IdentityConfig;
@@ -62,6 +63,7 @@ struct NewBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     closes_at: Option<String>,
     coupon: TermsBody,
+    pow_bits: Num,
 }
 
 #[derive(Serialize)]
@@ -241,7 +243,7 @@ fn Dashboard(token: String) -> impl IntoView {
         <table class="campaign-table">
             <thead><tr>
                 <th>"id"</th><th>"title"</th><th>"status"</th><th>"opens (local)"</th>
-                <th>"issued"</th><th>"remaining"</th><th>"ledger"</th><th>"claims/s"</th><th>"actions"</th>
+                <th>"issued"</th><th>"remaining"</th><th>"ledger"</th><th>"ticket"</th><th>"claims/s"</th><th>"actions"</th>
             </tr></thead>
             <tbody>
                 <For each=move || campaigns.with(|v| v.iter().map(|c| c.campaign.id.clone()).collect::<Vec<_>>()) key=|id| id.clone() let:id>
@@ -372,6 +374,7 @@ fn Row(
             <td data-testid=testid("issued")>{field(|c| c.issued.to_string())}</td>
             <td data-testid=testid("remaining")>{field(|c| c.campaign.remaining.to_string())}</td>
             <td data-testid=testid("ledger")>{field(|c| c.ledger_written.to_string())}</td>
+            <td data-testid=testid("ticket")>{field(|c| c.campaign.ticket.as_ref().map_or("off".into(), |t| format!("{} bits", t.bits)))}</td>
             <td>{move || rates.with(|r| sparkline(r.iter().find(|(id, _)| *id == id_store.get_value()).map(|(_, v)| v.as_slice()).unwrap_or(&[])))}</td>
             <td>
                 // Hidden rather than mounted and unmounted: the same for the user, less WASM.
@@ -396,7 +399,7 @@ fn Row(
 }
 
 /// The fields of the create form, in the API's names (so its `field` lands beside the input).
-const FIELDS: [(&str, &str); 8] = [
+const FIELDS: [(&str, &str); 9] = [
     ("id", "Id (a-z, 0-9, -)"),
     ("title", "Title"),
     ("total", "Stock"),
@@ -405,7 +408,11 @@ const FIELDS: [(&str, &str); 8] = [
     ("coupon.valid_days", "Valid days"),
     ("opens_at", "Opens (your time)"),
     ("closes_at", "Closes (optional, your time)"),
+    ("pow_bits", "Anti-bot ticket (bits; 0 = off)"),
 ];
+
+/// What a customer's browser should spend on a claim ticket at T0.
+const TICKET_TARGET_MS: f64 = 100.0;
 
 #[component]
 fn CreateForm(token: String, on_created: Callback<()>) -> impl IntoView {
@@ -421,6 +428,20 @@ fn CreateForm(token: String, on_created: Callback<()>) -> impl IntoView {
     let token = StoredValue::new(token);
     let get = move |f: &str| values.with_value(|v| v[index(f)].get_untracked());
 
+    // Measure this browser's hash rate once the form has painted, and propose the difficulty
+    // that costs about TICKET_TARGET_MS here (unless marketing typed a value meanwhile).
+    let proposal = RwSignal::new(None::<(u8, f64)>);
+    let bits_field = values.with_value(|v| v[index("pow_bits")]);
+    spawn_local(async move {
+        sleep(200.0).await;
+        let rate = crate::ticket::hashes_per_ms(60.0);
+        let bits = firstcome_ticket::bits_for(rate, TICKET_TARGET_MS);
+        proposal.set(Some((bits, rate)));
+        if bits_field.get_untracked().trim().is_empty() {
+            bits_field.set(bits.to_string());
+        }
+    });
+
     let submit = move || {
         let closes = get("closes_at");
         let body = to_json(&NewBody {
@@ -433,6 +454,10 @@ fn CreateForm(token: String, on_created: Callback<()>) -> impl IntoView {
                 discount: number(&get("coupon.discount")),
                 currency: get("coupon.currency").trim().to_owned(),
                 valid_days: number(&get("coupon.valid_days")),
+            },
+            pow_bits: match get("pow_bits").trim() {
+                "" => Num::N(0),
+                bits => number(bits),
             },
         });
         spawn_local(async move {
@@ -475,6 +500,12 @@ fn CreateForm(token: String, on_created: Callback<()>) -> impl IntoView {
                         <input id=testid.clone() data-testid=testid.clone() type=kind step="1"
                             aria-invalid=move || errors.with(|e| e.as_ref().is_some_and(|(f, _)| f == field)).to_string()
                             prop:value=move || signal.get() on:input=move |ev| signal.set(event_target_value(&ev)) />
+                        {(field == "pow_bits").then(|| view! {
+                            <span class="utc" data-testid="pow-proposal">{move || proposal.get().map(|(bits, rate)| format!(
+                                "proposed {bits}: about {:.0} ms in this browser ({:.0} hashes/ms); each step doubles it",
+                                2f64.powi(i32::from(bits)) / rate, rate
+                            ))}</span>
+                        })}
                         {field.ends_with("_at").then(|| view! {
                             <span class="utc" data-testid=format!("{testid}-utc")>{move || local_to_utc(&signal.get()).map(|u| format!("UTC {u}"))}</span>
                         })}

@@ -90,12 +90,14 @@ pub struct Call<'a> {
     /// A JSON body (see `to_json`).
     pub body: Option<String>,
     pub if_match: Option<&'a str>,
+    /// The claim ticket (`Firstcome-Ticket`).
+    pub ticket: Option<u64>,
     pub fresh: bool,
 }
 
 impl<'a> Call<'a> {
     pub fn get(path: &'a str) -> Self {
-        Self { method: Method::GET, path, token: None, body: None, if_match: None, fresh: false }
+        Self { method: Method::GET, path, token: None, body: None, if_match: None, ticket: None, fresh: false }
     }
 
     pub fn post(path: &'a str) -> Self {
@@ -104,6 +106,10 @@ impl<'a> Call<'a> {
 
     pub fn token(self, token: Option<&'a str>) -> Self {
         Self { token, ..self }
+    }
+
+    pub fn ticket(self, ticket: Option<u64>) -> Self {
+        Self { ticket, ..self }
     }
 
     pub fn fresh(self) -> Self {
@@ -131,6 +137,9 @@ impl<'a> Call<'a> {
         }
         if let Some(m) = self.if_match {
             req = req.header("If-Match", m);
+        }
+        if let Some(n) = self.ticket {
+            req = req.header(firstcome_ticket::HEADER, &n.to_string());
         }
         let req = match self.body {
             Some(b) => req.header("Content-Type", "application/json").body(b),

@@ -13,6 +13,7 @@ use crate::clock::{ClockSync, countdown};
 use crate::i18n::Lang;
 use crate::retry::backoff_ms;
 use crate::session::{self, Session};
+use firstcome_ticket::Nonce;
 use firstcome_wire::site::IdentityConfig;
 
 /// Where the customer's claim stands.
@@ -20,8 +21,16 @@ use firstcome_wire::site::IdentityConfig;
 enum Claim {
     Idle,
     Pending,
-    Retrying { network: bool, secs: u32 },
-    Won { coupon: Coupon, fresh: bool },
+    /// Solving the claim ticket (percent: the chance it would be done by now).
+    Solving(u32),
+    Retrying {
+        network: bool,
+        secs: u32,
+    },
+    Won {
+        coupon: Coupon,
+        fresh: bool,
+    },
     SoldOut,
     NotOpen,
     Closed,
@@ -168,6 +177,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
         let t = lang.get().text();
         match claim.get() {
             Claim::Pending => return t.claiming.to_owned(),
+            Claim::Solving(p) => return (t.solving)(p),
             Claim::Retrying { network: true, secs } => return (t.offline_retrying)(secs),
             Claim::Retrying { network: false, secs } => return (t.busy_retrying)(secs),
             Claim::Won { fresh: true, .. } => return t.issued.to_owned(),
@@ -288,9 +298,9 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
                     _ => view! {
                         <button type="button" class="claim" data-testid="claim"
                             disabled=move || !can_click()
-                            aria-busy=move || matches!(claim.get(), Claim::Pending | Claim::Retrying { .. }).to_string()
+                            aria-busy=move || matches!(claim.get(), Claim::Pending | Claim::Solving(_) | Claim::Retrying { .. }).to_string()
                             on:click=move |_| on_claim.run(())>
-                            {move || if matches!(claim.get(), Claim::Pending | Claim::Retrying { .. }) { lang.get().text().claiming } else { lang.get().text().claim }}
+                            {move || if matches!(claim.get(), Claim::Pending | Claim::Solving(_) | Claim::Retrying { .. }) { lang.get().text().claiming } else { lang.get().text().claim }}
                         </button>
                     }.into_any(),
                 }}
@@ -360,6 +370,36 @@ async fn renewed(s: Session, session: RwSignal<Option<Session>>) -> Session {
     new
 }
 
+/// The claim ticket, when the campaign asks for one: the nonce from the campaign view (re-read
+/// until it is out: a view cached just before T0 does not carry it yet), then solved here with
+/// progress shown on the button.
+async fn ticket(
+    id: &str,
+    s: &Session,
+    campaign: RwSignal<Option<Campaign>>,
+    claim: RwSignal<Claim>,
+) -> Result<Option<u64>, String> {
+    let Some(terms) = campaign.with_untracked(|c| c.as_ref().and_then(|c| c.ticket.clone())) else { return Ok(None) };
+    claim.set(Claim::Solving(0));
+    let mut nonce = terms.nonce;
+    let path = format!("/api/campaigns/{id}");
+    for _ in 0..40 {
+        if nonce.is_some() {
+            break;
+        }
+        sleep(250.0).await;
+        if let Ok(a) = Call::get(&path).fresh().json::<Campaign>().await {
+            nonce = a.value.ticket.as_ref().and_then(|t| t.nonce.clone());
+            campaign.set(Some(a.value));
+        }
+    }
+    let nonce = nonce.and_then(|n| Nonce::from_hex(&n)).ok_or("the ticket's nonce did not arrive; reload the page")?;
+    let user = session::subject(&s.token).ok_or("the sign-in token is unreadable; sign in again")?;
+    let n = crate::ticket::solve(terms.bits, id, &user, &nonce, |p| claim.set(Claim::Solving(p))).await;
+    claim.set(Claim::Pending);
+    Ok(Some(n))
+}
+
 /// One click: POST the claim; on overload or a network error, wait (honouring Retry-After,
 /// jittered) and try again by itself. A repeat is safe: the server answers the same coupon.
 async fn claim_with_retries(
@@ -372,8 +412,15 @@ async fn claim_with_retries(
     let path = format!("/api/campaigns/{id}/claims");
     // A token about to expire is renewed before the click is sent, not after a 401 at T0.
     let s = renewed(s, session).await;
+    let ticket = match ticket(&id, &s, campaign, claim).await {
+        Ok(t) => t,
+        Err(message) => {
+            claim.set(Claim::Failed(message));
+            return;
+        }
+    };
     for attempt in 0..MAX_TRIES {
-        match Call::post(&path).token(Some(&s.token)).json::<ClaimResponse>().await {
+        match Call::post(&path).token(Some(&s.token)).ticket(ticket).json::<ClaimResponse>().await {
             Ok(a) => {
                 let fresh = a.value.outcome == ClaimOutcome::Issued;
                 claim.set(Claim::Won { coupon: a.value.coupon, fresh });

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod i18n;
 pub mod retry;
 pub mod session;
+pub mod ticket;
 
 #[cfg(all(target_arch = "wasm32", feature = "admin"))]
 mod admin;

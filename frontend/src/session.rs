@@ -116,13 +116,8 @@ pub async fn cognito_confirm(endpoint: &str, client_id: &str, email: &str, code:
     cognito_call::<serde::de::IgnoredAny>(endpoint, "ConfirmSignUp", body).await.map(|_| ())
 }
 
-/// Seconds since the epoch at which the token expires, read (not verified: the API does that)
-/// from its payload.
-fn expires_at(token: &str) -> Option<f64> {
-    #[derive(Deserialize)]
-    struct Exp {
-        exp: f64,
-    }
+/// The token's payload as JSON text, read (not verified: the API does that).
+fn payload(token: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
     let mut b64: String = payload
         .chars()
@@ -135,8 +130,25 @@ fn expires_at(token: &str) -> Option<f64> {
     while !b64.len().is_multiple_of(4) {
         b64.push('=');
     }
-    let json = web_sys::window()?.atob(&b64).ok()?;
-    from_json::<Exp>(&json).map(|e| e.exp)
+    web_sys::window()?.atob(&b64).ok()
+}
+
+/// Seconds since the epoch at which the token expires.
+fn expires_at(token: &str) -> Option<f64> {
+    #[derive(Deserialize)]
+    struct Exp {
+        exp: f64,
+    }
+    from_json::<Exp>(&payload(token)?).map(|e| e.exp)
+}
+
+/// The user id the API knows this token by (its `sub`): what a claim ticket is bound to.
+pub fn subject(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Sub {
+        sub: String,
+    }
+    from_json::<Sub>(&payload(token)?).map(|s| s.sub)
 }
 
 /// The session with a token good for at least two more minutes: a customer who signed in an hour

@@ -48,6 +48,11 @@ pub const RULES: &[Rule] = &[
         doc: "Architecture invariant: `firstcome-guard` (admission, timeouts, breaker) wraps the store ports and nothing else: no HTTP, no store crate, no AWS; the same guard runs in the local server and the Lambdas.",
     },
     Rule {
+        krate: "firstcome-ticket",
+        forbidden: &["tokio", "axum", "hyper", "rusqlite", "aws-", "lambda_", "firstcome-", "serde", "time", "rand"],
+        doc: "Architecture invariant: `firstcome-ticket` (the claim ticket's hash) depends on `sha2` only, so the engine that verifies a ticket and the page and load tool that solve one hash exactly the same bytes.",
+    },
+    Rule {
         krate: "firstcome-frontend",
         forbidden: &[
             "tokio",
@@ -61,7 +66,7 @@ pub const RULES: &[Rule] = &[
             "firstcome-store-",
             "firstcome-local",
         ],
-        doc: "Architecture invariant: `firstcome-frontend` (the page) knows the server only through `firstcome-wire`: no other firstcome crate, no server runtime or framework.",
+        doc: "Architecture invariant: `firstcome-frontend` (the page) knows the server only through `firstcome-wire` (and solves claim tickets with `firstcome-ticket`): no other firstcome crate, no server runtime or framework.",
     },
 ];
 

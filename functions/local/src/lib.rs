@@ -133,6 +133,7 @@ async fn demo_campaign(store: &SqliteStore, issuer: &Issuer) -> Result<CampaignI
         opens_at: now + time::Duration::seconds(30),
         closes_at: None,
         coupon: CouponTemplate { discount: 5000, currency: "KRW".into(), valid_days: 30 },
+        pow_bits: 0,
     }
     .validate(now)
     .expect("the demo campaign is valid");

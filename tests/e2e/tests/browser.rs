@@ -78,10 +78,15 @@ fn rfc3339(t: OffsetDateTime) -> String {
 impl Server {
     /// Creates a campaign opening `opens_in` from now; returns its opening instant.
     async fn campaign(&self, id: &str, total: u64, opens_in: time::Duration) -> OffsetDateTime {
+        self.ticketed_campaign(id, total, opens_in, 0).await
+    }
+
+    /// The same, with a claim ticket of `pow_bits`.
+    async fn ticketed_campaign(&self, id: &str, total: u64, opens_in: time::Duration, pow_bits: u8) -> OffsetDateTime {
         let opens_at = OffsetDateTime::now_utc() + opens_in;
         let body = json!({
             "id": id, "title": "봄맞이 선착순 쿠폰", "total": total, "opens_at": rfc3339(opens_at),
-            "coupon": {"discount": 5000, "currency": "KRW", "valid_days": 30}
+            "coupon": {"discount": 5000, "currency": "KRW", "valid_days": 30}, "pow_bits": pow_bits
         });
         let (s, v) = self
             .client
@@ -230,10 +235,21 @@ async fn marketing_schedules_a_campaign_and_its_event_page_counts_down_and_unloc
     b.set_value("new-opens-at", &opens).await;
     let utc = b.wait_text("new-opens-at-utc", 5, |t| t.starts_with("UTC ")).await;
     assert!(utc.ends_with('Z'), "the UTC equivalent is shown: {utc}");
+    // The page measured this browser and proposes the ticket that takes about 100 ms here.
+    let proposal = b.wait_text("pow-proposal", 10, |t| t.starts_with("proposed ")).await;
+    let bits: u8 = proposal["proposed ".len()..].split(':').next().unwrap().parse().unwrap();
+    assert!((1..=24).contains(&bits), "{proposal}");
+    let ms: f64 = proposal.split("about ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!((50.0..=200.0).contains(&ms), "the proposal is within a factor of two of 100 ms: {proposal}");
+    assert_eq!(
+        b.eval("return document.querySelector('[data-testid=new-pow-bits]').value;").await,
+        json!(bits.to_string())
+    );
     b.screenshot("create").await;
     b.click("create").await;
     b.wait_text("create-status", 10, |t| t.contains("created launch")).await;
     b.wait_text("status-launch", 10, |t| t == "scheduled").await;
+    assert_eq!(b.text("ticket-launch").await, format!("{bits} bits"));
     b.screenshot("list").await;
 
     b.goto(&format!("{}/e/launch", server.url)).await;
@@ -243,6 +259,7 @@ async fn marketing_schedules_a_campaign_and_its_event_page_counts_down_and_unloc
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_ne!(b.text("countdown").await, before, "the countdown ticks");
     wait_enabled(&b, 15).await;
+    // The campaign needs a ticket: the page solves it at T0, then claims with it.
     b.click("claim").await;
     let code = b.wait_text("coupon-code", 10, |t| t.len() == 19).await;
     assert_eq!(json!(code), server.my_code("launch", "bora").await);
@@ -254,6 +271,58 @@ async fn marketing_schedules_a_campaign_and_its_event_page_counts_down_and_unloc
     b.click("end-launch").await;
     b.wait_text("status-launch", 10, |t| t == "closed").await;
     b.screenshot("ended").await;
+}
+
+/// A user of `campaign` whose ticket is far down the search (past 2^(bits+1) tries), found
+/// natively from the revealed nonce, so the page's solve surely spans many slices.
+async fn slow_ticket_user(server: &Server, campaign: &str) -> String {
+    let (_, view) = server.client.get(&format!("{}/api/campaigns/{campaign}", server.url), None).await.unwrap();
+    let bits = view["ticket"]["bits"].as_u64().unwrap() as u8;
+    let nonce = firstcome_core::ticket::Nonce::from_hex(view["ticket"]["nonce"].as_str().unwrap()).unwrap();
+    (0..200)
+        .map(|k| format!("slow-{k}"))
+        .find(|user| {
+            let p = firstcome_core::ticket::Puzzle::new(bits, campaign, user, &nonce);
+            p.search(0, 2 << bits).is_none()
+        })
+        .expect("about one user in seven needs more than twice the expected tries")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_solves_the_ticket_with_visible_progress_and_is_refused_without_one() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = serve(false).await;
+    server.ticketed_campaign("bots", 5, time::Duration::seconds(-1), 16).await;
+    // Without a ticket the API says so; a script must solve one too.
+    let token = server.user_token("script").await;
+    let (s, v) =
+        server.client.post(&format!("{}/api/campaigns/bots/claims", server.url), Some(&token), None).await.unwrap();
+    assert_eq!((s, v["error"].as_str()), (400, Some("ticket_required")), "{v}");
+
+    let user = slow_ticket_user(&server, "bots").await;
+    let b = Browser::start("ticket").await;
+    b.goto(&format!("{}/e/bots", server.url)).await;
+    sign_in(&b, &user).await;
+    wait_enabled(&b, 10).await;
+    // Record every status text and count animation frames while the ticket is solved.
+    b.eval(
+        "window.__seen = []; window.__frames = 0;
+         const s = document.querySelector('[data-testid=status]');
+         new MutationObserver(() => window.__seen.push([s.textContent, window.__frames]))
+           .observe(s, {subtree: true, childList: true, characterData: true});
+         const tick = () => { window.__frames++; requestAnimationFrame(tick); }; requestAnimationFrame(tick);
+         return null;",
+    )
+    .await;
+    b.click("claim").await;
+    b.wait_text("coupon-code", 30, |t| t.len() == 19).await;
+    let seen: Vec<(String, u64)> = serde_json::from_value(b.eval("return window.__seen;").await).unwrap();
+    let progress: Vec<&(String, u64)> = seen.iter().filter(|(t, _)| t.contains("티켓 준비 중")).collect();
+    assert!(progress.len() >= 2, "the progress is shown as it moves: {seen:?}");
+    assert!(progress.iter().any(|(t, _)| !t.contains(" 0%")), "{seen:?}");
+    let (first, last) = (progress[0].1, progress[progress.len() - 1].1);
+    assert!(last >= first + 2, "the page kept painting while it solved (frames {first} to {last}): {seen:?}");
+    assert_eq!(server.my_code("bots", &user).await.as_str().map(str::len), Some(19));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -245,6 +245,23 @@ async fn a_ramp_reports_its_knee_and_stops_climbing_once_a_step_breaks_the_bound
     assert_eq!(hard.violations, Vec::<String>::new(), "stopping early still leaves a consistent campaign");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_with_tickets_solves_them_after_t0_and_every_claim_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
+    let args = ["--stock", "40", "--users", "300", "--repeat", "2", "--connections", "16", "--pow-bits", "10"];
+    let report = rehearse(options(&server.url, dir.path(), &args)).await.unwrap();
+    assert_eq!(report.violations, Vec::<String>::new());
+    assert_eq!(report.issued, 40);
+    let tickets = report.tickets.as_ref().expect("the report shows what the tickets cost");
+    assert_eq!(tickets.bits, 10);
+    assert!(tickets.per_ticket_ms.max > 0.0 && tickets.all_users_s > 0.0, "{tickets:?}");
+    // Every answer is a decision on the claim itself: none was refused for its ticket.
+    let refused: u64 = report.outcomes.iter().filter(|(k, _)| k.contains("ticket")).map(|(_, v)| v).sum();
+    assert_eq!(refused, 0, "{:?}", report.outcomes);
+    assert!(report.table().contains("tickets       10 bits"), "{}", report.table());
+}
+
 #[test]
 fn nonsense_options_are_refused_with_a_message_not_a_panic() {
     for bad in [
@@ -257,6 +274,7 @@ fn nonsense_options_are_refused_with_a_message_not_a_panic() {
         ["--p99-bound-ms", "-1"],
         ["--drain-timeout", "-1"],
         ["--lead", "inf"],
+        ["--pow-bits", "25"],
     ] {
         let arg = format!("{}={}", bad[0], bad[1]);
         let err = Options::try_parse_from(["firstcome-rehearse", arg.as_str()])

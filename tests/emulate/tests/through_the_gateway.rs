@@ -92,14 +92,16 @@ impl Stack {
     }
 
     async fn create(&self, id: &str, total: u32) {
-        self.create_opening(id, total, time::Duration::ZERO).await;
+        self.create_opening(id, total, time::Duration::ZERO, 0).await;
     }
 
-    async fn create_opening(&self, id: &str, total: u32, opens_in: time::Duration) {
+    /// A campaign opening `opens_in` from now, asking for a claim ticket of `pow_bits` (0: none).
+    async fn create_opening(&self, id: &str, total: u32, opens_in: time::Duration, pow_bits: u8) {
         let opens = time::OffsetDateTime::now_utc() + opens_in;
         let opens = opens.format(&time::format_description::well_known::Rfc3339).unwrap();
         let body = json!({ "id": id, "title": "Through the gateway", "total": total, "opens_at": opens,
-                           "coupon": { "discount": 3000, "currency": "KRW", "valid_days": 7 } });
+                           "coupon": { "discount": 3000, "currency": "KRW", "valid_days": 7 },
+                           "pow_bits": pow_bits });
         let (status, answer) =
             self.send("POST", &format!("{}/api/admin/campaigns", self.url), Some(&self.admin), Some(body)).await;
         assert_eq!(status, 201, "{answer}");
@@ -294,7 +296,9 @@ async fn a_customer_signs_up_on_the_page_and_claims_at_t0() {
     // Time for Chromium, the WASM and four user-pool calls on a busy two-core machine.
     let opens_in = Duration::from_secs(40);
     let opens = Instant::now() + opens_in;
-    s.create_opening(&id, 3, time::Duration::try_from(opens_in).unwrap()).await;
+    // With a claim ticket: the page solves it for the pool's `sub` (what the API knows the user
+    // by), so a wrong binding would be refused 403 here.
+    s.create_opening(&id, 3, time::Duration::try_from(opens_in).unwrap(), 12).await;
 
     let b = Browser::start("aws-shape").await;
     b.goto(&format!("{}/e/{id}", s.url)).await;
@@ -341,6 +345,10 @@ async fn a_customer_signs_up_on_the_page_and_claims_at_t0() {
         assert!(Instant::now() < deadline, "the button never unlocked");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Without a ticket the gateway's claim function refuses (the nonce is out now; no coupon).
+    let script = s.customer(&format!("script@{id}.test")).await;
+    let (status, refused) = s.claim(&id, &script).await;
+    assert_eq!((status, refused["error"].as_str()), (400, Some("ticket_required")), "{refused}");
     b.click("claim").await;
     let code = b.text("coupon-code").await;
     b.screenshot("won").await;

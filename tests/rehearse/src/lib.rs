@@ -7,6 +7,7 @@ mod client;
 pub mod load;
 pub mod net;
 pub mod report;
+pub mod tickets;
 
 pub use client::{Client, ClientError};
 
@@ -110,6 +111,13 @@ pub struct Options {
     /// For https: also trust the certificates in this PEM file (a private CA, a self-signed stage).
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
+    /// Solve the campaign's claim tickets: after T0, read the revealed nonce and solve every
+    /// user's ticket on this machine's cores (as each user's device would), then fire.
+    #[arg(long)]
+    pub pow: bool,
+    /// With --stock: the new campaign's ticket difficulty in bits (0-24). Implies --pow.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=24), requires = "stock")]
+    pub pow_bits: Option<u8>,
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -159,38 +167,44 @@ fn read(path: &PathBuf) -> Result<String, RehearseError> {
         .map_err(|source| RehearseError::File { path: path.clone(), source })
 }
 
-/// Bearer headers for `n` users: signed locally, or read from a tokens file.
-fn user_auth(o: &Options) -> Result<Vec<HeaderValue>, RehearseError> {
+/// User ids and their bearer headers for `n` users: signed locally, or read from a tokens file.
+fn user_auth(o: &Options) -> Result<(Vec<String>, Vec<HeaderValue>), RehearseError> {
     let bearer = |t: &str| HeaderValue::from_str(&format!("Bearer {t}")).expect("JWTs are header-safe");
     if let Some(path) = &o.tokens_file {
         let text = read(path)?;
-        let tokens: Vec<HeaderValue> =
-            text.lines().filter_map(|l| l.split_whitespace().nth(1)).take(o.users as usize).map(bearer).collect();
-        if tokens.len() < o.users as usize {
-            return Err(RehearseError::TooFewTokens { have: tokens.len(), want: o.users });
+        let pairs: Vec<(String, HeaderValue)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?.to_owned(), bearer(f.next()?)))
+            })
+            .take(o.users as usize)
+            .collect();
+        if pairs.len() < o.users as usize {
+            return Err(RehearseError::TooFewTokens { have: pairs.len(), want: o.users });
         }
-        return Ok(tokens);
+        return Ok(pairs.into_iter().unzip());
     }
     let secret =
         read(o.jwt_secret_file.as_ref().ok_or(RehearseError::Usage("give --jwt-secret-file or --tokens-file"))?)?;
     // Unique per run, so rehearsals against one campaign never collide with earlier users.
     let tag = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
     let n = o.users as usize;
+    let ids: Vec<String> = (0..n).map(|i| format!("r{tag}-{i}")).collect();
     let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
     let chunk = n.div_ceil(threads).max(1);
     let mut out = vec![HeaderValue::from_static(""); n];
     std::thread::scope(|s| {
-        for (k, slot) in out.chunks_mut(chunk).enumerate() {
+        for (slot, users) in out.chunks_mut(chunk).zip(ids.chunks(chunk)) {
             let secret = secret.as_bytes();
             s.spawn(move || {
-                for (j, h) in slot.iter_mut().enumerate() {
-                    let user = format!("r{tag}-{}", k * chunk + j);
-                    *h = bearer(&firstcome_api::sign_hs256(secret, &user, None, time::Duration::hours(6)));
+                for (h, user) in slot.iter_mut().zip(users) {
+                    *h = bearer(&firstcome_api::sign_hs256(secret, user, None, time::Duration::hours(6)));
                 }
             });
         }
     });
-    Ok(out)
+    Ok((ids, out))
 }
 
 struct Campaign {
@@ -212,6 +226,7 @@ async fn campaign(o: &Options, client: &Client, base: &str, admin: Option<&str>)
                 opens_at: OffsetDateTime::now_utc() + time::Duration::seconds_f64(o.lead),
                 closes_at: None,
                 coupon: CouponTerms { discount: 1000, currency: "KRW".into(), valid_days: 7 },
+                pow_bits: o.pow_bits.map_or(0, u64::from),
             })
             .expect("plain data serialises");
             let url = format!("{base}/api/admin/campaigns");
@@ -309,7 +324,13 @@ async fn ceiling(o: &Options, target: &Target, requests: u64) -> f64 {
         max_requests: requests,
         max_duration: Duration::from_secs(60),
         pace: Pace::Closed,
-        request: Box::new(move |_| Req { method: Method::GET, path: path.clone(), auth: None, user: None }),
+        request: Box::new(move |_| Req {
+            method: Method::GET,
+            path: path.clone(),
+            auth: None,
+            ticket: None,
+            user: None,
+        }),
         guard: None,
     };
     let done = Arc::new(AtomicU64::new(0));
@@ -327,7 +348,8 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     let (addr, base) = (target.addr, target.base.clone());
     let client = Client::with_tls(&tls);
     let admin = o.admin_token_file.as_ref().map(read).transpose()?;
-    let auth = Arc::new(user_auth(&o)?);
+    let (user_ids, auth) = user_auth(&o)?;
+    let auth = Arc::new(auth);
     let c = campaign(&o, &client, &base, admin.as_deref()).await?;
     let server_pid =
         o.server_pid.or_else(|| if addr.ip().is_loopback() { pid_listening_on(addr.port()) } else { None });
@@ -368,6 +390,23 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         }
     };
     let max_requests = max_requests.min(o.max_requests);
+
+    // Tickets can only be solved once the nonce is out, at T0: every user solves theirs then,
+    // in parallel on their own devices; here, on this machine's cores, and the load starts after.
+    let solved = if o.pow || o.pow_bits.is_some_and(|b| b > 0) {
+        tokio::time::sleep_until(c.opens).await;
+        let view = format!("{base}/api/campaigns/{}", c.id);
+        let (bits, nonce) = tickets::revealed(&client, &view, Duration::from_secs(10)).await?;
+        let (id, users) = (c.id.clone(), user_ids.clone());
+        let solved = tokio::task::spawn_blocking(move || tickets::solve_all(&id, &users, bits, nonce))
+            .await
+            .expect("the solver does not panic");
+        Some(solved)
+    } else {
+        None
+    };
+    let ticket_headers = Arc::new(solved.as_ref().map(|s| s.headers.clone()));
+
     let schedule = match &pace {
         Pace::Open(s) => Some(s.clone()),
         Pace::Closed => None,
@@ -379,13 +418,14 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     let order = Arc::new(order);
     let claim_path = target.path(&format!("/api/campaigns/{}/claims", c.id));
     let request = {
-        let (auth, order) = (auth.clone(), order.clone());
+        let (auth, order, tickets) = (auth.clone(), order.clone(), ticket_headers.clone());
         move |i: u64| {
             let user = order[((i / repeat) % users) as usize];
             Req {
                 method: Method::POST,
                 path: claim_path.clone(),
                 auth: Some(auth[user as usize].clone()),
+                ticket: tickets.as_ref().as_ref().map(|t| t[user as usize].clone()),
                 user: Some(user),
             }
         }
@@ -489,6 +529,13 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         p99_drift: p99_first.zip(p99_last).map(|(a, b)| b / a),
         ledger_written: facts.ledger_written,
         ledger_drain_s: facts.ledger_drain_s,
+        tickets: solved.as_ref().map(|s| report::TicketCost {
+            bits: s.bits,
+            per_ticket_ms: Latency::of(&s.per_ticket),
+            mean_ms: s.per_ticket.mean() / 1000.0,
+            all_users_s: s.wall.as_secs_f64(),
+            threads: s.threads,
+        }),
     };
     if let Some(path) = &o.json {
         let text = serde_json::to_string_pretty(&report).expect("report serialises");

@@ -31,6 +31,8 @@ pub struct Req {
     pub method: Method,
     pub path: Arc<str>,
     pub auth: Option<HeaderValue>,
+    /// The claim ticket (`Firstcome-Ticket`), when the campaign asks for one.
+    pub ticket: Option<HeaderValue>,
     /// Claims are parsed and kept for the invariant checks; other answers only counted.
     pub user: Option<u32>,
 }
@@ -342,6 +344,9 @@ async fn send(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue, req: &
     let mut r = Request::builder().method(req.method.clone()).uri(&*req.path).header(HOST, host.clone());
     if let Some(a) = &req.auth {
         r = r.header(AUTHORIZATION, a.clone());
+    }
+    if let Some(t) = &req.ticket {
+        r = r.header(firstcome_ticket::HEADER, t.clone());
     }
     let res = sender.send_request(r.body(Empty::new()).map_err(|_| ())?).await.map_err(|_| ())?;
     let status = res.status().as_u16();

@@ -61,6 +61,19 @@ pub struct Report {
     pub p99_drift: Option<f64>,
     pub ledger_written: Option<u64>,
     pub ledger_drain_s: Option<f64>,
+    /// With --pow: what solving the claim tickets cost on this machine.
+    pub tickets: Option<TicketCost>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketCost {
+    pub bits: u8,
+    /// One ticket on one thread.
+    pub per_ticket_ms: Latency,
+    pub mean_ms: f64,
+    /// Every user's ticket, on `threads` threads.
+    pub all_users_s: f64,
+    pub threads: usize,
 }
 
 impl Report {
@@ -78,6 +91,20 @@ impl Report {
             "latency ms    p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
             l.p50, l.p90, l.p99, l.p999, l.max
         );
+        if let Some(k) = &self.tickets {
+            let _ = writeln!(
+                t,
+                "tickets       {} bits: per ticket mean {:.2}  p50 {:.2}  p99 {:.2}  max {:.2} ms; all {} users in {:.2} s on {} threads",
+                k.bits,
+                k.mean_ms,
+                k.per_ticket_ms.p50,
+                k.per_ticket_ms.p99,
+                k.per_ticket_ms.max,
+                self.users,
+                k.all_users_s,
+                k.threads
+            );
+        }
         let _ = writeln!(t, "issued        {} ({:.0}/s)", self.issued, self.issued_per_s);
         for (k, v) in &self.outcomes {
             match self.outcome_latency_ms.get(k) {

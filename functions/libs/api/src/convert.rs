@@ -34,6 +34,8 @@ pub fn campaign(v: &CampaignView, now: OffsetDateTime) -> wire::Campaign {
         closes_at: c.closes_at,
         server_time: now,
         coupon: terms(&c.coupon),
+        ticket: (c.pow_bits > 0)
+            .then(|| wire::TicketTerms { bits: c.pow_bits, nonce: c.revealed_nonce(now).map(|n| n.to_hex()) }),
     }
 }
 

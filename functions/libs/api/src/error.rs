@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use firstcome_core::{IssuerError, StoreError, ValidationError};
+use firstcome_core::{IssuerError, StoreError, TicketError, ValidationError};
 use firstcome_wire::{ErrorBody, ErrorCode};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,8 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     #[error("the request did not arrive in time")]
     Timeout,
+    #[error(transparent)]
+    Ticket(TicketError),
 }
 
 impl ApiError {
@@ -87,6 +89,8 @@ impl ApiError {
             Self::Overloaded => ErrorCode::Overloaded,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Timeout => ErrorCode::Timeout,
+            Self::Ticket(TicketError::Required) => ErrorCode::TicketRequired,
+            Self::Ticket(TicketError::Invalid) => ErrorCode::TicketInvalid,
         }
     }
 }
@@ -101,6 +105,7 @@ impl From<IssuerError> for ApiError {
             IssuerError::NotOpenYet => Self::NotOpen,
             IssuerError::AlreadyClosed => Self::Closed,
             IssuerError::Invalid(v) => Self::Invalid(v),
+            IssuerError::Ticket(t) => Self::Ticket(t),
             IssuerError::Store(StoreError::Overloaded) => Self::Overloaded,
             IssuerError::Store(s) => Self::Unavailable(s),
         }

@@ -65,6 +65,30 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     }
 }
 
+/// The claim ticket from the `Firstcome-Ticket` header: a decimal counter, or none. Whether the
+/// campaign needs one, and whether it is right, is the engine's call.
+pub struct Ticket(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ticket {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(firstcome_core::ticket::HEADER) else { return Ok(Self(None)) };
+        let bad = || {
+            ApiError::Invalid(firstcome_core::ValidationError::new(
+                "Firstcome-Ticket",
+                "must be the puzzle's answer as a decimal number",
+            ))
+        };
+        let text = value.to_str().map_err(|_| bad())?.trim();
+        // u64::parse takes a leading '+'; a ticket is digits and nothing else.
+        if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        text.parse().map(|n| Self(Some(n))).map_err(|_| bad())
+    }
+}
+
 /// The campaign's version as an entity tag.
 pub fn etag(version: u64) -> axum::http::HeaderValue {
     axum::http::HeaderValue::from_str(&format!("\"{version}\"")).expect("digits in quotes are a valid header")

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::auth::{Admin, User};
 use crate::convert;
-use crate::extract::{ApiJson, CampaignPath, CouponPageQuery, IdParam, IfMatch, Page, PageQuery, Peer, etag};
+use crate::extract::{ApiJson, CampaignPath, CouponPageQuery, IdParam, IfMatch, Page, PageQuery, Peer, Ticket, etag};
 use crate::{ApiError, AppState};
 
 fn now() -> OffsetDateTime {
@@ -73,15 +73,21 @@ pub async fn get_campaign(State(s): State<AppState>, CampaignPath(id): CampaignP
 #[utoipa::path(
     post, path = "/api/campaigns/{id}/claims", tag = "public",
     description = "Claim a coupon. `issued` is answered only once the coupon is durable; a repeat \
-        answers the same coupon. Admin tokens are refused (admins are not claimants).",
-    params(IdParam),
+        answers the same coupon. Admin tokens are refused (admins are not claimants). When the \
+        campaign has `ticket` terms, the claim carries the puzzle's answer in `Firstcome-Ticket` \
+        (the nonce is in the campaign view from `opens_at` on).",
+    params(
+        IdParam,
+        ("Firstcome-Ticket" = Option<String>, Header, description = "the claim ticket: a decimal counter \
+            whose SHA-256 over (campaign, user, nonce) has the campaign's leading zero bits"),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "a new coupon, durable", body = ClaimResponse),
         (status = 200, description = "this user already holds this coupon", body = ClaimResponse),
-        (status = 400, description = "the id is not a campaign slug", body = ErrorBody),
+        (status = 400, description = "invalid_request: the id is not a campaign slug, or the ticket is not a number | ticket_required", body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 403, description = "an admin token", body = ErrorBody),
+        (status = 403, description = "forbidden: an admin token | ticket_invalid", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "sold_out | not_open | closed", body = ErrorBody),
         (status = 429, description = "rate_limited: this user or client is over its rate; see Retry-After", body = ErrorBody),
@@ -92,9 +98,10 @@ pub async fn claim(
     State(s): State<AppState>,
     CampaignPath(id): CampaignPath,
     User(user): User,
+    Ticket(ticket): Ticket,
 ) -> Result<(StatusCode, Json<ClaimResponse>), ApiError> {
     s.limits.check_user(user.as_str())?;
-    let (status, outcome, coupon) = match s.issuer.claim(&id, &user, now()).await? {
+    let (status, outcome, coupon) = match s.issuer.claim_with_ticket(&id, &user, ticket, now()).await? {
         ClaimOutcome::Issued(c) => (StatusCode::CREATED, firstcome_wire::ClaimOutcome::Issued, c),
         ClaimOutcome::AlreadyIssued(c) => (StatusCode::OK, firstcome_wire::ClaimOutcome::AlreadyIssued, c),
         ClaimOutcome::SoldOut => return Err(ApiError::SoldOut),
@@ -210,6 +217,7 @@ pub async fn create_campaign(
         opens_at: body.opens_at,
         closes_at: body.closes_at,
         coupon: convert::template(body.coupon),
+        pow_bits: body.pow_bits,
     }
     .validate(now)?;
     let campaign = s.issuer.create(campaign, now).await?;
@@ -270,6 +278,7 @@ pub async fn patch_campaign(
         opens_at: body.opens_at,
         closes_at: body.closes_at,
         coupon: body.coupon.map(convert::template),
+        pow_bits: body.pow_bits,
     };
     s.issuer.update(&id, changes, version, now()).await?;
     admin_view(&s, &id, StatusCode::OK).await

@@ -899,7 +899,7 @@ async fn preflights_are_answered_and_only_listed_origins_are_allowed() {
                 .uri("/api/campaigns/launch/claims")
                 .header("origin", origin)
                 .header("access-control-request-method", "POST")
-                .header("access-control-request-headers", "authorization")
+                .header("access-control-request-headers", "authorization,firstcome-ticket")
                 .body(Body::empty())
                 .unwrap();
             router.oneshot(req).await.unwrap()
@@ -910,7 +910,8 @@ async fn preflights_are_answered_and_only_listed_origins_are_allowed() {
     let h = ok.headers();
     assert_eq!(h["access-control-allow-origin"], "https://shop.example");
     assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
-    assert!(h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase().contains("authorization"));
+    let allowed = h["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("firstcome-ticket"), "{allowed}");
 
     let stranger = preflight("https://evil.example").await;
     assert!(!stranger.headers().contains_key("access-control-allow-origin"), "another origin is not allowed");
@@ -932,4 +933,88 @@ fn origin_lists_are_parsed_strictly() {
     for bad in ["*", "https://a.example/path", "https://a.example/", "ftp://a.example", "a.example", "https://"] {
         assert!(firstcome_api::parse_origins(bad).is_err(), "{bad} accepted");
     }
+}
+
+/// Solves `user`'s ticket from the campaign's public view.
+fn solve(view: &Value, campaign: &str, user: &str) -> u64 {
+    let bits = view["ticket"]["bits"].as_u64().unwrap() as u8;
+    let nonce = firstcome_core::ticket::Nonce::from_hex(view["ticket"]["nonce"].as_str().unwrap()).unwrap();
+    firstcome_core::ticket::Puzzle::new(bits, campaign, user, &nonce).search(0, u64::MAX).unwrap()
+}
+
+#[tokio::test]
+async fn a_ticketed_campaign_hides_its_nonce_until_opening_and_claims_need_a_ticket() {
+    let app = app().await;
+    let mut body = campaign_body("later", 5, time::Duration::hours(1));
+    body["pow_bits"] = json!(8);
+    assert_eq!(app.json("POST", "/api/admin/campaigns", Some(&admin()), &body).await.0, StatusCode::CREATED);
+    let (_, view) = app.call("GET", "/api/campaigns/later", None, None).await;
+    assert_eq!(view["ticket"], json!({"bits": 8}), "before opens_at the nonce is not out: {view}");
+    let (_, admin_view) = app.call("GET", "/api/admin/campaigns/later", Some(&admin()), None).await;
+    assert_eq!(admin_view["ticket"], json!({"bits": 8}), "nor to marketing");
+    let (_, list) = app.call("GET", "/api/campaigns", None, None).await;
+    assert_eq!(list["campaigns"][0]["ticket"], json!({"bits": 8}), "nor in the list");
+
+    let mut body = campaign_body("now", 2, time::Duration::seconds(-1));
+    body["pow_bits"] = json!(8);
+    assert_eq!(app.json("POST", "/api/admin/campaigns", Some(&admin()), &body).await.0, StatusCode::CREATED);
+    let (_, view) = app.call("GET", "/api/campaigns/now", None, None).await;
+    assert_eq!(view["ticket"]["nonce"].as_str().map(str::len), Some(32), "{view}");
+
+    let claim = |user: &'static str, ticket: Option<String>| {
+        let app = &app;
+        async move {
+            let headers: Vec<(&str, &str)> = match &ticket {
+                Some(t) => vec![("firstcome-ticket", t.as_str())],
+                None => vec![],
+            };
+            let (s, _, v) =
+                app.send("POST", "/api/campaigns/now/claims", Some(&user_token(user)), &headers, None).await;
+            (s, v)
+        }
+    };
+    let msg = assert_error(claim("alice", None).await, StatusCode::BAD_REQUEST, "ticket_required");
+    assert!(msg.contains("Firstcome-Ticket"), "{msg}");
+    for junk in ["abc", "-1", "+5", "1.0", "99999999999999999999999", ""] {
+        let got = claim("alice", Some(junk.into())).await;
+        assert_eq!(got.1["field"], "Firstcome-Ticket", "{junk:?}");
+        assert_error(got, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    // Bob's ticket is not Alice's: it is bound to the user.
+    let bobs = solve(&view, "now", "bob");
+    let nonce = firstcome_core::ticket::Nonce::from_hex(view["ticket"]["nonce"].as_str().unwrap()).unwrap();
+    let puzzle = firstcome_core::ticket::Puzzle::new(8, "now", "alice", &nonce);
+    if !puzzle.verify(bobs) {
+        assert_error(claim("alice", Some(bobs.to_string())).await, StatusCode::FORBIDDEN, "ticket_invalid");
+    }
+    let wrong = (0..).find(|&n| !puzzle.verify(n)).unwrap();
+    assert_error(claim("alice", Some(wrong.to_string())).await, StatusCode::FORBIDDEN, "ticket_invalid");
+    assert_eq!(app.call("GET", "/api/campaigns/now", None, None).await.1["remaining"], 2, "refusals issued nothing");
+
+    let alices = solve(&view, "now", "alice").to_string();
+    let (s, won) = claim("alice", Some(alices.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{won}");
+    assert_eq!(claim("alice", Some(alices)).await.0, StatusCode::OK, "the same ticket again: the same coupon");
+    assert_eq!(claim("bob", Some(bobs.to_string())).await.0, StatusCode::CREATED);
+    // The first loser pays a ticket to learn it is sold out; once this instance knows, later
+    // ones are told from memory, ticket or not.
+    let carols = solve(&view, "now", "carol").to_string();
+    assert_error(claim("carol", Some(carols)).await, StatusCode::CONFLICT, "sold_out");
+    assert_error(claim("dave", None).await, StatusCode::CONFLICT, "sold_out");
+}
+
+#[tokio::test]
+async fn ticket_difficulty_is_validated_and_editable_before_opening() {
+    let app = app().await;
+    let mut body = campaign_body("hard", 5, time::Duration::hours(1));
+    body["pow_bits"] = json!(25);
+    let got = app.json("POST", "/api/admin/campaigns", Some(&admin()), &body).await;
+    assert_eq!(got.1["field"], "pow_bits");
+    assert_error(got, StatusCode::BAD_REQUEST, "invalid_request");
+    app.create("hard", 5, time::Duration::hours(1)).await;
+    let (_, view) = app.call("GET", "/api/campaigns/hard", None, None).await;
+    assert!(view.get("ticket").is_none(), "no ticket unless asked for: {view}");
+    let (s, edited) = app.patch("hard", 1, &json!({"pow_bits": 12})).await;
+    assert_eq!(s, StatusCode::OK, "{edited}");
+    assert_eq!(edited["ticket"], json!({"bits": 12}));
 }

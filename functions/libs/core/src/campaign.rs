@@ -5,6 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use firstcome_ticket::{Nonce, Puzzle};
+
 use crate::{Coupon, CouponCode, UserId, ValidationError, truncate_to_millis};
 
 /// Upper bound on a campaign's stock; keeps per-campaign state (winners map, seq) in u32 range
@@ -98,6 +100,42 @@ pub struct Campaign {
     /// Starts at 1, bumped by every edit; an edit applies only to the version it was based on.
     #[serde(default = "first_version")]
     pub version: u64,
+    /// Difficulty of the claim ticket (see `firstcome_ticket`): 0 = no ticket needed.
+    #[serde(default)]
+    pub pow_bits: u8,
+    /// The ticket's secret, revealed to the public only from `opens_at` on. Stored with the
+    /// campaign so every instance verifies against the same one.
+    #[serde(default, with = "nonce_hex")]
+    pub nonce: Nonce,
+}
+
+/// Why a claim's ticket was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    #[error(
+        "this campaign needs a ticket: solve the puzzle from the campaign's nonce and send it in the Firstcome-Ticket header"
+    )]
+    Required,
+    #[error("the ticket does not solve this campaign's puzzle for this user")]
+    Invalid,
+}
+
+mod nonce_hex {
+    use firstcome_ticket::Nonce;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(n: &Nonce, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&n.to_hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Nonce, D::Error> {
+        let s = String::deserialize(d)?;
+        Nonce::from_hex(&s).ok_or_else(|| D::Error::custom("nonce must be 32 lower-case hex digits"))
+    }
+}
+
+fn fresh_nonce() -> Nonce {
+    Nonce(rand::random())
 }
 
 fn first_version() -> u64 {
@@ -168,6 +206,25 @@ impl Campaign {
         }
     }
 
+    /// The ticket's nonce as the public may see it at `now`: never before `opens_at`, so no
+    /// ticket can be prepared ahead of T0. `None` too when no ticket is needed.
+    pub fn revealed_nonce(&self, now: OffsetDateTime) -> Option<Nonce> {
+        (self.pow_bits > 0 && now >= self.opens_at).then_some(self.nonce)
+    }
+
+    /// Checks `user`'s ticket with one hash; any ticket passes when the campaign needs none.
+    pub fn check_ticket(&self, user: &UserId, ticket: Option<u64>) -> Result<(), TicketError> {
+        if self.pow_bits == 0 {
+            return Ok(());
+        }
+        let n = ticket.ok_or(TicketError::Required)?;
+        if Puzzle::new(self.pow_bits, self.id.as_str(), user.as_str(), &self.nonce).verify(n) {
+            Ok(())
+        } else {
+            Err(TicketError::Invalid)
+        }
+    }
+
     pub fn status_at(&self, now: OffsetDateTime, issued: u64) -> Status {
         match self.window_at(now) {
             Status::Open if issued >= u64::from(self.total) => Status::SoldOut,
@@ -185,6 +242,8 @@ pub struct NewCampaign {
     pub opens_at: OffsetDateTime,
     pub closes_at: Option<OffsetDateTime>,
     pub coupon: CouponTemplate,
+    /// Claim ticket difficulty, 0..=`firstcome_ticket::MAX_BITS`; 0 = none.
+    pub pow_bits: u64,
 }
 
 impl NewCampaign {
@@ -198,6 +257,8 @@ impl NewCampaign {
             closes_at: self.closes_at.map(|t| instant("closes_at", t)).transpose()?,
             coupon: self.coupon.validate()?,
             version: first_version(),
+            pow_bits: validate_pow_bits(self.pow_bits)?,
+            nonce: fresh_nonce(),
         };
         validate_window(&campaign)?;
         Ok(campaign)
@@ -213,6 +274,7 @@ pub struct CampaignChanges {
     pub opens_at: Option<OffsetDateTime>,
     pub closes_at: Option<Option<OffsetDateTime>>,
     pub coupon: Option<CouponTemplate>,
+    pub pow_bits: Option<u64>,
 }
 
 impl CampaignChanges {
@@ -236,6 +298,13 @@ impl CampaignChanges {
         if let Some(coupon) = self.coupon {
             next.coupon = coupon.validate()?;
         }
+        if let Some(bits) = self.pow_bits {
+            next.pow_bits = validate_pow_bits(bits)?;
+        }
+        // Campaigns stored before tickets existed have no nonce; an edit gives them one.
+        if next.nonce.is_zero() {
+            next.nonce = fresh_nonce();
+        }
         validate_window(&next)?;
         Ok(next)
     }
@@ -257,6 +326,13 @@ fn validate_total(total: u64) -> Result<u32, ValidationError> {
         Ok(total as u32)
     } else {
         Err(ValidationError::new("total", format!("must be between 1 and {MAX_TOTAL}")))
+    }
+}
+
+fn validate_pow_bits(bits: u64) -> Result<u8, ValidationError> {
+    match u8::try_from(bits) {
+        Ok(b) if b <= firstcome_ticket::MAX_BITS => Ok(b),
+        _ => Err(ValidationError::new("pow_bits", format!("must be between 0 and {}", firstcome_ticket::MAX_BITS))),
     }
 }
 
@@ -299,6 +375,7 @@ mod tests {
             opens_at: datetime!(2026-12-01 10:00:00.123456 UTC),
             closes_at: Some(datetime!(2026-12-01 11:00 UTC)),
             coupon: CouponTemplate { discount: 5000, currency: "KRW".into(), valid_days: 30 },
+            pow_bits: 0,
         }
     }
 
@@ -331,6 +408,8 @@ mod tests {
             (|n| n.coupon.valid_days = 0, "coupon.valid_days"),
             (|n| n.closes_at = Some(n.opens_at), "closes_at"),
             (|n| n.id = "Bad".into(), "id"),
+            (|n| n.pow_bits = 25, "pow_bits"),
+            (|n| n.pow_bits = 256, "pow_bits"),
             (|n| n.opens_at = NOW - time::Duration::seconds(61), "opens_at"),
             (|n| n.opens_at = datetime!(9999-12-31 23:59:59 -1), "opens_at"),
             (|n| n.closes_at = Some(datetime!(0000-01-01 0:00 +1)), "closes_at"),
@@ -375,6 +454,43 @@ mod tests {
         let mut old = serde_json::to_value(&c).unwrap();
         old.as_object_mut().unwrap().remove("version");
         assert_eq!(serde_json::from_value::<Campaign>(old).unwrap().version, 1);
+    }
+
+    #[test]
+    fn the_nonce_is_secret_until_opening_and_a_ticket_is_checked_per_user() {
+        let mut n = new_campaign();
+        n.pow_bits = 8;
+        let c = n.validate(NOW).unwrap();
+        assert!(!c.nonce.is_zero());
+        assert_eq!(c.revealed_nonce(c.opens_at - time::Duration::milliseconds(1)), None);
+        assert_eq!(c.revealed_nonce(c.opens_at), Some(c.nonce));
+        let alice = UserId::parse("alice").unwrap();
+        let puzzle = Puzzle::new(8, c.id.as_str(), "alice", &c.nonce);
+        let ticket = puzzle.search(0, 1 << 20).unwrap();
+        assert_eq!(c.check_ticket(&alice, Some(ticket)), Ok(()));
+        assert_eq!(c.check_ticket(&alice, None), Err(TicketError::Required));
+        let bad = (0..).find(|&t| !puzzle.verify(t)).unwrap();
+        assert_eq!(c.check_ticket(&alice, Some(bad)), Err(TicketError::Invalid));
+        // Without pow_bits, nothing is needed and nothing is revealed.
+        let free = new_campaign().validate(NOW).unwrap();
+        assert_eq!(free.check_ticket(&alice, None), Ok(()));
+        assert_eq!(free.revealed_nonce(free.opens_at), None);
+    }
+
+    #[test]
+    fn campaigns_stored_before_tickets_read_as_ticketless_and_get_a_nonce_when_edited() {
+        let c = new_campaign().validate(NOW).unwrap();
+        let mut old = serde_json::to_value(&c).unwrap();
+        old.as_object_mut().unwrap().remove("pow_bits");
+        old.as_object_mut().unwrap().remove("nonce");
+        let old: Campaign = serde_json::from_value(old).unwrap();
+        assert_eq!((old.pow_bits, old.nonce.is_zero()), (0, true));
+        let edited = CampaignChanges { pow_bits: Some(12), ..Default::default() }.apply(&old, NOW).unwrap();
+        assert_eq!(edited.pow_bits, 12);
+        assert!(!edited.nonce.is_zero());
+        let mut damaged = serde_json::to_value(&c).unwrap();
+        damaged["nonce"] = "xyz".into();
+        assert!(serde_json::from_value::<Campaign>(damaged).is_err());
     }
 
     #[test]

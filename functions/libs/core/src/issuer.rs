@@ -21,7 +21,8 @@ use time::OffsetDateTime;
 
 use crate::ports::{CampaignStore, ClaimStore, EndOutcome, LedgerStore, StoreClaim, StoreError};
 use crate::{
-    Campaign, CampaignChanges, CampaignId, Coupon, CouponCode, Status, UserId, ValidationError, truncate_to_millis,
+    Campaign, CampaignChanges, CampaignId, Coupon, CouponCode, Status, TicketError, UserId, ValidationError,
+    truncate_to_millis,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub enum IssuerError {
     AlreadyClosed,
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Ticket(#[from] TicketError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -253,12 +256,25 @@ impl Issuer {
         }
     }
 
-    /// One claim by `user`. `issued` only comes back once the coupon is durable; every refusal
-    /// that can be told from memory is told without a store write.
+    /// One claim by `user` without a ticket: for campaigns that need none.
     pub async fn claim(
         &self,
         id: &CampaignId,
         user: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<ClaimOutcome, IssuerError> {
+        self.claim_with_ticket(id, user, None, now).await
+    }
+
+    /// One claim by `user`. `issued` only comes back once the coupon is durable; every refusal
+    /// that can be told from memory is told without a store write. The ticket is checked (one
+    /// hash) only once the claim would reach the store: a refusal told from memory needs none,
+    /// and a winner asking again after sell-out or close still gets their coupon back.
+    pub async fn claim_with_ticket(
+        &self,
+        id: &CampaignId,
+        user: &UserId,
+        ticket: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<ClaimOutcome, IssuerError> {
         let entry = self.entry(id, now).await?;
@@ -271,6 +287,7 @@ impl Issuer {
             }
             _ => {}
         }
+        entry.campaign.check_ticket(user, ticket)?;
         let code = CouponCode::generate();
         let decided = match self.claims.claim(id, user, code, truncate_to_millis(now)).await {
             Err(StoreError::NotFound) => {

@@ -11,8 +11,11 @@ pub mod ports;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use campaign::{Campaign, CampaignChanges, CampaignId, CouponTemplate, NewCampaign, Status, window_status};
+pub use campaign::{
+    Campaign, CampaignChanges, CampaignId, CouponTemplate, NewCampaign, Status, TicketError, window_status,
+};
 pub use coupon::{Coupon, CouponCode, UserId};
+pub use firstcome_ticket as ticket;
 pub use issuer::{CacheConfig, CampaignView, ClaimOutcome, Issuer, IssuerError};
 pub use ledger::{IssuanceRecord, LedgerError, consume_issuance, deliver_issuance, reconcile};
 pub use ports::{

@@ -61,10 +61,14 @@ pub enum ErrorCode {
     RateLimited,
     /// 408: the request (its body) did not arrive in time.
     Timeout,
+    /// 400: the campaign needs a claim ticket (see `Campaign::ticket`) and none was sent.
+    TicketRequired,
+    /// 403: the ticket sent does not solve the campaign's puzzle for this user.
+    TicketInvalid,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::InvalidRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -82,14 +86,16 @@ impl ErrorCode {
         Self::Overloaded,
         Self::RateLimited,
         Self::Timeout,
+        Self::TicketRequired,
+        Self::TicketInvalid,
     ];
 
     /// The HTTP status this code is always answered with.
     pub fn status(self) -> u16 {
         match self {
-            Self::InvalidRequest => 400,
+            Self::InvalidRequest | Self::TicketRequired => 400,
             Self::Unauthorized => 401,
-            Self::Forbidden => 403,
+            Self::Forbidden | Self::TicketInvalid => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::Conflict
@@ -125,6 +131,8 @@ impl ErrorCode {
             Self::Overloaded => "overloaded",
             Self::RateLimited => "rate_limited",
             Self::Timeout => "timeout",
+            Self::TicketRequired => "ticket_required",
+            Self::TicketInvalid => "ticket_invalid",
         }
     }
 }
@@ -188,6 +196,20 @@ pub struct CouponTerms {
     pub valid_days: u32,
 }
 
+/// The claim ticket a campaign asks for: a counter whose hash over (campaign, user, nonce) starts
+/// with `bits` zero bits (see the `firstcome-ticket` crate), sent as the `Firstcome-Ticket` header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TicketTerms {
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 24))]
+    pub bits: u8,
+    /// 32 hex digits; absent until the campaign opens (server time), so no ticket can be made
+    /// before T0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{32}$"))]
+    pub nonce: Option<String>,
+}
+
 /// A campaign as the public (the event page) sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -212,6 +234,9 @@ pub struct Campaign {
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub server_time: OffsetDateTime,
     pub coupon: CouponTerms,
+    /// Present when a claim needs a ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<TicketTerms>,
 }
 
 /// A campaign as marketing sees it: the public view (with an exact `remaining`), its version
@@ -246,6 +271,8 @@ impl<'de> Deserialize<'de> for AdminCampaign {
             #[serde(with = "datetime")]
             server_time: OffsetDateTime,
             coupon: CouponTerms,
+            #[serde(default)]
+            ticket: Option<TicketTerms>,
             version: u64,
             issued: u64,
             ledger_written: u64,
@@ -262,6 +289,7 @@ impl<'de> Deserialize<'de> for AdminCampaign {
                 closes_at: f.closes_at,
                 server_time: f.server_time,
                 coupon: f.coupon,
+                ticket: f.ticket,
             },
             version: f.version,
             issued: f.issued,
@@ -353,6 +381,14 @@ pub struct CreateCampaign {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub closes_at: Option<OffsetDateTime>,
     pub coupon: CouponTerms,
+    /// Claim ticket difficulty in bits (0 to 24); absent or 0: claims need no ticket.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 24))]
+    pub pow_bits: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Fields to change before the campaign opens; absent fields stay, `closes_at: null` removes the
@@ -380,6 +416,9 @@ pub struct PatchCampaign {
     pub closes_at: Option<Option<OffsetDateTime>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coupon: Option<CouponTerms>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 24))]
+    pub pow_bits: Option<u64>,
 }
 
 /// Absent → `None` (by `default`), `null` → `Some(None)`, a date → `Some(Some(date))`.
@@ -430,6 +469,7 @@ mod tests {
                     closes_at,
                     server_time: t,
                     coupon: CouponTerms { discount: 5000, currency: "KRW".into(), valid_days: 30 },
+                    ticket: Some(TicketTerms { bits: 12, nonce: None }),
                 },
                 version: 3,
                 issued: 6,

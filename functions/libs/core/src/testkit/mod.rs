@@ -39,6 +39,7 @@ pub fn campaign_at(id: &str, total: u64, opens_at: OffsetDateTime) -> Campaign {
         opens_at,
         closes_at: None,
         coupon: CouponTemplate { discount: 3000, currency: "KRW".into(), valid_days: 7 },
+        pow_bits: 0,
     }
     .validate(opens_at)
     .expect("valid test campaign")
