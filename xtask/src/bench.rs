@@ -39,6 +39,33 @@ fn targets(soak_secs: u64) -> Vec<Target> {
             },
         },
         Target {
+            name: "stress",
+            goal: "open-loop claims at 3x the measured ceiling for 20 s (100,000 users, 1,000 coupons, 256 connections), every protection on: every answer 201/200/409/429/503, p99 <= 50 ms (from the intended send time), 0 violations",
+            args: s("--scenario stress --ceiling --duration 20 --users 100000 --stock 1000 --connections 256"),
+            key: |v| f(v, &["latency_ms", "p99"]),
+            pass: |v| {
+                let allowed = [
+                    "201 issued",
+                    "200 already_issued",
+                    "409 sold_out",
+                    "429 rate_limited",
+                    "503 overloaded",
+                    "503 unavailable",
+                ];
+                f(v, &["latency_ms", "p99"]) <= 50.0
+                    && v["outcomes"].as_object().is_some_and(|o| o.keys().all(|k| allowed.contains(&k.as_str())))
+            },
+        },
+        Target {
+            name: "held",
+            goal: "customers claim at 150/s for 30 s (each a new user; 100,000 coupons) while 2,000 idle and 200 slow-header connections are held (reopened as the server closes them): claims p99 <= 10 ms, all issued, 0 violations",
+            args: s(
+                "--scenario soak --rate 150 --duration 30 --users 100000 --stock 100000 --connections 8 --hold-idle 2000 --hold-slow 200",
+            ),
+            key: |v| f(v, &["latency_ms", "p99"]),
+            pass: |v| f(v, &["latency_ms", "p99"]) <= 10.0 && f(v, &["issued"]) == f(v, &["requests"]),
+        },
+        Target {
             name: "bulk",
             goal: "100,000 coupons, 100,000 users: issued/s >= 0.35 x ceiling, p99 <= 25 ms, every issued fsync'd, 0 violations",
             args: s("--scenario spike --users 100000 --repeat 1 --stock 100000 --connections 256 --ceiling"),

@@ -1,6 +1,9 @@
 //! Crash safety, black-box: `firstcome-local` as a child process, claims in flight, `kill -9`,
 //! restart. Every `issued` answer received before the kill must still be there with the same
-//! code, the stock is never exceeded, nobody holds two coupons, and the ledger catches up.
+//! code, the stock is never exceeded, nobody holds two coupons, and the ledger catches up. Every
+//! protection is at its default (the store guard, connection limits, the per-user limit) and the
+//! campaign asks for claim tickets, so the claims go through all of it. (The per-client limit
+//! exempts loopback in local mode.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,11 +33,22 @@ async fn kill_9_mid_flight_loses_no_issued_coupon() {
             .collect(),
     );
     let opens_at = (time::OffsetDateTime::now_utc() - time::Duration::seconds(1)).format(&Rfc3339).unwrap();
-    let body = json!({"id": "crash", "title": "Crash", "total": STOCK, "opens_at": opens_at,
+    let body = json!({"id": "crash", "title": "Crash", "total": STOCK, "opens_at": opens_at, "pow_bits": 6,
                       "coupon": {"discount": 1000, "currency": "KRW", "valid_days": 1}});
     assert_eq!(
         client.post(&format!("{}/api/admin/campaigns", server.url), Some(&admin), Some(&body)).await.unwrap().0,
         201
+    );
+    // Every user's ticket, solved from the revealed nonce (it survives the restart: it is stored).
+    let (_, view) = client.get(&format!("{}/api/campaigns/crash", server.url), None).await.unwrap();
+    let nonce = firstcome_core::ticket::Nonce::from_hex(view["ticket"]["nonce"].as_str().unwrap()).unwrap();
+    let tickets: Arc<Vec<u64>> = Arc::new(
+        (0..USERS)
+            .map(|u| {
+                let p = firstcome_core::ticket::Puzzle::new(6, "crash", &format!("u{u}"), &nonce);
+                p.search(0, u64::MAX).unwrap()
+            })
+            .collect(),
     );
 
     // 32 tasks claim for distinct users until the connection dies under them.
@@ -44,14 +58,21 @@ async fn kill_9_mid_flight_loses_no_issued_coupon() {
     let claim_url = format!("{}/api/campaigns/crash/claims", server.url);
     let mut tasks = Vec::new();
     for t in 0..32 {
-        let (client, tokens, answered, issued_seen, dead, url) =
-            (client.clone(), tokens.clone(), answered.clone(), issued_seen.clone(), dead.clone(), claim_url.clone());
+        let (client, tokens, tickets, answered, issued_seen, dead, url) = (
+            client.clone(),
+            tokens.clone(),
+            tickets.clone(),
+            answered.clone(),
+            issued_seen.clone(),
+            dead.clone(),
+            claim_url.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             for u in (t..USERS).step_by(32) {
                 if dead.load(Ordering::Relaxed) {
                     return;
                 }
-                match client.post(&url, Some(&tokens[u]), None).await {
+                match client.claim_with_ticket(&url, &tokens[u], tickets[u]).await {
                     Ok((201, v)) => {
                         answered.lock().unwrap().insert(u, v["coupon"]["code"].as_str().unwrap().to_owned());
                         issued_seen.fetch_add(1, Ordering::SeqCst);
@@ -97,7 +118,8 @@ async fn kill_9_mid_flight_loses_no_issued_coupon() {
     for chunk in (0..USERS).collect::<Vec<_>>().chunks(64) {
         let calls = chunk.iter().map(|&u| {
             let (client, token, url) = (client.clone(), tokens[u].clone(), format!("{url}/api/campaigns/crash/claims"));
-            async move { (u, client.post(&url, Some(&token), None).await.unwrap()) }
+            let ticket = tickets[u];
+            async move { (u, client.claim_with_ticket(&url, &token, ticket).await.unwrap()) }
         });
         for (u, (s, v)) in futures::future::join_all(calls).await {
             match s {

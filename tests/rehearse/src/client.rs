@@ -122,4 +122,17 @@ impl Client {
     ) -> Result<(u16, Value), ClientError> {
         self.call(Method::POST, url, token, body).await
     }
+
+    /// A claim carrying its ticket (`Firstcome-Ticket`).
+    pub async fn claim_with_ticket(&self, url: &str, token: &str, ticket: u64) -> Result<(u16, Value), ClientError> {
+        let req = hyper::Request::post(url)
+            .header("authorization", format!("Bearer {token}"))
+            .header(firstcome_ticket::HEADER, ticket)
+            .body(Full::new(Bytes::new()))?;
+        let res = self.inner.request(req).await?;
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await?.to_bytes();
+        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
+        Ok((status, value))
+    }
 }

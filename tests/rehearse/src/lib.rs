@@ -2,6 +2,7 @@
 //! soak) at a campaign over keep-alive connections, optionally measures the same server's
 //! ceiling on a trivial handler in the same run, then proves the issuance invariants.
 
+pub mod attack;
 pub mod check;
 mod client;
 pub mod load;
@@ -72,6 +73,9 @@ pub struct Options {
     /// Also load GET /healthz of the same server before and after, and report the ratio.
     #[arg(long)]
     pub ceiling: bool,
+    /// Requests per ceiling measurement (default: the spike's request count, else 200,000).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ceiling_requests: Option<u64>,
     /// An existing campaign to fire at.
     #[arg(long, conflicts_with = "stock")]
     pub campaign: Option<String>,
@@ -111,6 +115,12 @@ pub struct Options {
     /// For https: also trust the certificates in this PEM file (a private CA, a self-signed stage).
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
+    /// Hold this many idle connections open while the scenario runs (reopened when closed).
+    #[arg(long, default_value_t = 0)]
+    pub hold_idle: usize,
+    /// Hold this many connections sending a request head one byte a second while it runs.
+    #[arg(long, default_value_t = 0)]
+    pub hold_slow: usize,
     /// Solve the campaign's claim tickets: after T0, read the revealed nonce and solve every
     /// user's ticket on this machine's cores (as each user's device would), then fire.
     #[arg(long)]
@@ -362,10 +372,10 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         Scenario::Stress => 10.0,
         Scenario::Soak => 600.0,
     });
-    let ceiling_requests = match o.scenario {
+    let ceiling_requests = o.ceiling_requests.unwrap_or(match o.scenario {
         Scenario::Spike => (users * repeat).min(o.max_requests),
         _ => 200_000,
-    };
+    });
     // Before the plan: stress defaults to a multiple of this ceiling.
     let ceiling_before = if o.ceiling { Some(ceiling(&o, &target, ceiling_requests).await) } else { None };
 
@@ -459,7 +469,11 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
             }
         })
     });
-    let start = c.opens.max(Instant::now() + Duration::from_millis(100));
+    // The connection attack starts now, so it has taken hold by the time the scenario starts.
+    let opened = Arc::new(attack::Opened::default());
+    let squatters = (o.hold_idle + o.hold_slow > 0)
+        .then(|| tokio::spawn(attack::hold(target.addr, o.hold_idle, o.hold_slow, opened.clone())));
+    let start = c.opens.max(Instant::now() + Duration::from_millis(if squatters.is_some() { 2000 } else { 100 }));
     let done = Arc::new(AtomicU64::new(0));
     let bar = progress(&o, &format!("{:?}", o.scenario).to_lowercase(), max_requests, done.clone());
     let result = load::run(plan, start, done.clone()).await;
@@ -468,6 +482,10 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     let server_rss_mb = server_pid.and_then(rss_mb);
     if let Some(w) = watcher {
         w.abort();
+    }
+    if let Some(s) = squatters {
+        s.abort();
+        let _ = s.await;
     }
 
     let ceiling_after = if o.ceiling { Some(ceiling(&o, &target, ceiling_requests).await) } else { None };
@@ -529,6 +547,12 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         p99_drift: p99_first.zip(p99_last).map(|(a, b)| b / a),
         ledger_written: facts.ledger_written,
         ledger_drain_s: facts.ledger_drain_s,
+        held_connections: (o.hold_idle + o.hold_slow > 0).then(|| report::Held {
+            idle: o.hold_idle,
+            slow: o.hold_slow,
+            idle_opened: opened.idle.load(Ordering::Relaxed),
+            slow_opened: opened.slow.load(Ordering::Relaxed),
+        }),
         tickets: solved.as_ref().map(|s| report::TicketCost {
             bits: s.bits,
             per_ticket_ms: Latency::of(&s.per_ticket),

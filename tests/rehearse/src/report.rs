@@ -63,6 +63,17 @@ pub struct Report {
     pub ledger_drain_s: Option<f64>,
     /// With --pow: what solving the claim tickets cost on this machine.
     pub tickets: Option<TicketCost>,
+    /// With --hold-idle / --hold-slow: the connection attack run beside the scenario.
+    pub held_connections: Option<Held>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Held {
+    pub idle: usize,
+    pub slow: usize,
+    /// Connections opened in all (the server closing them makes these grow past the counts held).
+    pub idle_opened: u64,
+    pub slow_opened: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,6 +114,13 @@ impl Report {
                 self.users,
                 k.all_users_s,
                 k.threads
+            );
+        }
+        if let Some(h) = &self.held_connections {
+            let _ = writeln!(
+                t,
+                "held          {} idle and {} slow-header connections throughout ({} and {} opened: the server closed the rest)",
+                h.idle, h.slow, h.idle_opened, h.slow_opened
             );
         }
         let _ = writeln!(t, "issued        {} ({:.0}/s)", self.issued, self.issued_per_s);

@@ -1,0 +1,104 @@
+//! Overload and connection attacks against the real `firstcome-local` binary, every protection
+//! at its default: open-loop claims at three times the measured ceiling, and thousands of idle
+//! and slow-header connections held while customers claim. The speed figures these print are
+//! recorded in release builds by `cargo xtask bench` (docs/benchmarks.md: `stress` and `held`);
+//! here the assertions are on what every answer is and on the invariants.
+
+use clap::Parser;
+use firstcome_rehearse::{Options, rehearse};
+use firstcome_tests::{LocalProcess, local_binary};
+
+/// One load at a time: on two cores each test's figures would be the other's noise.
+static ONE_LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The only answers an overloaded server may give a claim.
+const ALLOWED: [&str; 6] =
+    ["201 issued", "200 already_issued", "409 sold_out", "429 rate_limited", "503 overloaded", "503 unavailable"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_claims_at_three_times_the_ceiling_get_only_decisions_and_sheds() {
+    let _one = ONE_LOAD.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
+    let o = options(
+        &server.url,
+        dir.path(),
+        &[
+            "--scenario",
+            "stress",
+            "--ceiling",
+            "--ceiling-requests",
+            "30000",
+            "--duration",
+            "20",
+            "--users",
+            "100000",
+            "--stock",
+            "1000",
+            "--connections",
+            "256",
+        ],
+    );
+    let report = rehearse(o).await.unwrap();
+    eprintln!("{}", report.table());
+    assert_eq!(report.violations, Vec::<String>::new());
+    assert_eq!(report.issued, 1000, "the stock, exactly");
+    for (outcome, n) in &report.outcomes {
+        assert!(ALLOWED.contains(&outcome.as_str()), "{n} answers were {outcome:?}: {:?}", report.outcomes);
+    }
+    assert!(report.requests > 20_000, "the load ran: {}", report.requests);
+}
+
+fn options(url: &str, dir: &std::path::Path, extra: &[&str]) -> Options {
+    let (jwt, admin) = (dir.join("jwt-secret"), dir.join("admin-token"));
+    let mut args = vec![
+        "firstcome-rehearse",
+        "--url",
+        url,
+        "--jwt-secret-file",
+        jwt.to_str().unwrap(),
+        "--admin-token-file",
+        admin.to_str().unwrap(),
+        "--quiet",
+        "--lead",
+        "0.5",
+        "--drain-timeout",
+        "30",
+    ];
+    args.extend_from_slice(extra);
+    Options::parse_from(args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_are_served_while_two_thousand_idle_and_two_hundred_slow_connections_are_held() {
+    let _one = ONE_LOAD.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
+    // 30 s of customers at 150 claims/s, each a new user, while the connections are squatted.
+    let args = [
+        "--scenario",
+        "soak",
+        "--rate",
+        "150",
+        "--duration",
+        "30",
+        "--users",
+        "100000",
+        "--stock",
+        "100000",
+        "--connections",
+        "8",
+        "--hold-idle",
+        "2000",
+        "--hold-slow",
+        "200",
+    ];
+    let report = rehearse(options(&server.url, dir.path(), &args)).await.unwrap();
+    eprintln!("{}", report.table());
+    assert_eq!(report.violations, Vec::<String>::new());
+    assert_eq!(report.outcomes.keys().collect::<Vec<_>>(), ["201 issued"], "every customer got a coupon");
+    assert!(report.requests >= 4000, "{}", report.requests);
+    let held = report.held_connections.as_ref().unwrap();
+    // The header deadline (10 s) closed every squatter at least twice, and they came back.
+    assert!(held.idle_opened >= 3 * 2000 && held.slow_opened >= 3 * 200, "{held:?}");
+}
