@@ -65,7 +65,7 @@ enum Task {
     /// The speed targets: server and tool pinned to different cores, each target run --runs
     /// times, figures and medians written to docs/benchmarks.md.
     Bench {
-        /// Which targets (spike, bulk, memory, soak); default all.
+        /// Which targets (spike, stress, held, bulk, memory, soak); default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         #[arg(long, default_value_t = 3)]
