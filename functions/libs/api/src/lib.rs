@@ -109,29 +109,13 @@ pub fn router_with_site(state: AppState, site: Option<Router>) -> Router {
                 .layer(tower::timeout::TimeoutLayer::new(state.limits.config().request_timeout)),
         )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(refuse_announced_oversize))
         // Everything but the public campaign view (which sets its own) is per user or per
         // moment: never stored by a CDN or browser.
         .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .layer(axum::middleware::from_fn_with_state(state.limits.clone(), limits::per_client))
+        .layer(limits::FrontDoorLayer(state.limits.clone()))
         .layer(cors(&state.origins))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-/// A body announced (`Content-Length`) larger than the server reads is refused 413 at once: the
-/// body limit alone would only trip once that much had arrived, so a client announcing a
-/// gigabyte and sending nothing would hold the request until the request timeout.
-async fn refuse_announced_oversize(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let announced =
-        req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > BODY_LIMIT as u64) {
-        return ApiError::TooLarge.into_response();
-    }
-    next.run(req).await
 }
 
 /// CORS: preflights answered, and only the listed origins allowed (tower-http answers a preflight

@@ -154,30 +154,63 @@ impl Limits {
     }
 }
 
-/// Middleware: the per-client limit, on every request.
-pub async fn per_client(
-    axum::extract::State(limits): axum::extract::State<std::sync::Arc<Limits>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::extract::FromRequestParts;
-    use axum::response::IntoResponse;
-    if limits.clients.is_none() {
-        // No per-client limit: nothing to look up on this request.
-        return next.run(req).await;
+/// The refusals made before routing, as a plain tower layer (no per-request boxing or clone of
+/// the stack below, which `axum::middleware::from_fn` costs and which showed on the /healthz
+/// ceiling): a body announced (`Content-Length`) past what the server reads gets 413 at once (the
+/// body limit alone trips only once that much has arrived, so a client announcing a gigabyte and
+/// sending nothing would hold the request until the request timeout); a client address over its
+/// rate gets 429.
+#[derive(Clone)]
+pub struct FrontDoorLayer(pub std::sync::Arc<Limits>);
+
+impl<S> tower::Layer<S> for FrontDoorLayer {
+    type Service = FrontDoor<S>;
+    fn layer(&self, inner: S) -> FrontDoor<S> {
+        FrontDoor { inner, limits: self.0.clone() }
     }
-    let (mut parts, body) = req.into_parts();
-    let ip = match parts.extensions.get::<ClientIp>() {
-        Some(c) => Some(c.0),
-        // The connection's peer, through axum's own extractor (which tests can stand in for).
-        None => axum::extract::ConnectInfo::<std::net::SocketAddr>::from_request_parts(&mut parts, &())
-            .await
-            .ok()
-            .map(|c| c.0.ip()),
-    };
-    match limits.check_client(ip) {
-        Ok(()) => next.run(axum::extract::Request::from_parts(parts, body)).await,
-        Err(e) => e.into_response(),
+}
+
+#[derive(Clone)]
+pub struct FrontDoor<S> {
+    inner: S,
+    limits: std::sync::Arc<Limits>,
+}
+
+impl<S> tower::Service<axum::extract::Request> for FrontDoor<S>
+where
+    S: tower::Service<axum::extract::Request, Response = axum::response::Response>,
+{
+    type Response = axum::response::Response;
+    type Error = S::Error;
+    type Future = futures::future::Either<std::future::Ready<Result<Self::Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        use axum::extract::connect_info::{ConnectInfo, MockConnectInfo};
+        use axum::response::IntoResponse;
+        let refuse = |e: ApiError| futures::future::Either::Left(std::future::ready(Ok(e.into_response())));
+        let announced =
+            req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > firstcome_wire::BODY_LIMIT as u64) {
+            return refuse(ApiError::TooLarge);
+        }
+        if self.limits.clients.is_some() {
+            let x = req.extensions();
+            // The address API Gateway saw on Lambda; else the connection's peer (tests may
+            // stand in for it with axum's MockConnectInfo).
+            let ip = x.get::<ClientIp>().map(|c| c.0).or_else(|| {
+                x.get::<ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip())
+                    .or_else(|| x.get::<MockConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()))
+            });
+            if let Err(e) = self.limits.check_client(ip) {
+                return refuse(e);
+            }
+        }
+        futures::future::Either::Right(self.inner.call(req))
     }
 }
 
