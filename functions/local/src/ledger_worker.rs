@@ -41,6 +41,9 @@ pub async fn run(
                 continue;
             }
         };
+        // The outbox is oldest first: its head's age is how far the ledger is behind.
+        let lag = batch.first().map_or(0.0, |r| (time::OffsetDateTime::now_utc() - r.issued_at).as_seconds_f64());
+        metrics::gauge!(firstcome_core::telemetry::LEDGER_LAG).set(lag.max(0.0));
         if batch.is_empty() {
             if !pause(&mut stop, idle).await {
                 break;

@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use firstcome_api::{AppState, Auth, LimitConfig, Limits};
+use firstcome_api::{AppState, Auth, Exposition, LimitConfig, Limits};
 use firstcome_core::{CacheConfig, CampaignId, CampaignStore, CouponTemplate, Issuer, NewCampaign, Status, StoreError};
 use firstcome_guard::{GuardConfig, Guarded};
 use firstcome_store_sqlite::{SqliteError, SqliteStore};
@@ -60,6 +60,8 @@ pub enum LocalError {
     WeakSecret,
     #[error("--site-dir {0} has no index.html (build the page with `cargo xtask site`)")]
     NoSite(PathBuf),
+    #[error("could not install the metrics recorder: {0}")]
+    Metrics(String),
 }
 
 /// A started local service, not yet serving.
@@ -86,6 +88,9 @@ pub async fn start(config: Config) -> Result<Local, LocalError> {
         return Err(LocalError::WeakSecret);
     }
     let auth = Arc::new(Auth::hs256(&secret, true));
+    // Before anything registers a metric (the breaker's gauge, the engine's), or it would
+    // register with the no-op recorder and never be seen.
+    let metrics = Exposition::install().map_err(LocalError::Metrics)?;
     let guarded = Arc::new(Guarded::new(store.clone(), config.guard));
     let issuer = Arc::new(Issuer::new(guarded.clone(), guarded.clone(), guarded, CacheConfig::default()));
 
@@ -102,6 +107,7 @@ pub async fn start(config: Config) -> Result<Local, LocalError> {
         dev_tokens: config.dev_tokens,
         limits: Arc::new(Limits::new(config.limits)),
         origins: config.origins.clone().into(),
+        metrics: Some(metrics),
     };
     Ok(Local { state, store, config, admin_token_path, demo })
 }

@@ -144,6 +144,7 @@ pub async fn serve(
 
 /// Over the cap: a short 503 in the API's error shape, then close.
 async fn refuse(mut stream: TcpStream) {
+    metrics::counter!(firstcome_core::telemetry::SHED, "reason" => "connections").increment(1);
     let body = ErrorBody {
         error: ErrorCode::Overloaded,
         message: "this server holds as many connections as it can; retry shortly".into(),

@@ -49,13 +49,25 @@ pub struct LocalProcess {
 impl LocalProcess {
     /// Starts the server on `data_dir` and waits until it prints its URL.
     pub fn start(binary: &Path, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn(binary, data_dir, extra, "warn", Stdio::inherit())
+    }
+
+    /// Like `start`, logging JSON lines at info (what an operator runs with) into `log`.
+    pub fn start_logging(binary: &Path, data_dir: &Path, extra: &[&str], log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("creating the log file");
+        let mut args = extra.to_vec();
+        args.push("--log-json");
+        Self::spawn(binary, data_dir, &args, "info", Stdio::from(file))
+    }
+
+    fn spawn(binary: &Path, data_dir: &Path, extra: &[&str], rust_log: &str, stderr: Stdio) -> Self {
         let mut child = Command::new(binary)
             .args(["--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawning firstcome-local");
         let stdout = child.stdout.take().expect("piped stdout");

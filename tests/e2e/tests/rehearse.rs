@@ -93,6 +93,7 @@ async fn the_checker_catches_a_server_that_double_issues() {
         dev_tokens: false,
         limits: Default::default(),
         origins: Arc::new([]),
+        metrics: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -154,6 +155,7 @@ async fn serve_tls(dir: &Path) -> (String, String, tokio::sync::watch::Sender<bo
         dev_tokens: false,
         limits: Default::default(),
         origins: Arc::new([]),
+        metrics: None,
     });
 
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();

@@ -51,6 +51,7 @@ async fn service() -> Service {
         dev_tokens: false,
         limits: Default::default(),
         origins: Arc::new([]),
+        metrics: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

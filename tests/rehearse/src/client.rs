@@ -110,6 +110,18 @@ impl Client {
             .unwrap_or(ClientError::CognitoStatus(status.as_u16())))
     }
 
+    /// A GET whose answer is text (`/metrics`), not JSON.
+    pub async fn get_text(&self, url: &str, token: Option<&str>) -> Result<(u16, String), ClientError> {
+        let mut req = hyper::Request::get(url);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let res = self.inner.request(req.body(Full::new(Bytes::new()))?).await?;
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
     pub async fn get(&self, url: &str, token: Option<&str>) -> Result<(u16, Value), ClientError> {
         self.call(Method::GET, url, token, None).await
     }

@@ -12,6 +12,7 @@ pub mod tickets;
 
 pub use client::{Client, ClientError};
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,6 +126,10 @@ pub struct Options {
     /// user's ticket on this machine's cores (as each user's device would), then fire.
     #[arg(long)]
     pub pow: bool,
+    /// Read the server's own claim counts (`GET /metrics`, with the admin token) before and after
+    /// the scenario and print them beside this tool's; any difference is a violation.
+    #[arg(long, requires = "admin_token_file")]
+    pub scrape_metrics: bool,
     /// With --stock: the new campaign's ticket difficulty in bits (0-24). Implies --pow.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=24), requires = "stock")]
     pub pow_bits: Option<u8>,
@@ -473,6 +478,10 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     let opened = Arc::new(attack::Opened::default());
     let squatters = (o.hold_idle + o.hold_slow > 0)
         .then(|| tokio::spawn(attack::hold(target.addr, o.hold_idle, o.hold_slow, opened.clone())));
+    let scraped_before = match (o.scrape_metrics, admin.as_deref()) {
+        (true, Some(token)) => Some(scrape(&client, &base, token).await?),
+        _ => None,
+    };
     let start = c.opens.max(Instant::now() + Duration::from_millis(if squatters.is_some() { 2000 } else { 100 }));
     let done = Arc::new(AtomicU64::new(0));
     let bar = progress(&o, &format!("{:?}", o.scenario).to_lowercase(), max_requests, done.clone());
@@ -487,6 +496,20 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         s.abort();
         let _ = s.await;
     }
+
+    let server_outcomes = match (scraped_before, admin.as_deref()) {
+        (Some(before), Some(token)) => {
+            let after = scrape(&client, &base, token).await?;
+            Some(
+                after
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), v - before.get(&k).copied().unwrap_or(0)))
+                    .filter(|(_, v)| *v > 0)
+                    .collect(),
+            )
+        }
+        _ => None,
+    };
 
     let ceiling_after = if o.ceiling { Some(ceiling(&o, &target, ceiling_requests).await) } else { None };
     let ceiling_rps = match (ceiling_before, ceiling_after) {
@@ -508,6 +531,10 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     })
     .await;
 
+    let mut violations = violations;
+    if let Some(server) = &server_outcomes {
+        violations.extend(report::disagreements(&result.outcomes, server));
+    }
     let secs = result.elapsed.as_secs_f64().max(1e-9);
     let rps = result.requests as f64 / secs;
     let rss = rss_samples.lock().expect("rss lock").clone();
@@ -547,6 +574,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         p99_drift: p99_first.zip(p99_last).map(|(a, b)| b / a),
         ledger_written: facts.ledger_written,
         ledger_drain_s: facts.ledger_drain_s,
+        server_outcomes,
         held_connections: (o.hold_idle + o.hold_slow > 0).then(|| report::Held {
             idle: o.hold_idle,
             slow: o.hold_slow,
@@ -574,6 +602,23 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         write_creating_dirs(&path, report::svg(&title, &result.buckets).as_bytes())?;
     }
     Ok(report)
+}
+
+/// The server's claim counts by outcome (`firstcome_claims_total`), read from `/metrics`.
+async fn scrape(client: &Client, base: &str, admin: &str) -> Result<BTreeMap<String, u64>, RehearseError> {
+    let url = format!("{base}/metrics");
+    let (status, text) = client
+        .get_text(&url, Some(admin))
+        .await
+        .map_err(|source| RehearseError::Api { what: "GET /metrics", source })?;
+    if status != 200 {
+        return Err(RehearseError::Refused { what: "GET /metrics", status, body: text.chars().take(300).collect() });
+    }
+    Ok(firstcome_wire::prometheus::parse(&text)
+        .into_iter()
+        .filter(|s| s.name == firstcome_api::metric_names::CLAIMS)
+        .filter_map(|s| Some((s.label("outcome")?.to_owned(), s.value as u64)))
+        .collect())
 }
 
 fn write_creating_dirs(path: &std::path::Path, contents: &[u8]) -> Result<(), RehearseError> {

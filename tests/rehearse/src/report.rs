@@ -9,6 +9,33 @@ use serde::Serialize;
 
 use crate::load::BUCKET;
 
+/// This tool's outcomes (`"409 sold_out"`) by the server's outcome label (`sold_out`); answers
+/// that never came (`timeout`, connection errors) have no server-side count and are left out.
+pub fn by_code(outcomes: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (k, n) in outcomes {
+        if let Some((status, code)) = k.split_once(' ')
+            && status.parse::<u16>().is_ok()
+        {
+            *out.entry(code.to_owned()).or_default() += n;
+        }
+    }
+    out
+}
+
+/// Where the server's count of claims by outcome differs from this tool's, one line each.
+pub fn disagreements(mine: &BTreeMap<String, u64>, server: &BTreeMap<String, u64>) -> Vec<String> {
+    let mine = by_code(mine);
+    let codes: std::collections::BTreeSet<&String> = server.keys().chain(mine.keys()).collect();
+    codes
+        .into_iter()
+        .filter_map(|code| {
+            let (s, m) = (server.get(code).copied().unwrap_or(0), mine.get(code).copied().unwrap_or(0));
+            (s != m).then(|| format!("the server counted {s} {code} claims, this tool {m}"))
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     pub p50: f64,
@@ -63,6 +90,9 @@ pub struct Report {
     pub ledger_drain_s: Option<f64>,
     /// With --pow: what solving the claim tickets cost on this machine.
     pub tickets: Option<TicketCost>,
+    /// With --scrape-metrics: the server's own count of the claims it answered during the
+    /// scenario, by outcome (`firstcome_claims_total`).
+    pub server_outcomes: Option<BTreeMap<String, u64>>,
     /// With --hold-idle / --hold-slow: the connection attack run beside the scenario.
     pub held_connections: Option<Held>,
 }
@@ -132,6 +162,15 @@ impl Report {
                 None => {
                     let _ = writeln!(t, "  {k:<24} {v:>9}");
                 }
+            }
+        }
+        if let Some(server) = &self.server_outcomes {
+            let mine = by_code(&self.outcomes);
+            let _ = writeln!(t, "server saw    (its /metrics, claims by outcome; this tool's count beside it)");
+            let codes: std::collections::BTreeSet<&String> = server.keys().chain(mine.keys()).collect();
+            for code in codes {
+                let (s, m) = (server.get(code).copied().unwrap_or(0), mine.get(code).copied().unwrap_or(0));
+                let _ = writeln!(t, "  {code:<24} {s:>9}   here {m:>9}{}", if s == m { "" } else { "   DIFFERENT" });
             }
         }
         if let (Some(c), Some(r)) = (self.ceiling_rps, self.ratio_to_ceiling) {

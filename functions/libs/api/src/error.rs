@@ -129,6 +129,8 @@ impl IntoResponse for ApiError {
         }
         let mut res = (status, axum::Json(ErrorBody { error: code, message: self.to_string(), field: self.field() }))
             .into_response();
+        // For the metrics layer: which refusal this was, without reading the body back.
+        res.extensions_mut().insert(code);
         match self {
             Self::RateLimited { retry_after } => {
                 res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));

@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 mod routes;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -25,9 +26,12 @@ use utoipa_axum::routes;
 
 pub use auth::{Auth, GatewayIdentity, sign_hs256};
 pub use error::ApiError;
+/// The metric names, for readers of `/metrics` (the load tool).
+pub use firstcome_core::telemetry as metric_names;
 /// Largest request body accepted; campaign JSON is a few hundred bytes.
 pub use firstcome_wire::BODY_LIMIT;
 pub use limits::{ClientIp, LimitConfig, Limits, Rate};
+pub use telemetry::{Exposition, RequestId};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -40,6 +44,9 @@ pub struct AppState {
     /// Origins (`https://host[:port]`) whose pages may call the API from a browser; empty means
     /// same-origin only (the page and the API share CloudFront, or the local server).
     pub origins: Arc<[HeaderValue]>,
+    /// Prometheus text at `/metrics` and the live view (local mode); none on Lambda, whose
+    /// metrics leave as CloudWatch EMF lines.
+    pub metrics: Option<Exposition>,
 }
 
 #[derive(OpenApi)]
@@ -71,7 +78,9 @@ fn documented(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(routes::admin_campaign, routes::patch_campaign))
         .routes(routes!(routes::end_campaign))
         .routes(routes!(routes::coupons))
-        .routes(routes!(routes::coupons_csv));
+        .routes(routes!(routes::coupons_csv))
+        .routes(routes!(routes::live))
+        .routes(routes!(routes::metrics));
     if state.dev_tokens && state.auth.can_sign() { router.routes(routes!(routes::dev_token)) } else { router }
 }
 
@@ -93,7 +102,7 @@ pub fn router_with_site(state: AppState, site: Option<Router>) -> Router {
         .route("/api/openapi.json", axum::routing::get(move || async move { axum::Json(api.as_ref().clone()) }))
         .fallback(move |req: axum::extract::Request| async move {
             let path = req.uri().path();
-            let is_api = path == "/api" || path.starts_with("/api/") || path == "/healthz";
+            let is_api = path == "/api" || path.starts_with("/api/") || path == "/healthz" || path == "/metrics";
             match site {
                 Some(site) if !is_api => match site.oneshot(req).await {
                     Ok(res) => res,
@@ -114,8 +123,22 @@ pub fn router_with_site(state: AppState, site: Option<Router>) -> Router {
         .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(limits::FrontDoorLayer(state.limits.clone()))
         .layer(cors(&state.origins))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(telemetry::ObserveLayer)
         .with_state(state)
+}
+
+/// A claim's or an admin call's span carries its request id into every line logged while it is
+/// answered (at info, so the default filter keeps it); other requests get a debug span, which
+/// costs nothing unless debug logging is on.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req.extensions().get::<RequestId>().map_or("", |id| &id.0);
+    let path = req.uri().path();
+    if path.starts_with("/api/admin/") || (req.method() == axum::http::Method::POST && path.ends_with("/claims")) {
+        tracing::info_span!("request", request_id = %id, method = %req.method(), path = %path)
+    } else {
+        tracing::debug_span!("request", request_id = %id, method = %req.method(), path = %path)
+    }
 }
 
 /// CORS: preflights answered, and only the listed origins allowed (tower-http answers a preflight

@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use firstcome_core::{CampaignChanges, CampaignId, ClaimOutcome, NewCampaign, UserId};
 use firstcome_wire::{
     AdminCampaign, AdminCampaignPage, Campaign, CampaignList, ClaimResponse, Coupon, CouponPage, CreateCampaign,
-    DevTokenRequest, DevTokenResponse, ErrorBody, Health, MAX_COUPON_PAGE, MAX_LISTED, MAX_PAGE, PatchCampaign,
+    DevTokenRequest, DevTokenResponse, ErrorBody, Health, LiveView, MAX_COUPON_PAGE, MAX_LISTED, MAX_PAGE,
+    PatchCampaign,
 };
 use time::OffsetDateTime;
 
@@ -102,8 +103,16 @@ pub async fn claim(
 ) -> Result<(StatusCode, Json<ClaimResponse>), ApiError> {
     s.limits.check_user(user.as_str())?;
     let (status, outcome, coupon) = match s.issuer.claim_with_ticket(&id, &user, ticket, now()).await? {
-        ClaimOutcome::Issued(c) => (StatusCode::CREATED, firstcome_wire::ClaimOutcome::Issued, c),
-        ClaimOutcome::AlreadyIssued(c) => (StatusCode::OK, firstcome_wire::ClaimOutcome::AlreadyIssued, c),
+        ClaimOutcome::Issued(c) => {
+            // One line per coupon (bounded by the stock); the rest are debug, or a bot's flood
+            // of repeats would be a flood of log lines. Never the whole code.
+            tracing::info!(campaign = %id, seq = c.seq, code = %c.code.redacted(), "issued");
+            (StatusCode::CREATED, firstcome_wire::ClaimOutcome::Issued, c)
+        }
+        ClaimOutcome::AlreadyIssued(c) => {
+            tracing::debug!(campaign = %id, seq = c.seq, "already issued");
+            (StatusCode::OK, firstcome_wire::ClaimOutcome::AlreadyIssued, c)
+        }
         ClaimOutcome::SoldOut => return Err(ApiError::SoldOut),
         ClaimOutcome::NotOpen => return Err(ApiError::NotOpen),
         ClaimOutcome::Closed => return Err(ApiError::Closed),
@@ -423,4 +432,49 @@ pub async fn dev_token(
         .sign(user.as_str(), None, time::Duration::days(1))
         .ok_or(ApiError::NotFound("no route for POST /api/dev/token".into()))?;
     Ok(Json(DevTokenResponse { token }))
+}
+
+/// Where to look when this deployment keeps no metrics of its own (Lambda: each container only
+/// sees its own requests, so the figures are CloudWatch's, from every container's EMF lines).
+const NO_METRICS: &str =
+    "this deployment's metrics are in CloudWatch (the FirstcomeDashboard dashboard), not kept here";
+
+#[utoipa::path(
+    get, path = "/api/admin/live", tag = "admin",
+    description = "The opening second as it happens: the last five minutes of claims per second by \
+        outcome and their p99, coupons remaining per campaign, the ledger's lag, the breaker and \
+        requests in flight, from the same metrics as `/metrics`. Local mode; on AWS the figures \
+        are on the CloudWatch dashboard (404).",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = LiveView),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "this deployment keeps no metrics of its own (Lambda)", body = ErrorBody),
+    ),
+)]
+pub async fn live(State(s): State<AppState>, _: Admin) -> Result<Json<LiveView>, ApiError> {
+    let exposition = s.metrics.as_ref().ok_or_else(|| ApiError::NotFound(NO_METRICS.into()))?;
+    Ok(Json(exposition.live(now())))
+}
+
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    description = "Every metric in Prometheus' text format (claims by outcome, claim and store \
+        latency, in flight, shed, breaker, remaining stock, ledger writes and lag). Admin only: \
+        scrape with the admin token as a bearer token.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, content_type = "text/plain", body = String),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "this deployment keeps no metrics of its own (Lambda)", body = ErrorBody),
+    ),
+)]
+pub async fn metrics(State(s): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let exposition = s.metrics.as_ref().ok_or_else(|| ApiError::NotFound(NO_METRICS.into()))?;
+    let mut res = exposition.render().into_response();
+    res.headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(res)
 }

@@ -37,6 +37,7 @@ fn app_limited(peer: &str, dev_tokens: bool, can_sign: bool, limits: LimitConfig
         dev_tokens,
         limits: Arc::new(Limits::new(limits)),
         origins: firstcome_api::parse_origins("https://shop.example").unwrap().into(),
+        metrics: None,
     };
     App { router: router(state).layer(MockConnectInfo(peer.parse::<std::net::SocketAddr>().unwrap())) }
 }
@@ -790,6 +791,7 @@ async fn behind_the_gateway_identity_comes_from_the_authorizer_only() {
         dev_tokens: true,
         limits: Arc::new(Limits::new(LimitConfig::OFF)),
         origins: Arc::new([]),
+        metrics: None,
     });
     let send = |method: &str, path: &str, id: Option<GatewayIdentity>, body: Option<Value>| {
         let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");

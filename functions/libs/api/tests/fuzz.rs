@@ -47,6 +47,7 @@ async fn app() -> Router {
         dev_tokens: true,
         limits: Arc::new(Limits::new(LimitConfig::OFF)),
         origins: firstcome_api::parse_origins("https://shop.example").unwrap().into(),
+        metrics: None,
     };
     router(state).layer(MockConnectInfo("127.0.0.1:40000".parse::<std::net::SocketAddr>().unwrap()))
 }

@@ -33,9 +33,28 @@ async fn store(config: &Config) -> (Arc<DynamoStore>, aws_sdk_sqs::Client) {
     (Arc::new(store), sqs)
 }
 
+/// The CloudWatch namespace of every metric the functions record.
+pub const NAMESPACE: &str = "Firstcome";
+
+/// Installs the EMF recorder: whatever the router, engine, guard and ledger record leaves as one
+/// JSON line per label set on stdout at the end of each invocation, which CloudWatch turns into
+/// metrics (no API call on the hot path). Dimensions: the function's name plus each metric's
+/// labels. Must run before anything registers a metric.
+pub fn init_metrics() -> Result<&'static metrics_cloudwatch_embedded::Collector, Error> {
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "firstcome".into());
+    let collector = metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace(NAMESPACE)
+        .with_dimension("function", function)
+        .init()
+        .map_err(|e| format!("installing the EMF metrics recorder: {e}"))?;
+    firstcome_core::telemetry::describe();
+    Ok(collector)
+}
+
 /// The shared router behind API Gateway (the `claim` and `campaign` functions).
 pub async fn serve_api() -> Result<(), Error> {
     init_logs();
+    let metrics = init_metrics()?;
     let config = Config::from_env()?;
     let (store, _) = store(&config).await;
     let guarded = Arc::new(Guarded::new(store, GuardConfig::lambda()));
@@ -46,25 +65,41 @@ pub async fn serve_api() -> Result<(), Error> {
         dev_tokens: false,
         limits: Default::default(),
         origins: config.origins.clone().into(),
+        metrics: None,
     });
-    lambda_http::run(service_fn(move |mut req: lambda_http::Request| {
-        let app = app.clone();
-        async move {
-            if let Some(id) = identity(req.request_context_ref()) {
-                req.extensions_mut().insert(id);
+    metrics_cloudwatch_embedded::lambda::service::run_http(
+        metrics,
+        service_fn(move |mut req: lambda_http::Request| {
+            let app = app.clone();
+            async move {
+                if let Some(id) = identity(req.request_context_ref()) {
+                    req.extensions_mut().insert(id);
+                }
+                // API Gateway's request id: the one in its access log and in our log lines.
+                if let Some(id) = request_id(req.request_context_ref()) {
+                    req.extensions_mut().insert(firstcome_api::RequestId(id.into()));
+                }
+                // The per-client limit keys on the viewer's address: CloudFront's header when the
+                // request came through the distribution (API Gateway then sees an edge address),
+                // else the address API Gateway saw.
+                let viewer = req.headers().get("cloudfront-viewer-address").and_then(|v| viewer_ip(v.to_str().ok()?));
+                if let Some(ip) = viewer.or_else(|| source_ip(req.request_context_ref())) {
+                    req.extensions_mut().insert(ClientIp(ip));
+                }
+                let Ok(res) = app.oneshot(req).await;
+                Ok::<_, Error>(res)
             }
-            // The per-client limit keys on the viewer's address: CloudFront's header when the
-            // request came through the distribution (API Gateway then sees an edge address),
-            // else the address API Gateway saw.
-            let viewer = req.headers().get("cloudfront-viewer-address").and_then(|v| viewer_ip(v.to_str().ok()?));
-            if let Some(ip) = viewer.or_else(|| source_ip(req.request_context_ref())) {
-                req.extensions_mut().insert(ClientIp(ip));
-            }
-            let Ok(res) = app.oneshot(req).await;
-            Ok::<_, Error>(res)
-        }
-    }))
+        }),
+    )
     .await
+}
+
+/// API Gateway's id for this request.
+fn request_id(context: Option<&RequestContext>) -> Option<String> {
+    match context? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.request_id.clone().filter(|id| !id.is_empty()),
+        _ => None,
+    }
 }
 
 /// The identity API Gateway's JWT authorizer verified, if the route has one.
@@ -100,32 +135,40 @@ pub fn identity_from_claims(claims: &HashMap<String, String>) -> Option<GatewayI
 /// The SQS consumer (`ledger` function): one batch at a time, failures reported per message.
 pub async fn serve_ledger() -> Result<(), Error> {
     init_logs();
+    let metrics = init_metrics()?;
     let config = Config::from_env()?;
     let (store, _) = store(&config).await;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let store = store.clone();
-        async move { Ok::<SqsBatchResponse, Error>(ledger_batch(&*store, &*store, event.payload).await) }
-    }))
+    metrics_cloudwatch_embedded::lambda::service::run(
+        metrics,
+        lambda_runtime::service_fn(move |event: LambdaEvent<SqsEvent>| {
+            let store = store.clone();
+            async move { Ok::<SqsBatchResponse, Error>(ledger_batch(&*store, &*store, event.payload).await) }
+        }),
+    )
     .await
 }
 
 /// The scheduled reconciler: re-sends what is still unacknowledged after the grace period.
 pub async fn serve_reconciler() -> Result<(), Error> {
     init_logs();
+    let metrics = init_metrics()?;
     let config = Config::from_env()?;
     let (store, sqs) = store(&config).await;
     let queue = Arc::new(SqsIssuanceQueue::new(sqs, &config.ledger_queue_url));
-    lambda_runtime::run(lambda_runtime::service_fn(move |_: LambdaEvent<serde_json::Value>| {
-        let (store, queue, grace) = (store.clone(), queue.clone(), config.reconcile_grace);
-        async move {
-            let before = time::OffsetDateTime::now_utc() - grace;
-            let sent = firstcome_core::reconcile(&*store, &*queue, before, 1000).await?;
-            if sent > 0 {
-                tracing::warn!(sent, "re-sent issuance records the ledger had not acknowledged");
+    metrics_cloudwatch_embedded::lambda::service::run(
+        metrics,
+        lambda_runtime::service_fn(move |_: LambdaEvent<serde_json::Value>| {
+            let (store, queue, grace) = (store.clone(), queue.clone(), config.reconcile_grace);
+            async move {
+                let before = time::OffsetDateTime::now_utc() - grace;
+                let sent = firstcome_core::reconcile(&*store, &*queue, before, 1000).await?;
+                if sent > 0 {
+                    tracing::warn!(sent, "re-sent issuance records the ledger had not acknowledged");
+                }
+                Ok::<_, Error>(serde_json::json!({ "sent": sent }))
             }
-            Ok::<_, Error>(serde_json::json!({ "sent": sent }))
-        }
-    }))
+        }),
+    )
     .await
 }
 

@@ -108,18 +108,21 @@ struct Entry {
     /// The public view's issued count and when it was read.
     issued: Mutex<Option<(u64, Instant)>>,
     issued_refreshing: AtomicBool,
+    /// `firstcome_campaign_remaining{campaign}`: what this instance last learnt of the stock.
+    remaining: metrics::Gauge,
 }
 
 impl Entry {
     fn new(campaign: Campaign, now: OffsetDateTime) -> Self {
         Self {
             frozen: now >= campaign.opens_at,
-            campaign,
             fetched: Instant::now(),
             sold_out: AtomicBool::new(false),
             refreshing: AtomicBool::new(false),
             issued: Mutex::new(None),
             issued_refreshing: AtomicBool::new(false),
+            remaining: metrics::gauge!(crate::telemetry::REMAINING, "campaign" => campaign.id.as_str().to_owned()),
+            campaign,
         }
     }
 
@@ -127,10 +130,21 @@ impl Entry {
     /// current during the rush without a read.
     fn saw_issued(&self, seq: u32) {
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut *issued {
-            Some((n, _)) => *n = (*n).max(u64::from(seq)),
-            None => *issued = Some((u64::from(seq), Instant::now())),
-        }
+        let n = match &mut *issued {
+            Some((n, _)) => {
+                *n = (*n).max(u64::from(seq));
+                *n
+            }
+            None => {
+                *issued = Some((u64::from(seq), Instant::now()));
+                u64::from(seq)
+            }
+        };
+        self.saw_remaining(n);
+    }
+
+    fn saw_remaining(&self, issued: u64) {
+        self.remaining.set(u64::from(self.campaign.total).saturating_sub(issued) as f64);
     }
 }
 
@@ -312,6 +326,7 @@ impl Issuer {
             StoreClaim::Existing(c) => ClaimOutcome::AlreadyIssued(c),
             StoreClaim::SoldOut => {
                 entry.sold_out.store(true, Ordering::Relaxed);
+                entry.remaining.set(0.0);
                 ClaimOutcome::SoldOut
             }
             // Our copy said open; the store's did not (edited elsewhere, or clocks apart). The
@@ -383,6 +398,7 @@ impl Issuer {
         // A claim answer may have told us of more in the meantime; counts only grow.
         let n = issued.map_or(n, |(m, _)| n.max(m));
         *issued = Some((n, Instant::now()));
+        entry.saw_remaining(n);
         Ok(n)
     }
 

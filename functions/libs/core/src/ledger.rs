@@ -58,10 +58,16 @@ pub async fn deliver_issuance(
     outbox: &dyn Outbox,
     body: &str,
 ) -> Result<LedgerWrite, LedgerError> {
-    let record: IssuanceRecord = serde_json::from_str(body).map_err(LedgerError::Malformed)?;
-    let write = ledger.append(&record).await?;
-    outbox.acknowledge(&record).await?;
-    Ok(write)
+    let record = serde_json::from_str::<IssuanceRecord>(body).map_err(LedgerError::Malformed);
+    let write = match record {
+        Ok(record) => match ledger.append(&record).await {
+            Ok(write) => outbox.acknowledge(&record).await.map(|()| write).map_err(LedgerError::from),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e),
+    };
+    crate::telemetry::ledger_write(&write);
+    write
 }
 
 /// Sends again every record still unacknowledged that was issued before `issued_before` (a
@@ -86,6 +92,10 @@ pub async fn reconcile(
 /// Applies one queue message to the ledger. Safe to call any number of times for the same
 /// message: the ledger is keyed by coupon code, so redelivery after a crash writes nothing new.
 pub async fn consume_issuance(ledger: &dyn LedgerStore, body: &str) -> Result<LedgerWrite, LedgerError> {
-    let record: IssuanceRecord = serde_json::from_str(body).map_err(LedgerError::Malformed)?;
-    Ok(ledger.append(&record).await?)
+    let write = match serde_json::from_str::<IssuanceRecord>(body) {
+        Ok(record) => ledger.append(&record).await.map_err(LedgerError::from),
+        Err(e) => Err(LedgerError::Malformed(e)),
+    };
+    crate::telemetry::ledger_write(&write);
+    write
 }

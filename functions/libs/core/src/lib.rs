@@ -8,6 +8,7 @@ pub mod coupon;
 pub mod issuer;
 pub mod ledger;
 pub mod ports;
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

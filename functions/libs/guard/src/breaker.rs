@@ -52,10 +52,17 @@ struct Inner {
     epoch: u64,
 }
 
-#[derive(Debug)]
 pub struct Breaker {
     config: BreakerConfig,
     inner: Mutex<Inner>,
+    /// `firstcome_breaker_state`, set on every transition (an alarm fires on 2).
+    gauge: metrics::Gauge,
+}
+
+impl std::fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Breaker").field("config", &self.config).field("inner", &self.inner).finish_non_exhaustive()
+    }
 }
 
 /// Permission for one call; record its outcome (dropping it unrecorded counts nothing).
@@ -82,6 +89,11 @@ impl Breaker {
                 failures: 0,
                 epoch: 0,
             }),
+            gauge: {
+                let g = metrics::gauge!(firstcome_core::telemetry::BREAKER);
+                g.set(0.0);
+                g
+            },
         }
     }
 
@@ -104,6 +116,7 @@ impl Breaker {
             }
             inner.state = State::HalfOpen { admitted: 0, done: 0, failed: 0 };
             inner.epoch += 1;
+            self.gauge.set(1.0);
             tracing::info!("store breaker half-open: probing");
         }
         let epoch = inner.epoch;
@@ -123,6 +136,7 @@ impl Breaker {
         inner.recent.clear();
         inner.failures = 0;
         inner.epoch += 1;
+        self.gauge.set(2.0);
         tracing::warn!(open_for = ?self.config.open_for, "store breaker open: {why}");
     }
 
@@ -151,6 +165,7 @@ impl Breaker {
             } else {
                 inner.state = State::Closed;
                 inner.epoch += 1;
+                self.gauge.set(0.0);
                 tracing::info!("store breaker closed: the probes succeeded");
             }
             return;

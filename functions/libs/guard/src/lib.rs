@@ -125,16 +125,29 @@ impl<S> Guarded<S> {
         effect: Effect,
         work: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        use firstcome_core::telemetry::{STORE_ERRORS, STORE_SECONDS};
+        let failed = |kind: &'static str| metrics::counter!(STORE_ERRORS, "op" => op, "kind" => kind).increment(1);
         // An open breaker answers before anything queues.
-        let ticket = self.breaker.admit().ok_or_else(|| StoreError::unavailable(GuardError::Open))?;
-        let _slot = self.admit().await?;
+        let Some(ticket) = self.breaker.admit() else {
+            failed("breaker_open");
+            return Err(StoreError::unavailable(GuardError::Open));
+        };
+        let _slot = self.admit().await.inspect_err(|_| failed("overloaded"))?;
         let after = self.config.call_timeout;
-        match tokio::time::timeout(after, work).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(after, work).await;
+        metrics::histogram!(STORE_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
+        match result {
             Ok(result) => {
-                ticket.record(result.as_ref().err().is_some_and(StoreError::is_failure));
+                let failure = result.as_ref().err().filter(|e| e.is_failure());
+                if let Some(e) = failure {
+                    failed(if matches!(e, StoreError::Unknown(_)) { "unknown" } else { "unavailable" });
+                }
+                ticket.record(failure.is_some());
                 result
             }
             Err(_) => {
+                failed("timeout");
                 ticket.record(true);
                 let e = GuardError::TimedOut { op, after };
                 tracing::warn!(error = %e, "store call timed out");

@@ -5,6 +5,7 @@
 //! time here (utoipa behind the `openapi` feature), so a WASM page can depend on it.
 
 pub mod datetime;
+pub mod prometheus;
 pub mod site;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -448,6 +449,40 @@ pub struct DevTokenResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
+}
+
+/// The marketing page's live view of the opening second (`GET /api/admin/live`): the last
+/// minutes of the server's own metrics, one entry per second, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LiveView {
+    #[serde(with = "datetime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub server_time: OffsetDateTime,
+    pub seconds: Vec<LiveSecond>,
+    /// Coupons left per campaign id, as this server last learnt it.
+    pub remaining: std::collections::BTreeMap<String, u64>,
+    /// Age of the oldest issuance not yet in the ledger, seconds (0 when drained).
+    pub ledger_lag_seconds: f64,
+    /// The store's circuit breaker: `closed`, `half_open` or `open`.
+    pub breaker: String,
+    /// Requests being answered right now.
+    pub in_flight: u64,
+}
+
+/// One second of claims.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LiveSecond {
+    /// The end of the second.
+    #[serde(with = "datetime")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: OffsetDateTime,
+    /// Claim answers in this second by outcome (`issued`, `sold_out`, `rate_limited`...).
+    pub claims: std::collections::BTreeMap<String, u64>,
+    /// 99th percentile claim latency in this second, milliseconds (interpolated within the
+    /// histogram's bucket); none when no claim was answered.
+    pub p99_ms: Option<f64>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,336 @@
+//! The router's metrics: one tower layer counts every claim answer by outcome (the wire's code),
+//! its latency, requests in flight and sheds; `Exposition` serves them as Prometheus text
+//! (`GET /metrics`) and keeps the live view's per-second series, both read from the same recorder.
+//!
+//! Counting at the outermost layer means a claim refused by the per-client limit, the request
+//! timeout or an extractor is counted exactly like one the engine answered, so the server's
+//! counts can be compared with a client's one for one (`firstcome-rehearse --scrape-metrics`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use firstcome_core::telemetry::{self as names, CLAIM_BUCKETS};
+use firstcome_wire::prometheus::{Sample, parse, quantile_between};
+use firstcome_wire::{ErrorCode, LiveSecond, LiveView};
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use parking_lot::Mutex;
+
+/// Handles registered once: the claim path records without a registry lookup per request.
+struct Handles {
+    issued: Counter,
+    already_issued: Counter,
+    errors: Vec<(ErrorCode, Counter)>,
+    other: Counter,
+    latency: Histogram,
+    in_flight: Gauge,
+    shed_rate_limited: Counter,
+    shed_overloaded: Counter,
+}
+
+static HANDLES: LazyLock<Handles> = LazyLock::new(|| {
+    let claims = |outcome: &'static str| metrics::counter!(names::CLAIMS, "outcome" => outcome);
+    Handles {
+        issued: claims("issued"),
+        already_issued: claims("already_issued"),
+        errors: ErrorCode::ALL.iter().map(|c| (*c, claims(c.as_str()))).collect(),
+        other: claims("other"),
+        latency: metrics::histogram!(names::CLAIM_SECONDS),
+        in_flight: metrics::gauge!(names::IN_FLIGHT),
+        shed_rate_limited: metrics::counter!(names::SHED, "reason" => "rate_limited"),
+        shed_overloaded: metrics::counter!(names::SHED, "reason" => "overloaded"),
+    }
+});
+
+/// Whether a request is a claim: `POST /api/campaigns/{id}/claims`.
+fn is_claim(method: &Method, path: &str) -> bool {
+    method == Method::POST && path.starts_with("/api/campaigns/") && path.ends_with("/claims")
+}
+
+fn record(res: &Response, claim: Option<Instant>) {
+    let h = &*HANDLES;
+    let code = res.extensions().get::<ErrorCode>().copied();
+    match (res.status(), code) {
+        (StatusCode::TOO_MANY_REQUESTS, _) => h.shed_rate_limited.increment(1),
+        (_, Some(ErrorCode::Overloaded)) => h.shed_overloaded.increment(1),
+        _ => {}
+    }
+    let Some(started) = claim else { return };
+    h.latency.record(started.elapsed().as_secs_f64());
+    match (res.status(), code) {
+        (StatusCode::CREATED, None) => h.issued.increment(1),
+        (StatusCode::OK, None) => h.already_issued.increment(1),
+        (_, Some(code)) => match h.errors.iter().find(|(c, _)| *c == code) {
+            Some((_, counter)) => counter.increment(1),
+            None => h.other.increment(1),
+        },
+        _ => h.other.increment(1),
+    }
+}
+
+/// The response header that carries the request's id, so a customer's report can be matched
+/// with the server's log lines.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A request's id, in every log line written while it is answered: API Gateway's request id on
+/// Lambda, else this process's own (a random prefix per process and a counter: unique, cheap).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub Arc<str>);
+
+impl RequestId {
+    fn generate() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static PREFIX: LazyLock<u32> = LazyLock::new(rand::random);
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(format!("{:08x}-{}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed)).into())
+    }
+}
+
+/// The layer; outermost, so every answer passes through it, so every answer passes through it.
+#[derive(Clone, Copy, Default)]
+pub struct ObserveLayer;
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+}
+
+/// Decrements the in-flight gauge however the request ends (answered or dropped mid-way).
+struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        HANDLES.in_flight.increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        HANDLES.in_flight.decrement(1.0);
+    }
+}
+
+impl<S> tower::Service<axum::extract::Request> for Observe<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: axum::extract::Request) -> Self::Future {
+        let claim = is_claim(req.method(), req.uri().path()).then(Instant::now);
+        // API Gateway's id on Lambda (put there by the entry point); one of ours otherwise.
+        let id = match req.extensions().get::<RequestId>() {
+            Some(id) => id.clone(),
+            None => {
+                let id = RequestId::generate();
+                req.extensions_mut().insert(id.clone());
+                id
+            }
+        };
+        ObserveFuture { inner: self.inner.call(req), claim, id: Some(id), _in_flight: InFlight::new() }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct ObserveFuture<F> {
+        #[pin]
+        inner: F,
+        claim: Option<Instant>,
+        id: Option<RequestId>,
+        _in_flight: InFlight,
+    }
+}
+
+impl<F, E> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut out = std::task::ready!(this.inner.poll(cx));
+        if let Ok(res) = &mut out {
+            record(res, *this.claim);
+            if let Some(id) = this.id.take()
+                && let Ok(v) = axum::http::HeaderValue::from_str(&id.0)
+            {
+                res.headers_mut().insert(REQUEST_ID_HEADER, v);
+            }
+        }
+        Poll::Ready(out)
+    }
+}
+
+/// How long the live view looks back.
+pub const LIVE_SECONDS: usize = 300;
+
+/// This process's metrics as Prometheus text and the live view's series. One per process: the
+/// `metrics` recorder is global.
+#[derive(Clone)]
+pub struct Exposition {
+    prometheus: PrometheusHandle,
+    live: Arc<Mutex<Live>>,
+}
+
+#[derive(Default)]
+struct Live {
+    seconds: VecDeque<LiveSecond>,
+    /// The last reading of the claim counters and latency buckets, to take differences from.
+    last: Option<Reading>,
+    view: Option<Reading>,
+}
+
+/// What one scrape said, of the figures the live view shows.
+#[derive(Clone, Default)]
+struct Reading {
+    claims: BTreeMap<String, f64>,
+    buckets: Vec<(f64, f64)>,
+    remaining: BTreeMap<String, u64>,
+    ledger_lag: f64,
+    breaker: f64,
+    in_flight: f64,
+}
+
+impl Reading {
+    fn of(samples: &[Sample]) -> Self {
+        let mut r = Reading::default();
+        let bucket = format!("{}_bucket", names::CLAIM_SECONDS);
+        for s in samples {
+            match s.name.as_str() {
+                n if n == names::CLAIMS => {
+                    if let Some(o) = s.label("outcome") {
+                        r.claims.insert(o.to_owned(), s.value);
+                    }
+                }
+                n if n == bucket => {
+                    let le = match s.label("le") {
+                        Some("+Inf") => f64::INFINITY,
+                        Some(v) => v.parse().unwrap_or(f64::INFINITY),
+                        None => continue,
+                    };
+                    r.buckets.push((le, s.value));
+                }
+                n if n == names::REMAINING => {
+                    if let Some(c) = s.label("campaign") {
+                        r.remaining.insert(c.to_owned(), s.value.max(0.0) as u64);
+                    }
+                }
+                n if n == names::LEDGER_LAG => r.ledger_lag = s.value,
+                n if n == names::BREAKER => r.breaker = s.value,
+                n if n == names::IN_FLIGHT => r.in_flight = s.value,
+                _ => {}
+            }
+        }
+        r.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        r
+    }
+}
+
+static EXPOSITION: OnceLock<Result<Exposition, String>> = OnceLock::new();
+
+impl Exposition {
+    /// Installs the Prometheus recorder (once per process) and starts the live view's sampler on
+    /// the current tokio runtime. Later calls share the first's.
+    pub fn install() -> Result<Self, String> {
+        EXPOSITION
+            .get_or_init(|| {
+                let prometheus = PrometheusBuilder::new()
+                    .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), CLAIM_BUCKETS)
+                    .map_err(|e| e.to_string())?
+                    .install_recorder()
+                    .map_err(|e| e.to_string())?;
+                names::describe();
+                let me = Exposition { prometheus, live: Default::default() };
+                let sampler = me.clone();
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        sampler.sample(time::OffsetDateTime::now_utc());
+                    }
+                });
+                Ok(me)
+            })
+            .clone()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.prometheus.render()
+    }
+
+    /// One second of the live view: the difference since the last reading.
+    fn sample(&self, at: time::OffsetDateTime) {
+        self.prometheus.run_upkeep();
+        let now = Reading::of(&parse(&self.prometheus.render()));
+        let mut live = self.live.lock();
+        if let Some(last) = &live.last {
+            let claims = now
+                .claims
+                .iter()
+                .map(|(k, v)| (k.clone(), (v - last.claims.get(k).copied().unwrap_or(0.0)).max(0.0) as u64))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            let p99_ms = quantile_between(&last.buckets, &now.buckets, 0.99).map(|s| s * 1000.0);
+            live.seconds.push_back(LiveSecond { at, claims, p99_ms });
+            while live.seconds.len() > LIVE_SECONDS {
+                live.seconds.pop_front();
+            }
+        }
+        live.view = Some(now.clone());
+        live.last = Some(now);
+    }
+
+    /// The live view as the marketing page reads it.
+    pub fn live(&self, server_time: time::OffsetDateTime) -> LiveView {
+        let live = self.live.lock();
+        let now = live.view.clone().unwrap_or_default();
+        LiveView {
+            server_time,
+            seconds: live.seconds.iter().cloned().collect(),
+            remaining: now.remaining,
+            ledger_lag_seconds: now.ledger_lag,
+            breaker: match now.breaker as u8 {
+                0 => "closed",
+                1 => "half_open",
+                _ => "open",
+            }
+            .into(),
+            in_flight: now.in_flight.max(0.0) as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_posts_to_a_campaigns_claims_are_claims() {
+        assert!(is_claim(&Method::POST, "/api/campaigns/spring/claims"));
+        assert!(!is_claim(&Method::GET, "/api/campaigns/spring/claims/me"));
+        assert!(!is_claim(&Method::POST, "/api/campaigns/spring/claims/me"));
+        assert!(!is_claim(&Method::POST, "/api/admin/campaigns"));
+    }
+}
