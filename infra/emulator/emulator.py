@@ -235,8 +235,40 @@ def translate(template: str, out: str) -> None:
         translated = transform(doc, {}, NoPolicies())
     except InvalidDocumentException as e:
         sys.exit("\n".join(str(c) for c in e.causes))
+    check_dashboards(translated)
     with open(out, "w", encoding="utf-8") as f:
         json.dump(translated, f, indent=1, sort_keys=True)
+
+
+def check_dashboards(doc: dict) -> None:
+    """A dashboard body is a JSON string CloudFormation only checks at deploy time: substitute
+    every ${...} (each must be a Sub variable, a pseudo parameter or a resource) and parse it."""
+    import re
+
+    resources = doc["Resources"]
+    for name, res in resources.items():
+        if res.get("Type") != "AWS::CloudWatch::Dashboard":
+            continue
+        body = res["Properties"]["DashboardBody"]
+        sub = body.get("Fn::Sub") if isinstance(body, dict) else None
+        text, variables = (sub, {}) if isinstance(sub, str) else (sub[0], sub[1])
+
+        def resolve(m):
+            key = m.group(1)
+            if key in variables or key.startswith("AWS::") or key.split(".")[0] in resources:
+                return "x"
+            sys.exit(f"{name}: ${{{key}}} is neither a Sub variable, a pseudo parameter nor a resource")
+
+        try:
+            parsed = json.loads(re.sub(r"\$\{([^}!]+)\}", resolve, text))
+        except json.JSONDecodeError as e:
+            sys.exit(f"{name}: the dashboard body is not JSON: {e}")
+        if not parsed.get("widgets"):
+            sys.exit(f"{name}: the dashboard has no widgets")
+        for alarm in variables:
+            value = variables[alarm]
+            if isinstance(value, dict) and "Fn::GetAtt" in value and value["Fn::GetAtt"][0] not in resources:
+                sys.exit(f"{name}: {alarm} refers to a missing resource")
 
 
 if __name__ == "__main__":

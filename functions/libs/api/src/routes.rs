@@ -436,8 +436,7 @@ pub async fn dev_token(
 
 /// Where to look when this deployment keeps no metrics of its own (Lambda: each container only
 /// sees its own requests, so the figures are CloudWatch's, from every container's EMF lines).
-const NO_METRICS: &str =
-    "this deployment's metrics are in CloudWatch (the FirstcomeDashboard dashboard), not kept here";
+const NO_METRICS: &str = "this deployment keeps its metrics in CloudWatch (the stack's firstcome-<stack> dashboard, output DashboardUrl), not here";
 
 #[utoipa::path(
     get, path = "/api/admin/live", tag = "admin",
