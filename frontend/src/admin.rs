@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use firstcome_wire::{AdminCampaign, AdminCampaignPage, CampaignStatus};
+use firstcome_wire::{AdminCampaign, AdminCampaignPage, CampaignStatus, LiveView};
 use gloo_net::http::Method;
 use leptos::prelude::*;
 use serde::Serialize;
@@ -237,6 +237,7 @@ fn Dashboard(token: String) -> impl IntoView {
     let _ = set_interval_with_handle(refresh, Duration::from_secs(1));
 
     view! {
+        <LivePanel token=token.get_value() />
         <CreateForm token=token.get_value() on_created=Callback::new(move |()| refresh()) />
         <h2>"Campaigns"</h2>
         <p class="field-error">{move || list_error.get()}</p>
@@ -251,6 +252,133 @@ fn Dashboard(token: String) -> impl IntoView {
                 </For>
             </tbody>
         </table>
+    }
+}
+
+/// Whole milliseconds and hundredths, without a float formatter (kilobytes of WASM).
+fn ms_text(ms: f64) -> String {
+    let hundredths = (ms * 100.0).round().max(0.0) as u64;
+    format!("{}.{:02} ms", hundredths / 100, hundredths % 100)
+}
+
+/// The opening second as the server sees it (`/api/admin/live`, the server's own metrics):
+/// claims per second by outcome over the last minute, their p99, stock left, the ledger's lag,
+/// the breaker. Polled once a second, one request at a time. On AWS the figures are CloudWatch's
+/// (404 here): the panel says where to look.
+#[component]
+fn LivePanel(token: String) -> impl IntoView {
+    let live = RwSignal::new(None::<LiveView>);
+    let elsewhere = RwSignal::new(None::<String>);
+    let token = StoredValue::new(token);
+    let in_flight = StoredValue::new(false);
+    let poll = move || {
+        if in_flight.get_value() || elsewhere.get_untracked().is_some() {
+            return;
+        }
+        in_flight.set_value(true);
+        spawn_local(async move {
+            let t = token.get_value();
+            let answer = Call::get("/api/admin/live").token(Some(&t)).fresh().json::<LiveView>().await;
+            in_flight.set_value(false);
+            match answer {
+                Ok(a) => live.set(Some(a.value)),
+                Err(f) if f.status() == Some(404) => elsewhere.set(Some(f.message())),
+                Err(_) => {}
+            }
+        });
+    };
+    poll();
+    let _ = set_interval_with_handle(poll, Duration::from_secs(1));
+
+    // The last minute, per outcome group: issued, sold out, refused (everything else).
+    let series = move || {
+        live.with(|l| {
+            let Some(l) = l else { return (Vec::new(), Vec::new(), Vec::new()) };
+            let recent = &l.seconds[l.seconds.len().saturating_sub(CHART_POINTS)..];
+            let count = |s: &firstcome_wire::LiveSecond, pick: &dyn Fn(&str) -> bool| {
+                s.claims.iter().filter(|(k, _)| pick(k)).map(|(_, n)| *n as f64).sum::<f64>()
+            };
+            (
+                recent.iter().map(|s| count(s, &|k| k == "issued")).collect(),
+                recent.iter().map(|s| count(s, &|k| k == "sold_out")).collect(),
+                recent.iter().map(|s| count(s, &|k| k != "issued" && k != "sold_out")).collect(),
+            )
+        })
+    };
+    let total = move |pick: fn(&str) -> bool| {
+        live.with(|l| {
+            l.as_ref().map_or(0, |l| {
+                l.seconds.iter().flat_map(|s| s.claims.iter()).filter(|(k, _)| pick(k)).map(|(_, n)| *n).sum::<u64>()
+            })
+        })
+    };
+    let p99 = move || {
+        live.with(|l| {
+            l.as_ref()
+                .and_then(|l| l.seconds.iter().rev().find_map(|s| s.p99_ms))
+                .map_or_else(|| "–".to_owned(), ms_text)
+        })
+    };
+    let remaining = move || {
+        live.with(|l| {
+            l.as_ref().map_or_else(String::new, |l| {
+                l.remaining.iter().map(|(id, n)| format!("{id}: {n}")).collect::<Vec<_>>().join(", ")
+            })
+        })
+    };
+
+    view! {
+        <section class="live" data-testid="live">
+            <h2>"Live (server metrics, last 5 minutes)"</h2>
+            {move || match elsewhere.get() {
+                Some(m) => view! { <p data-testid="live-elsewhere">{m}</p> }.into_any(),
+                None => {
+                    let (issued, sold_out, refused) = series();
+                    view! {
+                        <div class="live-chart">
+                            {chart(&[(issued, "issued"), (sold_out, "sold-out"), (refused, "refused")])}
+                        </div>
+                        <dl class="live-figures">
+                            <dt>"issued"</dt><dd data-testid="live-issued">{move || total(|k| k == "issued").to_string()}</dd>
+                            <dt>"sold out"</dt><dd data-testid="live-sold-out">{move || total(|k| k == "sold_out").to_string()}</dd>
+                            <dt>"refused"</dt><dd data-testid="live-refused">{move || total(|k| k != "issued" && k != "sold_out").to_string()}</dd>
+                            <dt>"p99 (last second with claims)"</dt><dd data-testid="live-p99">{p99}</dd>
+                            <dt>"remaining"</dt><dd data-testid="live-remaining">{remaining}</dd>
+                            <dt>"ledger lag"</dt><dd data-testid="live-lag">{move || live.with(|l| l.as_ref().map_or(0, |l| l.ledger_lag_seconds.round() as u64)).to_string() + " s"}</dd>
+                            <dt>"breaker"</dt><dd data-testid="live-breaker">{move || live.with(|l| l.as_ref().map_or_else(String::new, |l| l.breaker.clone()))}</dd>
+                            <dt>"in flight"</dt><dd data-testid="live-in-flight">{move || live.with(|l| l.as_ref().map_or(0, |l| l.in_flight)).to_string()}</dd>
+                        </dl>
+                    }
+                    .into_any()
+                }
+            }}
+        </section>
+    }
+}
+
+/// Claims per second, one line per outcome group, over the last minute (whole pixels).
+fn chart(lines: &[(Vec<f64>, &'static str)]) -> impl IntoView + use<> {
+    let (w, h) = (360.0, 80.0);
+    let max = lines.iter().flat_map(|(p, _)| p.iter().copied()).fold(1.0f64, f64::max);
+    let step = w / (CHART_POINTS - 1) as f64;
+    let polylines: Vec<_> = lines
+        .iter()
+        .map(|(points, class)| {
+            // The newest second at the right edge, however few there are yet.
+            let offset = CHART_POINTS.saturating_sub(points.len());
+            let coords: Vec<String> = points
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("{},{}", ((offset + i) as f64 * step) as u32, (h - v / max * h) as u32))
+                .collect();
+            view! { <polyline class=*class points=coords.join(" ") fill="none" stroke="currentColor" stroke-width="1.5" /> }
+        })
+        .collect();
+    view! {
+        <svg width="360" height="80" viewBox="0 0 360 80" role="img"
+            aria-label=format!("claims per second over the last minute, peak {}", max.round() as u64)>
+            {polylines}
+        </svg>
     }
 }
 

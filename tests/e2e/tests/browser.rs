@@ -438,3 +438,36 @@ async fn patch(url: &str, token: &str, if_match: &str, body: &Value) -> u16 {
         .unwrap();
     client.request(req).await.unwrap().status().as_u16()
 }
+
+/// The live panel on /admin reads the server's own metrics: claims made through the API show
+/// up as claims per second, with their p99, the campaign's remaining stock, the ledger's lag and
+/// the breaker, updating by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_view_shows_the_opening_second_from_the_servers_metrics() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = serve(false).await;
+    let b = Browser::start("live").await;
+    admin_sign_in(&b, &server).await;
+    assert_eq!(b.text("live-breaker").await, "closed");
+    // Other tests in this binary share the process's metrics: count from what is there now.
+    let before: u64 = b.text("live-issued").await.parse().unwrap();
+    let sold_before: u64 = b.text("live-sold-out").await.parse().unwrap();
+    server.campaign("live", 3, time::Duration::milliseconds(300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    for user in ["l1", "l2", "l3", "l4", "l5"] {
+        let token = server.user_token(user).await;
+        let (s, v) =
+            server.client.post(&format!("{}/api/campaigns/live/claims", server.url), Some(&token), None).await.unwrap();
+        assert!(matches!(s, 201 | 409), "{s} {v}");
+    }
+    // Without a reload: the panel polls once a second and the server samples once a second.
+    b.wait_text("live-issued", 10, |t| t.parse::<u64>().is_ok_and(|n| n >= before + 3)).await;
+    b.wait_text("live-sold-out", 10, |t| t.parse::<u64>().is_ok_and(|n| n >= sold_before + 2)).await;
+    b.wait_text("live-remaining", 10, |t| t.contains("live: 0")).await;
+    let p99 = b.text("live-p99").await;
+    assert!(p99.ends_with(" ms") && p99 != "0.00 ms", "{p99}");
+    b.wait_text("live-lag", 10, |t| t == "0 s").await;
+    let peak = b.eval("return document.querySelector('[data-testid=live] svg').getAttribute('aria-label');").await;
+    assert!(peak.as_str().is_some_and(|l| l.contains("peak")), "{peak}");
+    b.screenshot("live").await;
+}

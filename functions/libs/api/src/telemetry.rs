@@ -249,8 +249,8 @@ impl Reading {
 static EXPOSITION: OnceLock<Result<Exposition, String>> = OnceLock::new();
 
 impl Exposition {
-    /// Installs the Prometheus recorder (once per process) and starts the live view's sampler on
-    /// the current tokio runtime. Later calls share the first's.
+    /// Installs the Prometheus recorder (once per process) and starts the live view's sampler.
+    /// Later calls share the first's.
     pub fn install() -> Result<Self, String> {
         EXPOSITION
             .get_or_init(|| {
@@ -262,14 +262,17 @@ impl Exposition {
                 names::describe();
                 let me = Exposition { prometheus, live: Default::default() };
                 let sampler = me.clone();
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(Duration::from_secs(1));
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        tick.tick().await;
-                        sampler.sample(time::OffsetDateTime::now_utc());
-                    }
-                });
+                // A thread of its own, not a task: the recorder outlives whichever runtime
+                // installed it (tests start many), and a sample is a few microseconds of work.
+                std::thread::Builder::new()
+                    .name("live-metrics".into())
+                    .spawn(move || {
+                        loop {
+                            sampler.sample(time::OffsetDateTime::now_utc());
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
                 Ok(me)
             })
             .clone()
