@@ -72,10 +72,15 @@ fn parse_origins(list: &str) -> Result<Origins, String> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Lines go to stderr from a writer thread: an `issued` line per coupon written inline cost the
+    // rush a write(2) each. Not lossy: when its buffer is full, logging waits rather than drops.
+    // The guard flushes what is buffered when main returns.
+    let (writer, _flush_on_exit) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
     // Colours only for a person at a terminal, never into a redirected log file.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if args.log_json {
         logs.json().init()

@@ -161,9 +161,10 @@ async fn metrics_count_every_claim_the_tool_agrees_the_live_view_shows_them_and_
         text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
     let issued_lines: Vec<&Value> = lines.iter().filter(|l| l["fields"]["message"] == "issued").collect();
     assert_eq!(issued_lines.len(), 103, "one line per coupon");
+    let mut ids = std::collections::HashSet::new();
     for l in &issued_lines {
-        let id = l["span"]["request_id"].as_str().or(l["spans"][0]["request_id"].as_str());
-        assert!(id.is_some_and(|id| !id.is_empty()), "a request id: {l}");
+        let id = l["fields"]["request_id"].as_str().unwrap_or_default();
+        assert!(!id.is_empty() && ids.insert(id.to_owned()), "a request id of its own: {l}");
     }
     let secret = std::fs::read_to_string(dir.path().join("jwt-secret")).unwrap();
     let mut secrets = vec![admin.clone(), user.clone(), secret.trim().to_owned()];

@@ -112,25 +112,34 @@ impl From<IssuerError> for ApiError {
     }
 }
 
+/// A failure's whole error chain, for the one log line the metrics layer writes with the
+/// request's id (the client's body only has the summary).
+#[derive(Debug, Clone)]
+pub struct Failure(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.code();
         let status = StatusCode::from_u16(code.status()).expect("error codes carry valid statuses");
         // Shedding is the plan working, not a failure worth a log line per request.
-        if status.is_server_error() && !matches!(self, Self::Overloaded) {
+        let failure = (status.is_server_error() && !matches!(self, Self::Overloaded)).then(|| {
             // Keep the whole chain in the log; the client only gets the summary.
-            let mut chain = String::new();
+            let mut chain = self.to_string();
             let mut src = std::error::Error::source(&self);
             while let Some(s) = src {
                 chain.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            tracing::error!(error = %self, chain = %chain, "request failed");
-        }
+            Failure(chain)
+        });
         let mut res = (status, axum::Json(ErrorBody { error: code, message: self.to_string(), field: self.field() }))
             .into_response();
-        // For the metrics layer: which refusal this was, without reading the body back.
+        // For the metrics layer: which refusal this was, without reading the body back, and the
+        // failure to log there, beside the request's id.
         res.extensions_mut().insert(code);
+        if let Some(f) = failure {
+            res.extensions_mut().insert(f);
+        }
         match self {
             Self::RateLimited { retry_after } => {
                 res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));

@@ -100,13 +100,15 @@ pub async fn claim(
     CampaignPath(id): CampaignPath,
     User(user): User,
     Ticket(ticket): Ticket,
+    request_id: Option<axum::Extension<crate::RequestId>>,
 ) -> Result<(StatusCode, Json<ClaimResponse>), ApiError> {
     s.limits.check_user(user.as_str())?;
     let (status, outcome, coupon) = match s.issuer.claim_with_ticket(&id, &user, ticket, now()).await? {
         ClaimOutcome::Issued(c) => {
             // One line per coupon (bounded by the stock); the rest are debug, or a bot's flood
             // of repeats would be a flood of log lines. Never the whole code.
-            tracing::info!(campaign = %id, seq = c.seq, code = %c.code.redacted(), "issued");
+            let request_id = request_id.map_or_else(String::new, |r| r.0.to_string());
+            tracing::info!(request_id, campaign = %id, seq = c.seq, code = %c.code.redacted(), "issued");
             (StatusCode::CREATED, firstcome_wire::ClaimOutcome::Issued, c)
         }
         ClaimOutcome::AlreadyIssued(c) => {

@@ -77,17 +77,46 @@ fn record(res: &Response, claim: Option<Instant>) {
 /// with the server's log lines.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// A request's id, in every log line written while it is answered: API Gateway's request id on
-/// Lambda, else this process's own (a random prefix per process and a counter: unique, cheap).
+/// A request's id, in the log lines written about it: API Gateway's request id on Lambda, else
+/// this process's own (a random prefix per process and a counter: unique, and no allocation
+/// until it is written out).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub Arc<str>);
+pub enum RequestId {
+    Gateway(Arc<str>),
+    Local(u64),
+}
+
+static PREFIX: LazyLock<u32> = LazyLock::new(rand::random);
 
 impl RequestId {
     fn generate() -> Self {
         use std::sync::atomic::{AtomicU64, Ordering};
-        static PREFIX: LazyLock<u32> = LazyLock::new(rand::random);
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        Self(format!("{:08x}-{}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed)).into())
+        Self::Local(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// As a header value (formatted on the stack; one copy into the header).
+    fn header(&self) -> Option<axum::http::HeaderValue> {
+        match self {
+            Self::Gateway(id) => axum::http::HeaderValue::from_str(id).ok(),
+            Self::Local(n) => {
+                use std::io::Write;
+                let mut buf = [0u8; 32];
+                let mut w = &mut buf[..];
+                write!(w, "{:08x}-{n}", *PREFIX).ok()?;
+                let len = 32 - w.len();
+                axum::http::HeaderValue::from_bytes(&buf[..len]).ok()
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Gateway(id) => f.write_str(id),
+            Self::Local(n) => write!(f, "{:08x}-{n}", *PREFIX),
+        }
     }
 }
 
@@ -171,10 +200,13 @@ where
         let mut out = std::task::ready!(this.inner.poll(cx));
         if let Ok(res) = &mut out {
             record(res, *this.claim);
-            if let Some(id) = this.id.take()
-                && let Ok(v) = axum::http::HeaderValue::from_str(&id.0)
-            {
-                res.headers_mut().insert(REQUEST_ID_HEADER, v);
+            if let Some(id) = this.id.take() {
+                if let Some(crate::error::Failure(chain)) = res.extensions().get() {
+                    tracing::error!(request_id = %id, status = res.status().as_u16(), error = %chain, "request failed");
+                }
+                if let Some(v) = id.header() {
+                    res.headers_mut().insert(REQUEST_ID_HEADER, v);
+                }
             }
         }
         Poll::Ready(out)
@@ -251,7 +283,7 @@ static EXPOSITION: OnceLock<Result<Exposition, String>> = OnceLock::new();
 impl Exposition {
     /// Installs the Prometheus recorder (once per process) and starts the live view's sampler.
     /// Later calls share the first's.
-    pub fn install() -> Result<Self, String> {
+    pub fn install() -> Result<&'static Self, String> {
         EXPOSITION
             .get_or_init(|| {
                 let prometheus = PrometheusBuilder::new()
@@ -275,7 +307,8 @@ impl Exposition {
                     .map_err(|e| e.to_string())?;
                 Ok(me)
             })
-            .clone()
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The Prometheus text exposition of every metric.

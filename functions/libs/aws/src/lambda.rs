@@ -77,7 +77,7 @@ pub async fn serve_api() -> Result<(), Error> {
                 }
                 // API Gateway's request id: the one in its access log and in our log lines.
                 if let Some(id) = request_id(req.request_context_ref()) {
-                    req.extensions_mut().insert(firstcome_api::RequestId(id.into()));
+                    req.extensions_mut().insert(firstcome_api::RequestId::Gateway(id.into()));
                 }
                 // The per-client limit keys on the viewer's address: CloudFront's header when the
                 // request came through the distribution (API Gateway then sees an edge address),
