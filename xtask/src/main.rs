@@ -55,6 +55,15 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// The post-event report of one campaign from the running local server: sell-out time,
+    /// claims per second, outcome mix, p50/p99, ledger drain time; printed and written to
+    /// target/reports/<ID>.html (.svg, .json). ARGS: `--url`, `--admin-token-file`, `--out`.
+    Report {
+        #[arg(long)]
+        campaign: String,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// The AWS shape on this machine: the emulated endpoint (moto), tables and queues from
     /// template.yaml, the functions under `cargo lambda watch`, and a local API Gateway + SQS
     /// trigger in front. Prints one base URL (the page, the API) and marketing's sign-in; Ctrl-C stops it.
@@ -158,6 +167,10 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Rehearse { args } => run(cargo()
             .args(["run", "--release", "-p", "firstcome-rehearse", "--bin", "firstcome-rehearse", "--"])
+            .args(args)),
+        Task::Report { campaign, args } => run(cargo()
+            .args(["run", "--release", "-p", "firstcome-rehearse", "--bin", "firstcome-report", "--", "--campaign"])
+            .arg(campaign)
             .args(args)),
         Task::Bench { only, runs, soak_secs } => bench::run(&root, &only, runs, soak_secs),
     }

@@ -181,3 +181,61 @@ async fn metrics_count_every_claim_the_tool_agrees_the_live_view_shows_them_and_
         }
     }
 }
+
+/// The post-event report of a rehearsed opening, from the real binary's own data: every coupon
+/// issued and counted per second, a sell-out time, the outcome mix equal to what the load tool
+/// was answered, percentiles, the ledger's drain, and the page and chart written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_post_event_report_tells_the_opening_from_the_servers_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
+    let (jwt, admin_file) = (dir.path().join("jwt-secret"), dir.path().join("admin-token"));
+    let o = Options::parse_from([
+        "firstcome-rehearse",
+        "--url",
+        &server.url,
+        "--jwt-secret-file",
+        jwt.to_str().unwrap(),
+        "--admin-token-file",
+        admin_file.to_str().unwrap(),
+        "--quiet",
+        "--lead",
+        "1.5",
+        "--scenario",
+        "spike",
+        "--users",
+        "400",
+        "--repeat",
+        "2",
+        "--stock",
+        "150",
+        "--connections",
+        "16",
+    ]);
+    let rehearsal = rehearse(o).await.unwrap();
+    assert_eq!(rehearsal.violations, Vec::<String>::new());
+    // The live view samples once a second: let it take the last second in.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let out = dir.path().join("reports");
+    let opts = firstcome_rehearse::event::ReportOptions {
+        campaign: rehearsal.campaign.clone(),
+        url: server.url.clone(),
+        admin_token_file: admin_file.clone(),
+        out: out.clone(),
+    };
+    let (report, page) = firstcome_rehearse::event::write_report(&opts).await.unwrap();
+    eprintln!("{}", report.text());
+    assert_eq!((report.issued, report.total, report.ledger_written), (150, 150, 150));
+    assert_eq!(report.issued_per_s.iter().sum::<u64>(), 150, "every coupon in a second");
+    let sold_out = report.sold_out_after_s.expect("sold out");
+    assert!((0.0..rehearsal.duration_s + 2.0).contains(&sold_out), "{sold_out}");
+    assert_eq!(report.outcomes, firstcome_rehearse::report::by_code(&rehearsal.outcomes), "{:?}", report.notes);
+    let (p50, p99) = (report.p50_ms.unwrap(), report.p99_ms.unwrap());
+    assert!(0.0 < p50 && p50 <= p99, "{p50} {p99}");
+    assert!(report.ledger_drained_after_s.is_some(), "{:?}", report.notes);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<svg") && html.contains("sold out") && html.contains(&report.campaign));
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join(format!("{}.json", report.campaign))).unwrap()).unwrap();
+    assert_eq!(json["issued"], 150);
+}

@@ -5,6 +5,7 @@
 pub mod attack;
 pub mod check;
 mod client;
+pub mod event;
 pub mod load;
 pub mod net;
 pub mod report;
@@ -176,7 +177,7 @@ pub enum RehearseError {
     TooFewTokens { have: usize, want: u32 },
 }
 
-fn read(path: &PathBuf) -> Result<String, RehearseError> {
+pub(crate) fn read(path: &PathBuf) -> Result<String, RehearseError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_owned())
         .map_err(|source| RehearseError::File { path: path.clone(), source })
@@ -621,7 +622,7 @@ async fn scrape(client: &Client, base: &str, admin: &str) -> Result<BTreeMap<Str
         .collect())
 }
 
-fn write_creating_dirs(path: &std::path::Path, contents: &[u8]) -> Result<(), RehearseError> {
+pub(crate) fn write_creating_dirs(path: &std::path::Path, contents: &[u8]) -> Result<(), RehearseError> {
     let fail = |source| RehearseError::File { path: path.to_owned(), source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(fail)?;

@@ -329,7 +329,28 @@ impl Exposition {
                 .filter(|(_, n)| *n > 0)
                 .collect();
             let p99_ms = quantile_between(&last.buckets, &now.buckets, 0.99).map(|s| s * 1000.0);
-            live.seconds.push_back(LiveSecond { at, claims, p99_ms });
+            // Per bucket, not cumulative: this second's difference, less the bucket below's.
+            let mut below = 0.0;
+            let mut latency_counts: Vec<u64> = now
+                .buckets
+                .iter()
+                .map(|(le, n)| {
+                    let cumulative = n - last.buckets.iter().find(|(b, _)| b == le).map_or(0.0, |(_, m)| *m);
+                    let count = (cumulative - below).max(0.0) as u64;
+                    below = cumulative;
+                    count
+                })
+                .collect();
+            if latency_counts.iter().all(|n| *n == 0) {
+                latency_counts.clear();
+            }
+            live.seconds.push_back(LiveSecond {
+                at,
+                claims,
+                p99_ms,
+                latency_counts,
+                ledger_lag_seconds: now.ledger_lag,
+            });
             while live.seconds.len() > LIVE_SECONDS {
                 live.seconds.pop_front();
             }
@@ -354,6 +375,7 @@ impl Exposition {
             }
             .into(),
             in_flight: now.in_flight.max(0.0) as u64,
+            latency_bounds_s: CLAIM_BUCKETS.to_vec(),
         }
     }
 }

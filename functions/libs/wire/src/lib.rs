@@ -468,6 +468,9 @@ pub struct LiveView {
     pub breaker: String,
     /// Requests being answered right now.
     pub in_flight: u64,
+    /// Upper bounds (seconds) of the claim latency buckets each second's `latency_counts` uses;
+    /// one more count follows them, for claims slower than the last bound.
+    pub latency_bounds_s: Vec<f64>,
 }
 
 /// One second of claims.
@@ -483,6 +486,13 @@ pub struct LiveSecond {
     /// 99th percentile claim latency in this second, milliseconds (interpolated within the
     /// histogram's bucket); none when no claim was answered.
     pub p99_ms: Option<f64>,
+    /// Claims answered in this second per latency bucket (`LiveView::latency_bounds_s`), so a
+    /// reader can take percentiles over any span of seconds; empty when there were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_counts: Vec<u64>,
+    /// The ledger's lag at the end of this second, seconds.
+    #[serde(default)]
+    pub ledger_lag_seconds: f64,
 }
 
 #[cfg(test)]

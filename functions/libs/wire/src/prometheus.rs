@@ -90,6 +90,19 @@ pub fn quantile_between(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> 
     Some(lower.0)
 }
 
+/// The `q` quantile of observations counted per bucket (`counts[i]` below `bounds[i]`, one more
+/// count past the last bound), interpolated within its bucket. None when nothing was counted.
+pub fn quantile_of_counts(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
+    let mut cumulative = Vec::with_capacity(counts.len());
+    let mut sum = 0.0;
+    for (i, n) in counts.iter().enumerate() {
+        sum += *n as f64;
+        cumulative.push((bounds.get(i).copied().unwrap_or(f64::INFINITY), sum));
+    }
+    let zero: Vec<(f64, f64)> = cumulative.iter().map(|(le, _)| (*le, 0.0)).collect();
+    quantile_between(&zero, &cumulative, q)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +127,7 @@ mod tests {
         let p99 = quantile_between(&before, &after, 0.99).unwrap();
         assert!((p99 - (0.001 + 0.009 * 49.0 / 50.0)).abs() < 1e-12, "{p99}");
         assert_eq!(quantile_between(&after, &after, 0.99), None, "nothing new");
+        assert_eq!(quantile_of_counts(&[0.001, 0.01], &[50, 50, 0], 0.5), Some(0.001));
+        assert_eq!(quantile_of_counts(&[0.001, 0.01], &[0, 0, 0], 0.5), None);
     }
 }
