@@ -40,6 +40,28 @@ fn workspace_binary(bin: &str) -> PathBuf {
     profile_dir.join(bin)
 }
 
+/// `firstcome-rehearse` options against a local server whose data dir is `data_dir` (its JWT
+/// secret and admin token): quiet, the campaign opening half a second after it is created, then
+/// `extra`.
+pub fn rehearse_options(url: &str, data_dir: &Path, extra: &[&str]) -> firstcome_rehearse::Options {
+    use clap::Parser;
+    let (jwt, admin) = (data_dir.join("jwt-secret"), data_dir.join("admin-token"));
+    let mut args = vec![
+        "firstcome-rehearse",
+        "--url",
+        url,
+        "--jwt-secret-file",
+        jwt.to_str().expect("a UTF-8 path"),
+        "--admin-token-file",
+        admin.to_str().expect("a UTF-8 path"),
+        "--quiet",
+        "--lead",
+        "0.5",
+    ];
+    args.extend_from_slice(extra);
+    firstcome_rehearse::Options::parse_from(args)
+}
+
 /// A `firstcome-local` child process on a free loopback port.
 pub struct LocalProcess {
     child: Child,

@@ -8,9 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use clap::Parser;
-use firstcome_rehearse::{Options, rehearse};
-use firstcome_tests::{Client, LocalProcess, local_binary};
+use firstcome_rehearse::rehearse;
+use firstcome_tests::{Client, LocalProcess, local_binary, rehearse_options};
 use firstcome_wire::prometheus::{Sample, parse};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
@@ -123,30 +122,23 @@ async fn metrics_count_every_claim_the_tool_agrees_the_live_view_shows_them_and_
     assert!(live["seconds"].as_array().unwrap().iter().any(|s| s["p99_ms"].as_f64().is_some_and(|p| p > 0.0)));
 
     // A rehearsal that reads /metrics before and after agrees with the server exactly.
-    let (jwt, admin_file) = (dir.path().join("jwt-secret"), dir.path().join("admin-token"));
-    let o = Options::parse_from([
-        "firstcome-rehearse",
-        "--url",
+    let o = rehearse_options(
         &url,
-        "--jwt-secret-file",
-        jwt.to_str().unwrap(),
-        "--admin-token-file",
-        admin_file.to_str().unwrap(),
-        "--quiet",
-        "--lead",
-        "0.5",
-        "--scenario",
-        "spike",
-        "--users",
-        "300",
-        "--repeat",
-        "2",
-        "--stock",
-        "100",
-        "--connections",
-        "16",
-        "--scrape-metrics",
-    ]);
+        dir.path(),
+        &[
+            "--scenario",
+            "spike",
+            "--users",
+            "300",
+            "--repeat",
+            "2",
+            "--stock",
+            "100",
+            "--connections",
+            "16",
+            "--scrape-metrics",
+        ],
+    );
     let report = rehearse(o).await.unwrap();
     eprintln!("{}", report.table());
     assert_eq!(report.violations, Vec::<String>::new());
@@ -189,29 +181,12 @@ async fn metrics_count_every_claim_the_tool_agrees_the_live_view_shows_them_and_
 async fn the_post_event_report_tells_the_opening_from_the_servers_data() {
     let dir = tempfile::tempdir().unwrap();
     let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
-    let (jwt, admin_file) = (dir.path().join("jwt-secret"), dir.path().join("admin-token"));
-    let o = Options::parse_from([
-        "firstcome-rehearse",
-        "--url",
+    let admin_file = dir.path().join("admin-token");
+    let o = rehearse_options(
         &server.url,
-        "--jwt-secret-file",
-        jwt.to_str().unwrap(),
-        "--admin-token-file",
-        admin_file.to_str().unwrap(),
-        "--quiet",
-        "--lead",
-        "1.5",
-        "--scenario",
-        "spike",
-        "--users",
-        "400",
-        "--repeat",
-        "2",
-        "--stock",
-        "150",
-        "--connections",
-        "16",
-    ]);
+        dir.path(),
+        &["--scenario", "spike", "--users", "400", "--repeat", "2", "--stock", "150", "--connections", "16"],
+    );
     let rehearsal = rehearse(o).await.unwrap();
     assert_eq!(rehearsal.violations, Vec::<String>::new());
     // The live view samples once a second: let it take the last second in.

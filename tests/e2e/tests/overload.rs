@@ -4,9 +4,8 @@
 //! recorded in release builds by `cargo xtask bench` (docs/benchmarks.md: `stress` and `held`);
 //! here the assertions are on what every answer is and on the invariants.
 
-use clap::Parser;
-use firstcome_rehearse::{Options, rehearse};
-use firstcome_tests::{LocalProcess, local_binary};
+use firstcome_rehearse::rehearse;
+use firstcome_tests::{LocalProcess, local_binary, rehearse_options};
 
 /// One load at a time: on two cores each test's figures would be the other's noise.
 static ONE_LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -49,24 +48,11 @@ async fn open_loop_claims_at_three_times_the_ceiling_get_only_decisions_and_shed
     assert!(report.requests > 20_000, "the load ran: {}", report.requests);
 }
 
-fn options(url: &str, dir: &std::path::Path, extra: &[&str]) -> Options {
-    let (jwt, admin) = (dir.join("jwt-secret"), dir.join("admin-token"));
-    let mut args = vec![
-        "firstcome-rehearse",
-        "--url",
-        url,
-        "--jwt-secret-file",
-        jwt.to_str().unwrap(),
-        "--admin-token-file",
-        admin.to_str().unwrap(),
-        "--quiet",
-        "--lead",
-        "0.5",
-        "--drain-timeout",
-        "30",
-    ];
+/// The load tool against `url`, waiting up to 30 s for the ledger.
+fn options(url: &str, dir: &std::path::Path, extra: &[&str]) -> firstcome_rehearse::Options {
+    let mut args = vec!["--drain-timeout", "30"];
     args.extend_from_slice(extra);
-    Options::parse_from(args)
+    rehearse_options(url, dir, &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

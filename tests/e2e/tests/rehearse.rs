@@ -58,24 +58,11 @@ fn write_secrets(dir: &Path, auth: &Auth) {
     std::fs::write(dir.join("admin-token"), admin).unwrap();
 }
 
+/// The load tool against `url`, waiting up to 3 s for the ledger.
 fn options(url: &str, dir: &Path, extra: &[&str]) -> Options {
-    let (jwt, admin) = (dir.join("jwt-secret"), dir.join("admin-token"));
-    let mut args = vec![
-        "firstcome-rehearse",
-        "--url",
-        url,
-        "--jwt-secret-file",
-        jwt.to_str().unwrap(),
-        "--admin-token-file",
-        admin.to_str().unwrap(),
-        "--quiet",
-        "--lead",
-        "0.5",
-        "--drain-timeout",
-        "3",
-    ];
+    let mut args = vec!["--drain-timeout", "3"];
     args.extend_from_slice(extra);
-    Options::parse_from(args)
+    firstcome_tests::rehearse_options(url, dir, &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
