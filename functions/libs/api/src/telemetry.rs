@@ -227,13 +227,13 @@ pub struct Exposition {
 #[derive(Default)]
 struct Live {
     seconds: VecDeque<LiveSecond>,
-    /// The last reading of the claim counters and latency buckets, to take differences from.
+    /// The last reading: the gauges the view shows, and the counters and latency buckets the next
+    /// second's differences are taken from.
     last: Option<Reading>,
-    view: Option<Reading>,
 }
 
 /// What one scrape said, of the figures the live view shows.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Reading {
     claims: BTreeMap<String, f64>,
     buckets: Vec<(f64, f64)>,
@@ -355,18 +355,18 @@ impl Exposition {
                 live.seconds.pop_front();
             }
         }
-        live.view = Some(now.clone());
         live.last = Some(now);
     }
 
     /// The live view as the marketing page reads it.
     pub fn live(&self, server_time: time::OffsetDateTime) -> LiveView {
         let live = self.live.lock();
-        let now = live.view.clone().unwrap_or_default();
+        let nothing_yet = Reading::default();
+        let now = live.last.as_ref().unwrap_or(&nothing_yet);
         LiveView {
             server_time,
             seconds: live.seconds.iter().cloned().collect(),
-            remaining: now.remaining,
+            remaining: now.remaining.clone(),
             ledger_lag_seconds: now.ledger_lag,
             breaker: match now.breaker as u8 {
                 0 => "closed",
