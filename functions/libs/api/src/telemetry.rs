@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use firstcome_core::telemetry::{self as names, CLAIM_BUCKETS};
-use firstcome_wire::prometheus::{Sample, parse, quantile_between};
+use firstcome_wire::prometheus::{Sample, parse, quantile_of_counts};
 use firstcome_wire::{ErrorCode, LiveSecond, LiveView};
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -99,11 +99,11 @@ impl RequestId {
     fn header(&self) -> Option<axum::http::HeaderValue> {
         match self {
             Self::Gateway(id) => axum::http::HeaderValue::from_str(id).ok(),
-            Self::Local(n) => {
+            Self::Local(_) => {
                 use std::io::Write;
                 let mut buf = [0u8; 32];
                 let mut w = &mut buf[..];
-                write!(w, "{:08x}-{n}", *PREFIX).ok()?;
+                write!(w, "{self}").ok()?;
                 let len = 32 - w.len();
                 axum::http::HeaderValue::from_bytes(&buf[..len]).ok()
             }
@@ -328,7 +328,6 @@ impl Exposition {
                 .map(|(k, v)| (k.clone(), (v - last.claims.get(k).copied().unwrap_or(0.0)).max(0.0) as u64))
                 .filter(|(_, n)| *n > 0)
                 .collect();
-            let p99_ms = quantile_between(&last.buckets, &now.buckets, 0.99).map(|s| s * 1000.0);
             // Per bucket, not cumulative: this second's difference, less the bucket below's.
             let mut below = 0.0;
             let mut latency_counts: Vec<u64> = now
@@ -341,6 +340,8 @@ impl Exposition {
                     count
                 })
                 .collect();
+            let bounds: Vec<f64> = now.buckets.iter().map(|(le, _)| *le).filter(|le| le.is_finite()).collect();
+            let p99_ms = quantile_of_counts(&bounds, &latency_counts, 0.99).map(|s| s * 1000.0);
             if latency_counts.iter().all(|n| *n == 0) {
                 latency_counts.clear();
             }
