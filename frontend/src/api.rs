@@ -51,6 +51,13 @@ impl Failure {
         matches!(self.status(), None | Some(429 | 502 | 503 | 504))
     }
 
+    /// Says nothing of what the server did with a write: a request timeout (408) or an internal
+    /// error (500: API Gateway's answer when a function times out) may come after the write
+    /// applied. A claim answered so is checked (`claims/me`) before anything is said.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self.status(), Some(408 | 500))
+    }
+
     pub fn is_network(&self) -> bool {
         matches!(self, Failure::Network(_))
     }

@@ -426,7 +426,15 @@ async fn claim_with_retries(
                 claim.set(Claim::Won { coupon: a.value.coupon, fresh });
                 return;
             }
-            Err(f) if f.is_transient() => {
+            Err(f) if f.is_transient() || f.outcome_unknown() => {
+                // The claim may have been issued with its answer lost: look before saying anything
+                // (a retry would find the same coupon too, but only after its backoff).
+                if f.outcome_unknown()
+                    && let Some(coupon) = mine(&id, &s).await
+                {
+                    claim.set(Claim::Won { coupon, fresh: true });
+                    return;
+                }
                 let ms = backoff_ms(attempt, f.retry_after(), js_sys::Math::random());
                 claim.set(Claim::Retrying { network: f.is_network(), secs: (ms / 1000.0).ceil().max(1.0) as u32 });
                 sleep(ms).await;
@@ -455,5 +463,16 @@ async fn claim_with_retries(
             }
         }
     }
+    // Given up: the claim may still have been issued by one of the tries.
+    if let Some(coupon) = mine(&id, &s).await {
+        claim.set(Claim::Won { coupon, fresh: true });
+        return;
+    }
     claim.set(Claim::Failed(Failure::Network("gave up after retrying".into()).message()));
+}
+
+/// The user's coupon of this campaign, if the server can say so now.
+async fn mine(id: &str, s: &Session) -> Option<Coupon> {
+    let path = format!("/api/campaigns/{id}/claims/me");
+    Call::get(&path).token(Some(&s.token)).fresh().json::<Coupon>().await.ok().map(|a| a.value)
 }

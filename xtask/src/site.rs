@@ -1,6 +1,6 @@
 //! The page: tools (wasm32 target, the wasm-bindgen CLI of exactly Cargo.lock's version,
 //! binaryen's wasm-opt from npm, and for tests Chromium + chromedriver), and the build:
-//! cargo → wasm-bindgen → wasm-opt → content-hashed files with gzip/brotli twins in `target/site`.
+//! cargo → wasm-bindgen → wasm-opt → content-hashed files with gzip/brotli twins in `target/page`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -155,9 +155,14 @@ fn bundle(root: &Path, feature: &str, assets: &Path) -> anyhow::Result<(String, 
     Ok((js_name, wasm_name, raw, wasm_gz + js_gz))
 }
 
-/// Builds the page into `target/site` and returns its path.
+/// Where the page is built: what is deployed to S3, every file of it. Not `target/site`, which is
+/// where cargo keeps the `site` profile's host artifacts (build scripts, proc-macros: 200 MB).
+pub const PAGE_DIR: &str = "target/page";
+
+/// Builds the page into `target/page`, checks that it holds the page's files and nothing else,
+/// and returns its path.
 pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
-    let site = root.join("target/site");
+    let site = root.join(PAGE_DIR);
     let _ = std::fs::remove_dir_all(&site);
     let assets = site.join("assets");
     std::fs::create_dir_all(&assets)?;
@@ -189,6 +194,102 @@ pub fn build(root: &Path) -> anyhow::Result<PathBuf> {
             eprintln!("xtask> WARNING: the {page} page is {kib:.1} KiB gzip, over the {PAGE_BUDGET_KIB} KiB budget");
         }
     }
-    std::fs::write(site.join("sizes.txt"), format!("{sizes}\n"))?;
+    // Beside the page, not in it: everything in the page's directory is uploaded.
+    std::fs::write(root.join("target/page-sizes.txt"), format!("{sizes}\n"))?;
+    check_only_page_files(&site)?;
     Ok(site)
+}
+
+/// Whether `path` (relative to the page's directory) is one of the page's files: `index.html`
+/// and its compressed twins, and content-hashed assets (`name-<12 hex>.{js,wasm,css}` and twins).
+fn is_page_file(path: &Path) -> bool {
+    let parts: Vec<&str> = path.iter().filter_map(|p| p.to_str()).collect();
+    let plain = |name: &str| name.strip_suffix(".br").or_else(|| name.strip_suffix(".gz")).unwrap_or(name).to_owned();
+    match parts.as_slice() {
+        // `config.json` is written by the deploy (the user pool's ids), beside the built page.
+        [name] => plain(name) == "index.html" || *name == "config.json",
+        ["assets", name] => {
+            let name = plain(name);
+            let Some((stem, ext)) = name.rsplit_once('.') else { return false };
+            let Some((base, hash)) = stem.rsplit_once('-') else { return false };
+            ["js", "wasm", "css"].contains(&ext)
+                && !base.is_empty()
+                && base.bytes().all(|b| b.is_ascii_lowercase())
+                && hash.len() == 12
+                && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        _ => false,
+    }
+}
+
+/// Refuses a page directory holding anything but the page's files (build artifacts, reports,
+/// stray files would all be uploaded and served by CloudFront).
+pub fn check_only_page_files(dir: &Path) -> anyhow::Result<()> {
+    let mut stray = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            let rel = path.strip_prefix(dir)?.to_owned();
+            if path.is_dir() {
+                if rel == Path::new("assets") {
+                    stack.push(path);
+                } else {
+                    stray.push(rel);
+                }
+            } else if !is_page_file(&rel) {
+                stray.push(rel);
+            }
+        }
+    }
+    if !stray.is_empty() {
+        stray.sort();
+        anyhow::bail!("{} holds files that are not the page's and would be deployed: {stray:?}", dir.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_directory_may_hold_only_the_page() {
+        let page = |stray: Option<&str>| {
+            let dir = tempfile::tempdir().unwrap();
+            let assets = dir.path().join("assets");
+            std::fs::create_dir_all(&assets).unwrap();
+            for f in ["index.html", "index.html.br", "index.html.gz"] {
+                std::fs::write(dir.path().join(f), "x").unwrap();
+            }
+            for f in [
+                "event-0123456789ab.wasm",
+                "event-0123456789ab.wasm.br",
+                "admin-fedcba987654.js.gz",
+                "style-aaaaaaaaaaaa.css",
+            ] {
+                std::fs::write(assets.join(f), "x").unwrap();
+            }
+            if let Some(stray) = stray {
+                let path = dir.path().join(stray);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, "x").unwrap();
+            }
+            dir
+        };
+        check_only_page_files(page(None).path()).unwrap();
+        // What cargo leaves in a profile's directory, and other strays, are each refused by name.
+        for (stray, named) in [
+            ("deps/libfoo.rlib", "deps"),
+            ("build/x/output", "build"),
+            (".fingerprint/a", ".fingerprint"),
+            ("sizes.txt", "sizes.txt"),
+            ("assets/event.wasm", "assets/event.wasm"),
+            ("assets/x/y.js", "assets/x"),
+            ("assets/Event-0123456789ab.js", "assets/Event-0123456789ab.js"),
+        ] {
+            let err = check_only_page_files(page(Some(stray)).path()).unwrap_err().to_string();
+            assert!(err.contains(&format!("{named:?}")), "{stray}: {err}");
+        }
+    }
 }

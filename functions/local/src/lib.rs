@@ -34,7 +34,7 @@ pub struct Config {
     pub dev_tokens: bool,
     /// Ledger writes per second drained from the outbox.
     pub ledger_rate: NonZeroU32,
-    /// The built page (`cargo xtask site` → `target/site`), served at `/`; API only when absent.
+    /// The built page (`cargo xtask site` → `target/page`), served at `/`; API only when absent.
     pub site_dir: Option<PathBuf>,
     /// Connection cap, header deadline (which also closes idle connections), shutdown deadline.
     pub conns: serve::ConnLimits,

@@ -39,7 +39,7 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
-    /// Serve the built page from this directory at / (`cargo xtask run` passes target/site).
+    /// Serve the built page from this directory at / (`cargo xtask run` passes target/page).
     #[arg(long)]
     site_dir: Option<PathBuf>,
     /// Connections held open at once (lowered to fit the descriptor limit); beyond it a new

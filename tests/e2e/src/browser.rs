@@ -1,7 +1,7 @@
 //! A real headless Chromium, driven by `/usr/bin/chromedriver` over WebDriver (fantoccini).
 //! Each `Browser` has its own driver process (in its own process group, killed on drop, so no
 //! Chromium outlives a test) and a fresh profile directory. `cargo xtask test` installs both and
-//! builds the page into `target/site` first.
+//! builds the page into `target/page` first.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 /// Where `cargo xtask site` puts the built page.
 pub fn site_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/site");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/page");
     assert!(
         dir.join("index.html").is_file(),
         "{} has no index.html: run the tests through `cargo xtask test` (it builds the page first)",

@@ -1,5 +1,5 @@
 //! The page in a real headless Chromium against the real router and engine (in-process, on the
-//! SQLite store, serving the built `target/site`). Assertions are on the DOM's text; a screenshot
+//! SQLite store, serving the built `target/page`). Assertions are on the DOM's text; a screenshot
 //! of each state lands in `target/screenshots/` for humans.
 
 use std::sync::Arc;
@@ -26,10 +26,19 @@ struct Server {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-/// `firstcome-local`'s app (API + page) on a free port. With `fail_first_claim`, the first claim
-/// POST is answered 503 + `Retry-After: 1` before it reaches the router, as an overloaded
-/// gateway would.
-async fn serve(fail_first_claim: bool) -> Server {
+/// What happens to the first claim POST on its way.
+#[derive(Clone, Copy, PartialEq)]
+enum FirstClaim {
+    Normal,
+    /// Answered 503 + `Retry-After: 1` before it reaches the router, as an overloaded gateway would.
+    Overloaded,
+    /// Issued by the router, then answered `500` (as API Gateway does when a function times out
+    /// after its write): the page must not say "failed" while the user holds a coupon.
+    AppliedThen500,
+}
+
+/// `firstcome-local`'s app (API + page) on a free port, the first claim POST treated as `first`.
+async fn serve(first: FirstClaim) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = firstcome_local::Config {
         data_dir: dir.path().join("data"),
@@ -52,13 +61,21 @@ async fn serve(fail_first_claim: bool) -> Server {
             let counter = counter.clone();
             async move {
                 let is_claim = req.method() == "POST" && req.uri().path().ends_with("/claims");
-                if is_claim && counter.fetch_add(1, Ordering::SeqCst) == 0 && fail_first_claim {
-                    let body = json!({"error": "unavailable", "message": "overloaded; retry shortly"});
-                    let mut res = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
-                    res.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
-                    return res;
+                let first_claim = is_claim && counter.fetch_add(1, Ordering::SeqCst) == 0;
+                match first {
+                    FirstClaim::Overloaded if first_claim => {
+                        let body = json!({"error": "unavailable", "message": "overloaded; retry shortly"});
+                        let mut res = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+                        res.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+                        res
+                    }
+                    FirstClaim::AppliedThen500 if first_claim => {
+                        let issued = next.run(req).await;
+                        assert_eq!(issued.status(), StatusCode::CREATED, "the claim itself was issued");
+                        (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error").into_response()
+                    }
+                    _ => next.run(req).await,
                 }
-                next.run(req).await
             }
         },
     ));
@@ -146,7 +163,7 @@ fn assert_unlocked_at_t0(opens_at: OffsetDateTime, enabled_at: OffsetDateTime) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_button_unlocks_at_t0_without_a_reload_and_shows_the_durable_code() {
     let _one = ONE_BROWSER.lock().await;
-    let server = serve(false).await;
+    let server = serve(FirstClaim::Normal).await;
     let opens_at = server.campaign("unlock", 3, time::Duration::seconds(5)).await;
     let b = Browser::start("unlock").await;
     b.goto(&format!("{}/e/unlock", server.url)).await;
@@ -178,7 +195,7 @@ async fn the_button_unlocks_at_t0_without_a_reload_and_shows_the_durable_code() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_sell_out_a_second_user_sees_sold_out_in_korean_and_english() {
     let _one = ONE_BROWSER.lock().await;
-    let server = serve(false).await;
+    let server = serve(FirstClaim::Normal).await;
     server.campaign("gone", 1, time::Duration::seconds(-5)).await;
     let first = server.user_token("first").await;
     let (s, _) =
@@ -224,7 +241,7 @@ async fn admin_sign_in(b: &Browser, server: &Server) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marketing_schedules_a_campaign_and_its_event_page_counts_down_and_unlocks() {
     let _one = ONE_BROWSER.lock().await;
-    let server = serve(false).await;
+    let server = serve(FirstClaim::Normal).await;
     let b = Browser::start("marketing").await;
     admin_sign_in(&b, &server).await;
     b.type_into("new-id", "launch").await;
@@ -291,7 +308,7 @@ async fn slow_ticket_user(server: &Server, campaign: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_solves_the_ticket_with_visible_progress_and_is_refused_without_one() {
     let _one = ONE_BROWSER.lock().await;
-    let server = serve(false).await;
+    let server = serve(FirstClaim::Normal).await;
     server.ticketed_campaign("bots", 5, time::Duration::seconds(-1), 16).await;
     // Without a ticket the API says so; a script must solve one too.
     let token = server.user_token("script").await;
@@ -328,7 +345,7 @@ async fn the_page_solves_the_ticket_with_visible_progress_and_is_refused_without
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_503_with_retry_after_is_retried_by_the_page_itself() {
     let _one = ONE_BROWSER.lock().await;
-    let server = serve(true).await;
+    let server = serve(FirstClaim::Overloaded).await;
     server.campaign("busy", 5, time::Duration::seconds(-5)).await;
     let b = Browser::start("retry").await;
     b.goto(&format!("{}/e/busy", server.url)).await;
@@ -344,9 +361,27 @@ async fn a_503_with_retry_after_is_retried_by_the_page_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_answered_500_after_it_was_issued_shows_the_coupon() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = serve(FirstClaim::AppliedThen500).await;
+    server.campaign("lost-answer", 5, time::Duration::seconds(-5)).await;
+    let b = Browser::start("lost-answer").await;
+    b.goto(&format!("{}/e/lost-answer", server.url)).await;
+    sign_in(&b, "dave").await;
+    wait_enabled(&b, 10).await;
+    b.click("claim").await;
+    // The page reads the user's coupon before it says anything: the one the 500 hid.
+    let code = b.wait_text("coupon-code", 15, |t| t.len() == 19).await;
+    assert_eq!(json!(code), server.my_code("lost-answer", "dave").await);
+    assert!(!b.text("status").await.contains("실패"), "never 'failed' while a coupon exists");
+    b.screenshot("lost-answer").await;
+    assert_eq!(server.claim_posts.load(Ordering::SeqCst), 1, "found by reading, not by claiming again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_admin_input_shows_the_api_message_beside_the_field() {
     let _one = ONE_BROWSER.lock().await;
-    let server = serve(false).await;
+    let server = serve(FirstClaim::Normal).await;
     let b = Browser::start("bad-input").await;
     admin_sign_in(&b, &server).await;
     b.type_into("new-id", "bad").await;
@@ -377,7 +412,7 @@ async fn bad_admin_input_shows_the_api_message_beside_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_ten_minutes_fast_still_unlocks_at_the_servers_t0() {
     let _one = ONE_BROWSER.lock().await;
-    let server = serve(false).await;
+    let server = serve(FirstClaim::Normal).await;
     let opens_at = server.campaign("skew", 3, time::Duration::seconds(5)).await;
     let b = Browser::start("skew").await;
     b.before_every_page("(() => { const real = Date.now.bind(Date); Date.now = () => real() + 600000; })();").await;
@@ -395,7 +430,7 @@ async fn a_phone_ten_minutes_fast_still_unlocks_at_the_servers_t0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marketing_reschedules_before_opening_and_a_lost_edit_race_shows_the_conflict() {
     let _one = ONE_BROWSER.lock().await;
-    let server = serve(false).await;
+    let server = serve(FirstClaim::Normal).await;
     server.campaign("resched", 5, time::Duration::hours(1)).await;
     let b = Browser::start("reschedule").await;
     admin_sign_in(&b, &server).await;
@@ -445,7 +480,7 @@ async fn patch(url: &str, token: &str, if_match: &str, body: &Value) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_view_shows_the_opening_second_from_the_servers_metrics() {
     let _one = ONE_BROWSER.lock().await;
-    let server = serve(false).await;
+    let server = serve(FirstClaim::Normal).await;
     let b = Browser::start("live").await;
     admin_sign_in(&b, &server).await;
     assert_eq!(b.text("live-breaker").await, "closed");

@@ -25,14 +25,15 @@ struct DoubleIssuing {
 
 #[async_trait]
 impl ClaimStore for DoubleIssuing {
-    async fn claim(
+    async fn claim_with_ticket(
         &self,
         c: &CampaignId,
         u: &UserId,
         code: CouponCode,
+        ticket: Option<u64>,
         at: time::OffsetDateTime,
     ) -> Result<StoreClaim, StoreError> {
-        match self.inner.claim(c, u, code, at).await? {
+        match self.inner.claim_with_ticket(c, u, code, ticket, at).await? {
             StoreClaim::Existing(mut coupon) => {
                 self.doubled.fetch_add(1, Ordering::Relaxed);
                 coupon.code = CouponCode::generate();

@@ -9,6 +9,10 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 async fn app() -> (axum::Router, tempfile::TempDir) {
+    app_with(site_dir()).await
+}
+
+async fn app_with(site: std::path::PathBuf) -> (axum::Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = firstcome_local::Config {
         data_dir: dir.path().join("data"),
@@ -20,7 +24,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
         guard: firstcome_guard::GuardConfig::local(),
         limits: Default::default(),
         origins: Vec::new(),
-        site_dir: Some(site_dir()),
+        site_dir: Some(site),
     };
     let local = firstcome_local::start(config).await.unwrap();
     (firstcome_local::app(&local), dir)
@@ -94,4 +98,44 @@ async fn api_paths_never_fall_through_to_the_page() {
         (s, serde_json::from_slice::<serde_json::Value>(&body).unwrap()["status"].as_str()),
         (StatusCode::OK, Some("ok"))
     );
+}
+
+#[tokio::test]
+async fn only_the_page_is_served_from_the_site_dir() {
+    // A site dir with the page and what must never be served: files beside the page inside the
+    // directory (as cargo's artifacts once were), and a file outside it.
+    let root = tempfile::tempdir().unwrap();
+    let site = root.path().join("page");
+    std::fs::create_dir_all(site.join("assets")).unwrap();
+    std::fs::create_dir_all(site.join("deps")).unwrap();
+    std::fs::write(site.join("index.html"), "<html>the app</html>").unwrap();
+    std::fs::write(site.join("assets/event-0123456789ab.js"), "the bundle").unwrap();
+    for (path, secret) in
+        [("deps/libsecret.rlib", "rlib bytes"), ("sizes.txt", "a report"), ("../outside.txt", "outside")]
+    {
+        std::fs::write(site.join(path), secret).unwrap();
+    }
+    let (app, _dir) = app_with(site).await;
+    let (s, _, body) = get(&app, "/assets/event-0123456789ab.js", None).await;
+    assert_eq!((s, body.as_slice()), (StatusCode::OK, b"the bundle".as_slice()));
+    for path in [
+        "/deps/libsecret.rlib",
+        "/sizes.txt",
+        "/assets/../deps/libsecret.rlib",
+        "/assets/%2e%2e/deps/libsecret.rlib",
+        "/assets/..%2fdeps%2flibsecret.rlib",
+        "/assets/..%5cdeps%5clibsecret.rlib",
+        "/assets/../../outside.txt",
+        "/assets/%2e%2e/%2e%2e/outside.txt",
+        "/../outside.txt",
+        "/assets//../sizes.txt",
+    ] {
+        let (s, _, body) = get(&app, path, None).await;
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            !["rlib bytes", "a report", "outside"].iter().any(|secret| body.contains(secret)),
+            "{path} served a file that is not the page's ({s}): {body}"
+        );
+        assert!(s == StatusCode::NOT_FOUND || body == "<html>the app</html>", "{path}: {s} {body}");
+    }
 }

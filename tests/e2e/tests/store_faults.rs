@@ -32,6 +32,7 @@ async fn service() -> Service {
     let (faulty, switch) = Faulty::new(sqlite);
     let config = GuardConfig {
         call_timeout: Duration::from_millis(200),
+        read_timeout: Duration::from_millis(200),
         breaker: BreakerConfig {
             window: 20,
             min_calls: 20,

@@ -21,6 +21,9 @@ pub struct Config {
     pub shards: Shards,
     /// How long a record may stay unacknowledged before the reconciler sends it again.
     pub reconcile_grace: Duration,
+    /// Unacknowledged records older than this are parked: no longer re-sent by themselves
+    /// (they were re-sent every minute since the grace period), alarmed on instead.
+    pub reconcile_park_after: Duration,
     /// `FIRSTCOME_ALLOWED_ORIGINS`: origins whose pages may call the API from a browser (CORS).
     pub origins: Vec<firstcome_api::HeaderValue>,
 }
@@ -57,6 +60,11 @@ impl Config {
             ledger_queue_url: required("FIRSTCOME_LEDGER_QUEUE_URL")?,
             shards,
             reconcile_grace: Duration::from_secs(u64::from(number("FIRSTCOME_RECONCILE_GRACE_S", 60, 1..=86_400)?)),
+            reconcile_park_after: Duration::from_secs(u64::from(number(
+                "FIRSTCOME_RECONCILE_PARK_AFTER_S",
+                900,
+                60..=7 * 86_400,
+            )?)),
             origins: firstcome_api::parse_origins(&get("FIRSTCOME_ALLOWED_ORIGINS").unwrap_or_default())
                 .map_err(|reason| ConfigError::Invalid { name: "FIRSTCOME_ALLOWED_ORIGINS", reason })?,
         })
@@ -88,6 +96,7 @@ mod tests {
         assert_eq!(c.tables.stock, "s");
         assert!(matches!(c.shards, Shards::ForPeak { claims_per_s: 1000 }));
         assert_eq!(c.reconcile_grace, Duration::from_secs(60));
+        assert_eq!(c.reconcile_park_after, Duration::from_secs(900));
     }
 
     #[test]

@@ -51,6 +51,18 @@ pub fn init_metrics() -> Result<&'static metrics_cloudwatch_embedded::Collector,
     Ok(collector)
 }
 
+/// The router's own deadline for a request on Lambda: under the function's `Timeout` (10 s in
+/// template.yaml) with a margin, so a slow claim is answered 408 `timeout` by the router (which
+/// the page answers by checking the user's coupon) rather than 500 by API Gateway after the
+/// function was killed; and above the guard's `claim_budget` so that the store calls of a claim
+/// run to their own end first.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// The rate limits and deadline of the API functions.
+pub fn limits() -> firstcome_api::LimitConfig {
+    firstcome_api::LimitConfig { request_timeout: REQUEST_TIMEOUT, ..Default::default() }
+}
+
 /// The shared router behind API Gateway (the `claim` and `campaign` functions).
 pub async fn serve_api() -> Result<(), Error> {
     init_logs();
@@ -63,7 +75,7 @@ pub async fn serve_api() -> Result<(), Error> {
         issuer,
         auth: Arc::new(Auth::gateway()),
         dev_tokens: false,
-        limits: Default::default(),
+        limits: Arc::new(firstcome_api::Limits::new(limits())),
         origins: config.origins.clone().into(),
         metrics: None,
     });
@@ -148,28 +160,69 @@ pub async fn serve_ledger() -> Result<(), Error> {
     .await
 }
 
-/// The scheduled reconciler: re-sends what is still unacknowledged after the grace period.
+/// The scheduled reconciler: re-sends what is still unacknowledged after the grace period and
+/// before the parking age, a bounded run at a time, continuing where the last run in this
+/// container stopped. `{"include_parked": true}` as the event re-sends parked records too (an
+/// operator's replay once the cause is fixed).
 pub async fn serve_reconciler() -> Result<(), Error> {
     init_logs();
     let metrics = init_metrics()?;
     let config = Config::from_env()?;
     let (store, sqs) = store(&config).await;
     let queue = Arc::new(SqsIssuanceQueue::new(sqs, &config.ledger_queue_url));
+    // One run at a time (ReservedConcurrentExecutions: 1); where it stopped, for the next.
+    let cursor: Arc<tokio::sync::Mutex<Option<String>>> = Arc::default();
     metrics_cloudwatch_embedded::lambda::service::run(
         metrics,
-        lambda_runtime::service_fn(move |_: LambdaEvent<serde_json::Value>| {
-            let (store, queue, grace) = (store.clone(), queue.clone(), config.reconcile_grace);
+        lambda_runtime::service_fn(move |event: LambdaEvent<serde_json::Value>| {
+            let (store, queue, cursor) = (store.clone(), queue.clone(), cursor.clone());
+            let settings = firstcome_core::ReconcileSettings {
+                grace: time::Duration::try_from(config.reconcile_grace).unwrap_or(time::Duration::MINUTE),
+                park_after: time::Duration::try_from(config.reconcile_park_after).unwrap_or(time::Duration::HOUR),
+                include_parked: event.payload["include_parked"].as_bool().unwrap_or(false),
+                ..Default::default()
+            };
             async move {
-                let before = time::OffsetDateTime::now_utc() - grace;
-                let sent = firstcome_core::reconcile(&*store, &*queue, before, 1000).await?;
-                if sent > 0 {
-                    tracing::warn!(sent, "re-sent issuance records the ledger had not acknowledged");
-                }
-                Ok::<_, Error>(serde_json::json!({ "sent": sent }))
+                let mut cursor = cursor.lock().await;
+                let run = reconcile_once(&*store, &*queue, cursor.take(), &settings).await?;
+                *cursor = run.cursor.clone();
+                Ok::<_, Error>(run_report(&run, &settings))
             }
         }),
     )
     .await
+}
+
+/// One reconciler run, its failures logged.
+pub async fn reconcile_once(
+    store: &dyn firstcome_core::Unledgered,
+    queue: &dyn firstcome_core::IssuanceQueue,
+    cursor: Option<String>,
+    settings: &firstcome_core::ReconcileSettings,
+) -> Result<firstcome_core::Reconciled, firstcome_core::StoreError> {
+    let now = time::OffsetDateTime::now_utc();
+    let run = firstcome_core::reconcile(store, queue, now, cursor, settings).await?;
+    if run.sent > 0 {
+        tracing::warn!(sent = run.sent, "re-sent issuance records the ledger had not acknowledged");
+    }
+    if run.failed > 0 {
+        tracing::error!(failed = run.failed, errors = ?run.errors, "re-sending issuance records failed");
+    }
+    if let Some(oldest) = run.oldest.filter(|t| *t < now - settings.park_after) {
+        tracing::error!(oldest = %oldest, "claims unacknowledged past the parking age: no longer re-sent by themselves; replay with {{\"include_parked\": true}} once the cause is fixed");
+    }
+    Ok(run)
+}
+
+fn run_report(run: &firstcome_core::Reconciled, settings: &firstcome_core::ReconcileSettings) -> serde_json::Value {
+    let oldest = run.oldest.map(|t| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
+    serde_json::json!({
+        "sent": run.sent,
+        "failed": run.failed,
+        "complete": run.cursor.is_none(),
+        "oldest_unledgered": oldest,
+        "include_parked": settings.include_parked,
+    })
 }
 
 #[cfg(test)]
@@ -190,6 +243,33 @@ mod tests {
         );
         assert_eq!(identity_from_claims(&claims(&[("sub", "u-3")])).map(|i| i.admin), Some(false));
         assert_eq!(identity_from_claims(&claims(&[("cognito:groups", "[admin]")])), None, "no subject, no identity");
+    }
+
+    /// The function's `Timeout` as template.yaml's `Globals.Function` sets it.
+    fn function_timeout() -> std::time::Duration {
+        let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../template.yaml")).unwrap();
+        let globals = &template[template.find("\nGlobals:").expect("template has Globals")..];
+        let function = &globals[globals.find("\n  Function:").expect("Globals has Function")..];
+        let secs = function
+            .lines()
+            .find_map(|l| l.strip_prefix("    Timeout:"))
+            .expect("Globals.Function has a Timeout")
+            .trim()
+            .parse()
+            .unwrap();
+        std::time::Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn a_claim_fits_inside_the_request_deadline_and_the_function_timeout() {
+        let budget = GuardConfig::lambda().claim_budget();
+        let margin = std::time::Duration::from_secs(1);
+        assert!(budget + margin <= REQUEST_TIMEOUT, "store calls {budget:?} vs the router's {REQUEST_TIMEOUT:?}");
+        assert!(
+            REQUEST_TIMEOUT + margin <= function_timeout(),
+            "the router must answer before the function is killed (API Gateway would answer 500)"
+        );
+        assert_eq!(limits().request_timeout, REQUEST_TIMEOUT);
     }
 
     #[test]

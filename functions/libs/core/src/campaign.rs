@@ -301,10 +301,11 @@ impl CampaignChanges {
         if let Some(bits) = self.pow_bits {
             next.pow_bits = validate_pow_bits(bits)?;
         }
-        // Campaigns stored before tickets existed have no nonce; an edit gives them one.
-        if next.nonce.is_zero() {
-            next.nonce = fresh_nonce();
-        }
+        // Every edit draws a fresh nonce. Other instances may keep serving their copy of the old
+        // version for a TTL, and would reveal its nonce from the old `opens_at`: a nonce that
+        // outlives its version would let a bot read it at the old opening and prepare tickets
+        // for the new one. A fresh one makes every copy of an old version's nonce worthless.
+        next.nonce = fresh_nonce();
         validate_window(&next)?;
         Ok(next)
     }
@@ -475,6 +476,27 @@ mod tests {
         let free = new_campaign().validate(NOW).unwrap();
         assert_eq!(free.check_ticket(&alice, None), Ok(()));
         assert_eq!(free.revealed_nonce(free.opens_at), None);
+    }
+
+    #[test]
+    fn every_edit_draws_a_fresh_nonce() {
+        let mut n = new_campaign();
+        n.pow_bits = 8;
+        let c = n.validate(NOW).unwrap();
+        let later = CampaignChanges {
+            opens_at: Some(c.opens_at + time::Duration::hours(1)),
+            closes_at: Some(None),
+            ..Default::default()
+        };
+        let moved = later.apply(&c, NOW).unwrap();
+        assert_ne!(
+            moved.nonce, c.nonce,
+            "a reschedule must not keep the nonce a stale copy reveals at the old opening"
+        );
+        let retitled =
+            CampaignChanges { title: Some("Other".into()), ..Default::default() }.apply(&moved, NOW).unwrap();
+        assert_ne!(retitled.nonce, moved.nonce);
+        assert!(!retitled.nonce.is_zero());
     }
 
     #[test]

@@ -105,6 +105,9 @@ struct Entry {
     sold_out: AtomicBool,
     /// Whoever sees the entry stale first re-reads it; the others keep serving the old copy.
     refreshing: AtomicBool,
+    /// Held by the one reader that re-reads a copy which was read while scheduled once its
+    /// `opens_at` has come: the others wait for that read instead of using the copy as open.
+    opening: futures::lock::Mutex<()>,
     /// The public view's issued count and when it was read.
     issued: Mutex<Option<(u64, Instant)>>,
     issued_refreshing: AtomicBool,
@@ -119,6 +122,7 @@ impl Entry {
             fetched: Instant::now(),
             sold_out: AtomicBool::new(false),
             refreshing: AtomicBool::new(false),
+            opening: futures::lock::Mutex::new(()),
             issued: Mutex::new(None),
             issued_refreshing: AtomicBool::new(false),
             remaining: metrics::gauge!(crate::telemetry::REMAINING, "campaign" => campaign.id.as_str().to_owned()),
@@ -242,8 +246,16 @@ impl Issuer {
     }
 
     /// The campaign as this instance may use it for refusals: cached, or read through.
+    ///
+    /// A copy read while the campaign was scheduled is never used as open: marketing may have
+    /// moved the opening (or changed the ticket) elsewhere since, and a copy that answered "open"
+    /// from the old `opens_at` would reveal the nonce and take claims early. Once `now` reaches
+    /// its `opens_at`, one reader re-reads it and the others wait for that read (one store read
+    /// per instance at the opening). A copy read from `opens_at` on is final: the store refuses
+    /// edits from then on.
     async fn entry(&self, id: &CampaignId, now: OffsetDateTime) -> Result<Arc<Entry>, IssuerError> {
         let stale = match self.cached(id) {
+            Some(e) if !e.frozen && now >= e.campaign.opens_at => return self.reread_at_opening(id, e, now).await,
             Some(e)
                 if e.fetched.elapsed() < if e.frozen { self.config.opened_ttl } else { self.config.scheduled_ttl } =>
             {
@@ -261,6 +273,10 @@ impl Issuer {
             },
             None => None,
         };
+        self.read_through(id, now).await
+    }
+
+    async fn read_through(&self, id: &CampaignId, now: OffsetDateTime) -> Result<Arc<Entry>, IssuerError> {
         match self.campaigns.campaign(id).await? {
             Some(c) => Ok(self.put(c, now)),
             None => {
@@ -268,6 +284,23 @@ impl Issuer {
                 Err(IssuerError::NotFound)
             }
         }
+    }
+
+    async fn reread_at_opening(
+        &self,
+        id: &CampaignId,
+        copy: Arc<Entry>,
+        now: OffsetDateTime,
+    ) -> Result<Arc<Entry>, IssuerError> {
+        let _one_reader = copy.opening.lock().await;
+        // Whoever held the lock before us may have re-read it already.
+        if let Some(newer) = self.cached(id)
+            && !Arc::ptr_eq(&newer, &copy)
+            && (newer.frozen || now < newer.campaign.opens_at)
+        {
+            return Ok(newer);
+        }
+        self.read_through(id, now).await
     }
 
     /// One claim by `user` without a ticket: for campaigns that need none.
@@ -301,9 +334,11 @@ impl Issuer {
             }
             _ => {}
         }
+        // A cheap filter against this instance's copy (final once opened), so a flood of bad
+        // tickets never reaches the store; the store checks again against its own terms.
         entry.campaign.check_ticket(user, ticket)?;
         let code = CouponCode::generate();
-        let decided = match self.claims.claim(id, user, code, truncate_to_millis(now)).await {
+        let decided = match self.claims.claim_with_ticket(id, user, code, ticket, truncate_to_millis(now)).await {
             Err(StoreError::NotFound) => {
                 self.remember_unknown(id);
                 return Err(IssuerError::NotFound);
@@ -338,6 +373,11 @@ impl Issuer {
             StoreClaim::Closed => {
                 self.forget(id);
                 ClaimOutcome::Closed
+            }
+            // The stored terms ask for another ticket than our copy did: our copy is behind.
+            StoreClaim::Ticket(e) => {
+                self.forget(id);
+                return Err(IssuerError::Ticket(e));
             }
         })
     }

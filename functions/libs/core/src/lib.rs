@@ -18,9 +18,12 @@ pub use campaign::{
 pub use coupon::{Coupon, CouponCode, UserId};
 pub use firstcome_ticket as ticket;
 pub use issuer::{CacheConfig, CampaignView, ClaimOutcome, Issuer, IssuerError};
-pub use ledger::{IssuanceRecord, LedgerError, consume_issuance, deliver_issuance, reconcile};
+pub use ledger::{
+    IssuanceRecord, LedgerError, ReconcileSettings, Reconciled, consume_issuance, deliver_issuance, reconcile,
+};
 pub use ports::{
     CampaignStore, ClaimStore, EndOutcome, IssuanceQueue, LedgerStore, LedgerWrite, Outbox, StoreClaim, StoreError,
+    Unledgered,
 };
 
 /// A field-level validation failure: which input field, and what is wrong with it.

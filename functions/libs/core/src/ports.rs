@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::{Campaign, CampaignId, Coupon, CouponCode, IssuanceRecord, UserId};
+use crate::{Campaign, CampaignId, Coupon, CouponCode, IssuanceRecord, TicketError, UserId};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -101,21 +101,38 @@ pub enum StoreClaim {
     NotOpen,
     /// `now` is at or after the stored `closes_at`; nothing was written.
     Closed,
+    /// The claim would have been issued, but its ticket does not meet the *stored* terms
+    /// (`pow_bits`, `nonce`): an engine's copy may be a version behind. Nothing was written.
+    Ticket(TicketError),
 }
 
 #[async_trait]
 pub trait ClaimStore: Send + Sync {
     /// Atomically, against the *stored* campaign: the user's existing coupon; else `NotOpen` /
-    /// `Closed` by the stored window at `now`; else a new coupon made from `code`, issued at
-    /// `now`, while stored stock remains; else `SoldOut`. `NotFound` for an unknown campaign.
-    /// Returns only once the outcome is durable.
+    /// `Closed` by the stored window at `now`; else `SoldOut` once stored stock is gone; else
+    /// `Ticket` if `ticket` does not solve the stored campaign's puzzle (when it asks for one);
+    /// else a new coupon made from `code`, issued at `now`. `NotFound` for an unknown campaign.
+    /// Returns only once the outcome is durable. A store that takes time to decide (retries)
+    /// checks the window at the time of each attempt (`now` plus the time spent), never at
+    /// `now` alone: a claim still retrying after an "end now" must find it closed.
+    async fn claim_with_ticket(
+        &self,
+        campaign: &CampaignId,
+        user: &UserId,
+        code: CouponCode,
+        ticket: Option<u64>,
+        now: OffsetDateTime,
+    ) -> Result<StoreClaim, StoreError>;
+    /// A claim without a ticket (for campaigns that need none).
     async fn claim(
         &self,
         campaign: &CampaignId,
         user: &UserId,
         code: CouponCode,
         now: OffsetDateTime,
-    ) -> Result<StoreClaim, StoreError>;
+    ) -> Result<StoreClaim, StoreError> {
+        self.claim_with_ticket(campaign, user, code, None, now).await
+    }
     /// The user's coupon for this campaign, if any (a read; never writes).
     async fn coupon_of(&self, campaign: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError>;
     /// How many coupons the campaign has issued (0 for an unknown campaign).
@@ -155,6 +172,33 @@ pub trait Outbox: Send + Sync {
 #[async_trait]
 pub trait IssuanceQueue: Send + Sync {
     async fn send(&self, record: &IssuanceRecord) -> Result<(), StoreError>;
+    /// Sends several records, one result per record in order: a failed record never stops the
+    /// others. A queue that can batch (SQS: 10 per request) overrides this.
+    async fn send_batch(&self, records: &[IssuanceRecord]) -> Vec<Result<(), StoreError>> {
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            out.push(self.send(r).await);
+        }
+        out
+    }
+}
+
+/// Where the reconciler finds the records the ledger has not acknowledged (a store whose outbox
+/// is not polled: DynamoDB's sparse `unledgered` index), a bounded page at a time.
+#[async_trait]
+pub trait Unledgered: Send + Sync {
+    /// Up to `limit` unacknowledged records issued in `[from, before)` (from the beginning when
+    /// `from` is `None`), continuing after `cursor` (an opaque string this store returned); and
+    /// the cursor to continue from, `None` once everything was listed.
+    async fn unledgered(
+        &self,
+        from: Option<OffsetDateTime>,
+        before: OffsetDateTime,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<IssuanceRecord>, Option<String>), StoreError>;
+    /// When the oldest unacknowledged record was issued; `None` when the ledger has everything.
+    async fn oldest_unledgered(&self) -> Result<Option<OffsetDateTime>, StoreError>;
 }
 
 // A shared adapter is still the adapter: `Arc<S>` passes through, so decorators (the guard,
@@ -180,14 +224,15 @@ impl<S: CampaignStore + ?Sized> CampaignStore for std::sync::Arc<S> {
 
 #[async_trait]
 impl<S: ClaimStore + ?Sized> ClaimStore for std::sync::Arc<S> {
-    async fn claim(
+    async fn claim_with_ticket(
         &self,
         campaign: &CampaignId,
         user: &UserId,
         code: CouponCode,
+        ticket: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<StoreClaim, StoreError> {
-        (**self).claim(campaign, user, code, now).await
+        (**self).claim_with_ticket(campaign, user, code, ticket, now).await
     }
     async fn coupon_of(&self, campaign: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError> {
         (**self).coupon_of(campaign, user).await

@@ -29,6 +29,11 @@ pub const LEDGER_FAILURES: &str = "firstcome_ledger_failures_total";
 /// Age of the oldest issuance not yet in the ledger, seconds (0 when drained): the outbox's lag
 /// locally; on AWS the queue's `ApproximateAgeOfOldestMessage` is the same figure.
 pub const LEDGER_LAG: &str = "firstcome_ledger_lag_seconds";
+/// Issuance records the reconciler sent again, by `result` (`sent`, `failed`).
+pub const RECONCILED: &str = "firstcome_reconciler_records_total";
+/// Age of the oldest claim the ledger has not acknowledged, seconds (0 when none), as the
+/// reconciler found it: past the parking age it is no longer re-sent by itself, and alarmed.
+pub const OLDEST_UNLEDGERED: &str = "firstcome_oldest_unledgered_seconds";
 
 /// Claim latency buckets (seconds): fine where the targets are (10 ms p99 at the spike, 50 ms
 /// under stress), coarse past the timeouts.
@@ -51,6 +56,8 @@ pub fn describe() {
     describe_counter!(LEDGER_WRITES, Unit::Count, "ledger writes by result");
     describe_counter!(LEDGER_FAILURES, Unit::Count, "ledger messages that failed (redelivered)");
     describe_gauge!(LEDGER_LAG, Unit::Seconds, "age of the oldest issuance not yet in the ledger");
+    describe_counter!(RECONCILED, Unit::Count, "records the reconciler re-sent, by result");
+    describe_gauge!(OLDEST_UNLEDGERED, Unit::Seconds, "age of the oldest claim not yet in the ledger");
 }
 
 /// Counts a ledger write's result.

@@ -29,15 +29,16 @@ struct Counting {
 
 #[async_trait]
 impl ClaimStore for Counting {
-    async fn claim(
+    async fn claim_with_ticket(
         &self,
         c: &CampaignId,
         u: &UserId,
         code: CouponCode,
+        ticket: Option<u64>,
         at: OffsetDateTime,
     ) -> Result<StoreClaim, StoreError> {
         self.calls.claim.fetch_add(1, Ordering::SeqCst);
-        self.inner.claim(c, u, code, at).await
+        self.inner.claim_with_ticket(c, u, code, ticket, at).await
     }
     async fn coupon_of(&self, c: &CampaignId, u: &UserId) -> Result<Option<Coupon>, StoreError> {
         self.inner.coupon_of(c, u).await

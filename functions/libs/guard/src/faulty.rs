@@ -97,14 +97,15 @@ impl<S: CampaignStore> CampaignStore for Faulty<S> {
 
 #[async_trait]
 impl<S: ClaimStore> ClaimStore for Faulty<S> {
-    async fn claim(
+    async fn claim_with_ticket(
         &self,
         campaign: &CampaignId,
         user: &UserId,
         code: CouponCode,
+        ticket: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<StoreClaim, StoreError> {
-        self.around(true, self.inner.claim(campaign, user, code, now)).await
+        self.around(true, self.inner.claim_with_ticket(campaign, user, code, ticket, now)).await
     }
     async fn coupon_of(&self, campaign: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError> {
         self.around(false, self.inner.coupon_of(campaign, user)).await

@@ -33,8 +33,12 @@ pub struct GuardConfig {
     pub max_queued: usize,
     /// Longest wait for a slot before the call is shed.
     pub queue_wait: Duration,
-    /// Longest a started call may take. A write that runs out has an unknown outcome.
+    /// Longest a started write may take. A write that runs out has an unknown outcome.
     pub call_timeout: Duration,
+    /// Longest a started read may take. Shorter than a write's: a claim makes up to two reads
+    /// around its write (the campaign, then the claim item when the write's outcome is unknown),
+    /// and the three together must fit in the request's own deadline.
+    pub read_timeout: Duration,
     pub breaker: BreakerConfig,
 }
 
@@ -47,14 +51,24 @@ impl GuardConfig {
             max_queued: 2048,
             queue_wait: Duration::from_millis(100),
             call_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
             breaker: BreakerConfig::default(),
         }
     }
 
     /// A Lambda container (one request at a time, so admission rarely matters): DynamoDB's claim
-    /// keeps retrying contended shards for up to 3 s by itself, so the guard allows a little more.
+    /// keeps retrying contended shards for up to 3 s by itself, so a write gets a little more;
+    /// a consistent read takes milliseconds, so 1.5 s is already a brownout. A claim's worst
+    /// case (read, write, read back) is `claim_budget`, which must leave the request deadline
+    /// and the function's timeout a margin.
     pub fn lambda() -> Self {
-        Self { call_timeout: Duration::from_secs(4), ..Self::local() }
+        Self { call_timeout: Duration::from_secs(4), read_timeout: Duration::from_millis(1500), ..Self::local() }
+    }
+
+    /// The longest one claim can spend in store calls: the campaign read, the claim, and the
+    /// read of the claim item after an unknown outcome.
+    pub fn claim_budget(&self) -> Duration {
+        self.read_timeout * 2 + self.call_timeout
     }
 }
 
@@ -161,7 +175,10 @@ impl<S> Guarded<S> {
             return Err(StoreError::unavailable(GuardError::Open));
         };
         let _slot = self.admit().await.inspect_err(|_| failed("overloaded"))?;
-        let after = self.config.call_timeout;
+        let after = match effect {
+            Effect::Read => self.config.read_timeout,
+            Effect::Write => self.config.call_timeout,
+        };
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(after, work).await;
         self.seconds(op).record(started.elapsed().as_secs_f64());
@@ -218,14 +235,15 @@ impl<S: CampaignStore> CampaignStore for Guarded<S> {
 
 #[async_trait]
 impl<S: ClaimStore> ClaimStore for Guarded<S> {
-    async fn claim(
+    async fn claim_with_ticket(
         &self,
         campaign: &CampaignId,
         user: &UserId,
         code: CouponCode,
+        ticket: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<StoreClaim, StoreError> {
-        self.call("claim", Effect::Write, self.inner.claim(campaign, user, code, now)).await
+        self.call("claim", Effect::Write, self.inner.claim_with_ticket(campaign, user, code, ticket, now)).await
     }
 
     async fn coupon_of(&self, campaign: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError> {

@@ -27,6 +27,7 @@ fn config(timeout_ms: u64) -> GuardConfig {
         max_queued: 64,
         queue_wait: Duration::from_millis(50),
         call_timeout: Duration::from_millis(timeout_ms),
+        read_timeout: Duration::from_millis(timeout_ms),
         breaker: BreakerConfig {
             window: 20,
             min_calls: 20,

@@ -408,6 +408,109 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// The claim's attempts. Each one takes the time anew (`now` plus the time spent), so an
+    /// attempt made after an "end now" answered is checked against the new `closes_at`, and
+    /// sets `maybe_applied` once an attempt's outcome is unknown.
+    async fn claim_attempts(
+        &self,
+        id: &CampaignId,
+        user: &UserId,
+        code: CouponCode,
+        ticket: Option<u64>,
+        now: OffsetDateTime,
+        maybe_applied: &mut bool,
+    ) -> Result<StoreClaim, StoreError> {
+        let Some(count) = self.shard_count(id).await? else { return Err(StoreError::NotFound) };
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.claim_deadline;
+        // Only throttling, conflicts and lost answers use up attempts. Losing a shard race is
+        // not a failure: it means another claim was issued, so those retries are bounded by the
+        // stock itself (and by the deadline, for an answer in time).
+        let mut attempt = 0;
+        loop {
+            if attempt >= MAX_ATTEMPTS || tokio::time::Instant::now() >= deadline {
+                return Err(DynamoError::Contended.into());
+            }
+            let at = truncate_ms(now + started.elapsed());
+            let now_ms = items::millis(at);
+            let candidates: Vec<String> = {
+                let empty = self.empty.lock();
+                (0..count).map(|k| items::shard_key(id, k)).filter(|k| !empty.contains(k)).collect()
+            };
+            if candidates.is_empty() {
+                // Every shard looked empty here: confirm with one consistent read of all of them.
+                let shards = self.read_shards(id, count).await?;
+                let Some(first) = shards.first() else { return Err(StoreError::NotFound) };
+                if let Some(refused) = self.outside_window(first.window(now_ms), id, user).await? {
+                    return Ok(refused);
+                }
+                if shards.iter().all(|s| s.remaining == 0) {
+                    self.sold_out.lock().insert(id.clone());
+                    return self.existing_or(id, user, StoreClaim::SoldOut).await;
+                }
+                self.empty.lock().retain(|k| !k.starts_with(&format!("{id}#")));
+                continue;
+            }
+            let key = &candidates[rand::rng().random_range(0..candidates.len())];
+            let Some(shard) = self.read_shard(key).await? else { return Err(StoreError::NotFound) };
+            if let Some(refused) = self.outside_window(shard.window(now_ms), id, user).await? {
+                return Ok(refused);
+            }
+            if shard.remaining == 0 {
+                self.empty.lock().insert(shard.key.clone());
+                continue;
+            }
+            let Some(campaign) = self.terms(id, shard.version).await? else { continue };
+            // The ticket is checked against the terms of the version this attempt's condition
+            // pins, so it is the store's terms that decide, never an engine's older copy.
+            if let Err(e) = campaign.check_ticket(user, ticket) {
+                return Ok(match self.coupon_of(id, user).await? {
+                    Some(held) => self.held(&campaign, held, code).await,
+                    None => StoreClaim::Ticket(e),
+                });
+            }
+            // Issued at the claim's own time (the contract's `now`); the window was checked at `at`.
+            let coupon = campaign.coupon_for(user.clone(), code, shard.next_seq(), now);
+            match self.transact_claim(&shard, &coupon, now_ms).await {
+                Ok(()) => return Ok(self.newly_issued(&campaign, coupon).await),
+                Err(Attempt::Cancelled { claim: Some(item), .. }) => {
+                    return Ok(self.held(&campaign, items::coupon_from(&item)?, code).await);
+                }
+                Err(Attempt::Cancelled { conflict: true, .. }) => {
+                    attempt += 1;
+                    backoff(attempt).await
+                }
+                Err(Attempt::Busy(e)) => {
+                    tracing::debug!(error = %e, campaign = %id, "claim throttled or conflicting; backing off");
+                    attempt += 1;
+                    backoff(attempt).await
+                }
+                // The shard moved on (another claim, an edit, an end): read it again.
+                Err(Attempt::Cancelled { .. }) => {}
+                Err(Attempt::Unknown(e)) => {
+                    *maybe_applied = true;
+                    // Never guessed: the claim item says whether it applied.
+                    tracing::warn!(error = %e, campaign = %id, "claim outcome unknown; reading the claim item");
+                    if let Some(held) = self.coupon_of(id, user).await? {
+                        return Ok(self.held(&campaign, held, code).await);
+                    }
+                    // Not applied (yet): the next attempt uses the same code, so if this one
+                    // lands late the next one finds it and answers it as ours.
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                Err(Attempt::Failed(e)) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Millisecond precision, as stored (so an answered `issued_at` equals the stored one).
+fn truncate_ms(t: OffsetDateTime) -> OffsetDateTime {
+    firstcome_core::truncate_to_millis(t)
+}
+
 /// What a failed claim transaction means for the next step.
 enum Attempt {
     /// Cancelled by conditions: the shard's, the claim item's (with its current image), or both.
@@ -423,10 +526,9 @@ enum Attempt {
     Failed(DynamoError),
 }
 
-fn classify<E, R>(e: &SdkError<E, R>, op: &'static str) -> Attempt
+fn classify<E>(e: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>, op: &'static str) -> Attempt
 where
     E: ProvideErrorMetadata + std::error::Error + 'static + AsCancellation,
-    R: std::fmt::Debug,
 {
     match e {
         SdkError::ServiceError(service) => {
@@ -438,6 +540,11 @@ where
                 let conflict =
                     reasons.iter().any(|r| matches!(code(r).as_str(), "TransactionConflict" | "ThrottlingError"));
                 return Attempt::Cancelled { shard_moved, claim, conflict };
+            }
+            // A 5xx (InternalServerError, ServiceUnavailable), even after the SDK's own retries,
+            // says nothing of whether the write applied: DynamoDB may have committed it.
+            if service.raw().status().is_server_error() {
+                return Attempt::Unknown(DynamoError::sdk(op, e));
             }
             match e.code() {
                 Some(
@@ -545,29 +652,37 @@ impl CampaignStore for DynamoStore {
     }
 
     async fn update_campaign(&self, next: &Campaign, expected: u64, now: OffsetDateTime) -> Result<(), StoreError> {
+        let started = tokio::time::Instant::now();
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt).await;
             }
             let (stored, count) = self.read_campaign(&next.id).await?.ok_or(StoreError::NotFound)?;
+            // The time now that the read is in: an edit that retries, or whose read is slow,
+            // past the opening must find it open.
+            let at = now + started.elapsed();
             if stored.version != expected {
                 return Err(StoreError::VersionMismatch { current: stored.version });
             }
-            if stored.window_at(now) != Status::Scheduled {
+            if stored.window_at(at) != Status::Scheduled {
                 return Err(StoreError::Frozen);
             }
             let mut writes = vec![version_swap(&self.tables.campaigns, next, count, expected)?];
-            // Every shard is rewritten for the new terms, on condition that it issued nothing:
-            // the same items the claims decrement, so an edit and a claim can never both land.
+            // Every shard is rewritten for the new terms, on condition that it issued nothing
+            // and, in the transaction itself, has not opened (a read alone would let an edit
+            // read just before the opening commit after it): the same items the claims
+            // decrement, so an edit and a claim can never both land.
             for shard in Shard::layout(next, count) {
                 let put = Put::builder()
                     .table_name(&self.tables.stock)
                     .set_item(Some(shard.item()))
-                    .condition_expression("#left = #size AND #v = :v")
+                    .condition_expression("#left = #size AND #v = :v AND #opens > :now")
                     .expression_attribute_names("#left", "remaining")
                     .expression_attribute_names("#size", "size")
                     .expression_attribute_names("#v", "version")
+                    .expression_attribute_names("#opens", "opens_at")
                     .expression_attribute_values(":v", n(expected))
+                    .expression_attribute_values(":now", n(items::millis(at)))
                     .build()
                     .map_err(DynamoError::from)?;
                 writes.push(TransactWriteItem::builder().put(put).build());
@@ -593,10 +708,12 @@ impl CampaignStore for DynamoStore {
     }
 
     async fn end_campaign(&self, id: &CampaignId, now: OffsetDateTime) -> Result<EndOutcome, StoreError> {
+        let started = tokio::time::Instant::now();
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt).await;
             }
+            let now = truncate_ms(now + started.elapsed());
             let (stored, count) = self.read_campaign(id).await?.ok_or(StoreError::NotFound)?;
             let outcome = stored.end_at(now);
             let EndOutcome::Ended(ended) = &outcome else { return Ok(outcome) };
@@ -683,82 +800,20 @@ fn version_swap(table: &str, next: &Campaign, shards: u32, expected: u64) -> Res
 
 #[async_trait]
 impl ClaimStore for DynamoStore {
-    async fn claim(
+    async fn claim_with_ticket(
         &self,
         id: &CampaignId,
         user: &UserId,
         code: CouponCode,
+        ticket: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<StoreClaim, StoreError> {
-        let Some(count) = self.shard_count(id).await? else { return Err(StoreError::NotFound) };
-        let now_ms = items::millis(now);
-        let deadline = tokio::time::Instant::now() + self.claim_deadline;
-        // Only throttling, conflicts and lost answers use up attempts. Losing a shard race is
-        // not a failure: it means another claim was issued, so those retries are bounded by the
-        // stock itself (and by the deadline, for an answer in time).
-        let mut attempt = 0;
-        loop {
-            if attempt >= MAX_ATTEMPTS || tokio::time::Instant::now() >= deadline {
-                return Err(DynamoError::Contended.into());
-            }
-            let candidates: Vec<String> = {
-                let empty = self.empty.lock();
-                (0..count).map(|k| items::shard_key(id, k)).filter(|k| !empty.contains(k)).collect()
-            };
-            if candidates.is_empty() {
-                // Every shard looked empty here: confirm with one consistent read of all of them.
-                let shards = self.read_shards(id, count).await?;
-                let Some(first) = shards.first() else { return Err(StoreError::NotFound) };
-                if let Some(refused) = self.outside_window(first.window(now_ms), id, user).await? {
-                    return Ok(refused);
-                }
-                if shards.iter().all(|s| s.remaining == 0) {
-                    self.sold_out.lock().insert(id.clone());
-                    return self.existing_or(id, user, StoreClaim::SoldOut).await;
-                }
-                self.empty.lock().retain(|k| !k.starts_with(&format!("{id}#")));
-                continue;
-            }
-            let key = &candidates[rand::rng().random_range(0..candidates.len())];
-            let Some(shard) = self.read_shard(key).await? else { return Err(StoreError::NotFound) };
-            if let Some(refused) = self.outside_window(shard.window(now_ms), id, user).await? {
-                return Ok(refused);
-            }
-            if shard.remaining == 0 {
-                self.empty.lock().insert(shard.key.clone());
-                continue;
-            }
-            let Some(campaign) = self.terms(id, shard.version).await? else { continue };
-            let coupon = campaign.coupon_for(user.clone(), code, shard.next_seq(), now);
-            match self.transact_claim(&shard, &coupon, now_ms).await {
-                Ok(()) => return Ok(self.newly_issued(&campaign, coupon).await),
-                Err(Attempt::Cancelled { claim: Some(item), .. }) => {
-                    return Ok(self.held(&campaign, items::coupon_from(&item)?, code).await);
-                }
-                Err(Attempt::Cancelled { conflict: true, .. }) => {
-                    attempt += 1;
-                    backoff(attempt).await
-                }
-                Err(Attempt::Busy(e)) => {
-                    tracing::debug!(error = %e, campaign = %id, "claim throttled or conflicting; backing off");
-                    attempt += 1;
-                    backoff(attempt).await
-                }
-                // The shard moved on (another claim, an edit, an end): read it again.
-                Err(Attempt::Cancelled { .. }) => {}
-                Err(Attempt::Unknown(e)) => {
-                    // Never guessed: the claim item says whether it applied.
-                    tracing::warn!(error = %e, campaign = %id, "claim outcome unknown; reading the claim item");
-                    if let Some(held) = self.coupon_of(id, user).await? {
-                        return Ok(self.held(&campaign, held, code).await);
-                    }
-                    // Not applied (yet): the next attempt uses the same code, so if this one
-                    // lands late the next one finds it and answers it as ours.
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                Err(Attempt::Failed(e)) => return Err(e.into()),
-            }
+        let mut maybe_applied = false;
+        match self.claim_attempts(id, user, code, ticket, now, &mut maybe_applied).await {
+            // Once an attempt may have applied, no later failure may say "not done": only a
+            // read of the claim item can tell, and the engine makes it (`StoreError::Unknown`).
+            Err(StoreError::Unavailable(e)) if maybe_applied => Err(StoreError::Unknown(e)),
+            other => other,
         }
     }
 
@@ -831,39 +886,187 @@ impl LedgerStore for DynamoStore {
     }
 }
 
-/// The claims the ledger has not acknowledged yet, from the sparse `unledgered` index: what the
-/// reconciler re-sends to the queue. A record is acknowledged once its ledger write is durable.
+/// Where a listing of the `unledgered` index stopped: a campaign, one of its shards and, within
+/// that shard, the last item listed (the index's key: issued_at, then the claim's user).
+#[derive(Debug, Clone, PartialEq)]
+struct UnledgeredCursor {
+    campaign: CampaignId,
+    shard: u32,
+    after: Option<(i64, String)>,
+}
+
+impl UnledgeredCursor {
+    fn encode(&self) -> String {
+        let after = self.after.as_ref().map(|(at, user)| serde_json::json!([at, user]));
+        serde_json::json!({ "campaign": self.campaign.as_str(), "shard": self.shard, "after": after }).to_string()
+    }
+
+    fn decode(text: &str) -> Result<Self, StoreError> {
+        let bad = || StoreError::unavailable(DynamoError::Corrupt(format!("not a reconciler cursor: {text:?}")));
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|_| bad())?;
+        let campaign = v["campaign"].as_str().and_then(|c| CampaignId::parse(c).ok()).ok_or_else(bad)?;
+        let shard = v["shard"].as_u64().and_then(|k| u32::try_from(k).ok()).ok_or_else(bad)?;
+        let after = match &v["after"] {
+            serde_json::Value::Null => None,
+            a => Some((a[0].as_i64().ok_or_else(bad)?, a[1].as_str().ok_or_else(bad)?.to_owned())),
+        };
+        Ok(Self { campaign, shard, after })
+    }
+}
+
+/// The claims the ledger has not acknowledged yet, from the sparse `unledgered` index (keyed by
+/// shard, sorted by `issued_at`): one query per shard with the time range in the key condition,
+/// a limit, and a cursor, so a run costs what it lists, however large the index grows.
+#[async_trait]
+impl firstcome_core::Unledgered for DynamoStore {
+    async fn unledgered(
+        &self,
+        from: Option<OffsetDateTime>,
+        before: OffsetDateTime,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<IssuanceRecord>, Option<String>), StoreError> {
+        let range = (from.map_or(0, items::millis), items::millis(before) - 1);
+        let mut out = Vec::new();
+        let mut at = cursor.map(UnledgeredCursor::decode).transpose()?;
+        // Campaigns in id order, from the cursor's (re-read: it carries the shard count).
+        let mut listed_after = at.as_ref().map(|c| c.campaign.clone());
+        let mut queue: std::collections::VecDeque<(Campaign, u32)> = Default::default();
+        if let Some(c) = &at
+            && let Some(found) = self.read_campaign(&c.campaign).await?
+        {
+            queue.push_back(found);
+        }
+        loop {
+            if queue.is_empty() {
+                let page = self.campaign_page(listed_after.as_ref()).await?;
+                let Some(last) = page.last() else { return Ok((out, None)) };
+                listed_after = Some(last.0.id.clone());
+                queue.extend(page);
+            }
+            let (campaign, shards) = queue.pop_front().expect("refilled above");
+            let resume = at.take().filter(|c| c.campaign == campaign.id);
+            for k in resume.as_ref().map_or(0, |c| c.shard)..shards {
+                let after = resume.as_ref().filter(|c| c.shard == k).and_then(|c| c.after.clone());
+                let (records, last) = self.unledgered_shard(&campaign, k, range, after, limit - out.len()).await?;
+                out.extend(records);
+                if out.len() >= limit {
+                    let next = match last {
+                        Some(after) => UnledgeredCursor { campaign: campaign.id.clone(), shard: k, after: Some(after) },
+                        None => UnledgeredCursor { campaign: campaign.id.clone(), shard: k + 1, after: None },
+                    };
+                    return Ok((out, Some(next.encode())));
+                }
+            }
+        }
+    }
+
+    async fn oldest_unledgered(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        let mut oldest: Option<OffsetDateTime> = None;
+        let mut after = None;
+        loop {
+            let page = self.campaign_page(after.as_ref()).await?;
+            let Some(last) = page.last() else { return Ok(oldest) };
+            after = Some(last.0.id.clone());
+            for (campaign, shards) in &page {
+                for k in 0..*shards {
+                    let (first, _) = self.unledgered_shard(campaign, k, (0, i64::MAX), None, 1).await?;
+                    if let Some(r) = first.first() {
+                        oldest = Some(oldest.map_or(r.issued_at, |o| o.min(r.issued_at)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl DynamoStore {
+    /// Campaigns (with their shard counts) in id order after `after`, a page at a time.
+    async fn campaign_page(&self, after: Option<&CampaignId>) -> Result<Vec<(Campaign, u32)>, StoreError> {
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.tables.campaigns)
+            .index_name("by_id")
+            .expression_attribute_names("#l", "listed")
+            .expression_attribute_values(":l", s(items::LISTED))
+            .limit(100);
+        q = match after {
+            Some(a) => q
+                .key_condition_expression("#l = :l AND #id > :a")
+                .expression_attribute_names("#id", "id")
+                .expression_attribute_values(":a", s(a.as_str())),
+            None => q.key_condition_expression("#l = :l"),
+        };
+        let page = q.send().await.map_err(|e| DynamoError::sdk("Query campaigns", &e))?;
+        Ok(page.items().iter().map(items::campaign_from).collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` unacknowledged claims of one shard issued within `range` (ms, inclusive),
+    /// after `after`, oldest first; with the key of the last one listed when the limit cut the
+    /// listing short (so there may be more).
+    async fn unledgered_shard(
+        &self,
+        campaign: &Campaign,
+        k: u32,
+        range: (i64, i64),
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<(Vec<IssuanceRecord>, Option<(i64, String)>), StoreError> {
+        let key = items::shard_key(&campaign.id, k);
+        let mut out = Vec::new();
+        // The index's key of the last item read (or DynamoDB's own LastEvaluatedKey).
+        let mut start = after.map(|(at, user)| {
+            HashMap::from([
+                ("unledgered".to_owned(), s(&key)),
+                ("issued_at".to_owned(), n(at)),
+                ("campaign".to_owned(), s(campaign.id.as_str())),
+                ("user".to_owned(), s(user)),
+            ])
+        });
+        while out.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.claims)
+                .index_name("unledgered")
+                .key_condition_expression("#u = :u AND #at BETWEEN :from AND :to")
+                .expression_attribute_names("#u", "unledgered")
+                .expression_attribute_names("#at", "issued_at")
+                .expression_attribute_values(":u", s(&key))
+                .expression_attribute_values(":from", n(range.0))
+                .expression_attribute_values(":to", n(range.1))
+                .set_exclusive_start_key(start.clone())
+                .limit((limit - out.len()).clamp(1, 1000) as i32)
+                .send()
+                .await
+                .map_err(|e| DynamoError::sdk("Query unledgered", &e))?;
+            for item in page.items() {
+                // Terms are frozen once a campaign opens, and a coupon exists only after it opened.
+                out.push(IssuanceRecord::new(campaign, &items::coupon_from(item)?));
+            }
+            match page.last_evaluated_key() {
+                Some(last) if Some(last) != start.as_ref() => start = Some(last.clone()),
+                // No further page (or a page that would not move on: never ask it twice).
+                _ => return Ok((out, None)),
+            }
+        }
+        let resume = match &start {
+            Some(last) => Some((items::get_n(last, "issued_at")?, items::get_s(last, "user")?.to_owned())),
+            None => None,
+        };
+        Ok((out, resume))
+    }
+}
+
+/// The `Outbox` port for the ledger function's acknowledgements; `pending` lists through the
+/// same per-shard queries (oldest first within a shard), for inspection and tests.
 #[async_trait]
 impl Outbox for DynamoStore {
     async fn pending(&self, limit: usize) -> Result<Vec<IssuanceRecord>, StoreError> {
-        let mut coupons = Vec::new();
-        // The index holds only what is in flight, so it is read whole and sorted: oldest first.
-        let mut pages =
-            self.client.scan().table_name(&self.tables.claims).index_name("unledgered").into_paginator().send();
-        while let Some(page) = pages.next().await {
-            for item in page.map_err(|e| DynamoError::sdk("Scan unledgered", &e))?.items() {
-                coupons.push(items::coupon_from(item)?);
-            }
-        }
-        coupons.sort_by(|a, b| (a.issued_at, &a.campaign_id, a.seq).cmp(&(b.issued_at, &b.campaign_id, b.seq)));
-        coupons.truncate(limit);
-        let mut records = Vec::with_capacity(coupons.len());
-        for coupon in coupons {
-            // Terms are frozen once a campaign opens, and a coupon exists only after it opened.
-            let cached = self.terms.lock().get(&coupon.campaign_id).cloned();
-            let campaign = match cached {
-                Some(c) => c,
-                None => {
-                    self.read_campaign(&coupon.campaign_id)
-                        .await?
-                        .ok_or_else(|| {
-                            DynamoError::Corrupt(format!("claim of unknown campaign {}", coupon.campaign_id))
-                        })?
-                        .0
-                }
-            };
-            records.push(IssuanceRecord::new(&campaign, &coupon));
-        }
+        let far = OffsetDateTime::now_utc() + time::Duration::days(365 * 100);
+        let (mut records, _) = firstcome_core::Unledgered::unledgered(self, None, far, None, limit).await?;
+        records.sort_by(|a, b| (a.issued_at, &a.campaign_id, a.seq).cmp(&(b.issued_at, &b.campaign_id, b.seq)));
         Ok(records)
     }
 

@@ -25,6 +25,18 @@ pub async fn client() -> Client {
     Client::new(&sdk_config().await)
 }
 
+/// A client for Amazon's DynamoDB Local (`FIRSTCOME_DYNAMODB_LOCAL_URL`, which `cargo xtask test`
+/// starts): AWS's own engine, serving requests at once. For tests of thousands of items, which
+/// the single-threaded emulator takes minutes over (its indexes slow down as a table grows: 5,000
+/// claim items there took over three minutes to write).
+pub async fn engine_client() -> Client {
+    let url = std::env::var("FIRSTCOME_DYNAMODB_LOCAL_URL").expect(
+        "FIRSTCOME_DYNAMODB_LOCAL_URL is not set: run these through `cargo xtask test`, which starts DynamoDB Local",
+    );
+    let config = sdk_config().await;
+    Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&config).endpoint_url(url).build())
+}
+
 fn specs() -> Value {
     let path = std::env::var("FIRSTCOME_TABLE_SPECS")
         .expect("FIRSTCOME_TABLE_SPECS is not set: run these through `cargo xtask test`");
@@ -115,4 +127,60 @@ pub async fn fresh(shards: u32) -> ((), DynamoStore) {
 /// 400 concurrent claims queue for seconds there, so a claim may take that long.
 pub fn store(client: Client, tables: Tables, shards: u32) -> DynamoStore {
     DynamoStore::new(client, tables, Shards::Fixed(shards)).with_claim_deadline(std::time::Duration::from_secs(120))
+}
+
+impl DynamoStore {
+    /// Issues `count` coupons of an inserted, open campaign straight into the tables (25 claim
+    /// items per `BatchWriteItem`, each shard's `remaining` set to match), issued at `issued_at`
+    /// plus a millisecond per seq: a large, unledgered backlog in seconds where `count` claims
+    /// through an emulator that serves one request at a time would take minutes.
+    pub async fn issue_directly(
+        &self,
+        campaign: &firstcome_core::Campaign,
+        count: u32,
+        issued_at: time::OffsetDateTime,
+    ) -> Vec<firstcome_core::Coupon> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        let shards = self.shard_count(&campaign.id).await.unwrap().expect("campaign inserted");
+        let layout = crate::items::Shard::layout(campaign, shards);
+        let mut coupons = Vec::new();
+        let mut items = Vec::new();
+        for shard in &layout {
+            let take = shard.size.min(count.saturating_sub(coupons.len() as u32));
+            for seq in shard.start..shard.start + take {
+                let user = firstcome_core::UserId::parse(&format!("seeded-{seq}")).unwrap();
+                let at = issued_at + time::Duration::milliseconds(i64::from(seq));
+                let coupon = campaign.coupon_for(user, firstcome_core::CouponCode::generate(), seq, at);
+                items.push(crate::items::claim_item(&coupon, &shard.key));
+                coupons.push(coupon);
+            }
+            self.client
+                .update_item()
+                .table_name(&self.tables.stock)
+                .key("shard", crate::items::s(&shard.key))
+                .update_expression("SET #left = :left")
+                .expression_attribute_names("#left", "remaining")
+                .expression_attribute_values(":left", crate::items::n(shard.size - take))
+                .send()
+                .await
+                .unwrap();
+        }
+        for chunk in items.chunks(25) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|item| {
+                    WriteRequest::builder()
+                        .put_request(PutRequest::builder().set_item(Some(item.clone())).build().unwrap())
+                        .build()
+                })
+                .collect();
+            while !requests.is_empty() {
+                let out =
+                    self.client.batch_write_item().request_items(&self.tables.claims, requests).send().await.unwrap();
+                requests =
+                    out.unprocessed_items().and_then(|u| u.get(&self.tables.claims)).cloned().unwrap_or_default();
+            }
+        }
+        coupons
+    }
 }

@@ -7,9 +7,14 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use firstcome_core::testkit::{now, open_campaign, user};
-use firstcome_core::{CampaignStore, ClaimStore, CouponCode, StoreClaim};
+use firstcome_core::testkit::{campaign_at, now, open_campaign, user};
+use firstcome_core::{
+    CacheConfig, CampaignChanges, CampaignStore, ClaimOutcome, ClaimStore, CouponCode, EndOutcome, Issuer, StoreClaim,
+    StoreError,
+};
+use firstcome_store_dynamo::DynamoStore;
 use firstcome_store_dynamo::testkit::{fresh_tables, sdk_config, store};
+use time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -17,13 +22,35 @@ use tokio::net::{TcpListener, TcpStream};
 enum Fault {
     /// Cancelled as if another transaction held the shard (reason `TransactionConflict`).
     Conflict,
+    /// The same, answered only after this many milliseconds: the caller retries late.
+    SlowConflict(u64),
     /// `ThrottlingException`.
     Throttle,
     /// Forwarded and applied, then the connection is dropped before the answer.
     LoseAnswer,
+    /// Forwarded and applied, then answered `500 InternalServerError`.
+    ApplyThen500,
+    /// Not forwarded; answered `500 InternalServerError`.
+    Fail500,
+    /// A `GetItem` of a claim item, not forwarded: answered `500 InternalServerError`.
+    FailRead,
+    /// A `GetItem`, forwarded after this many milliseconds.
+    SlowRead(u64),
 }
 
-/// Faults to apply, in order, to the next `TransactWriteItems` calls; everything else passes.
+impl Fault {
+    /// Whether `request` is a call this fault is for; the script waits for the next such call.
+    fn applies(self, request: &str) -> bool {
+        match self {
+            // Reads of a user's claim item (keyed by campaign and user), not of stock shards.
+            Fault::FailRead => request.contains("DynamoDB_20120810.GetItem") && request.contains(r#""user":"#),
+            Fault::SlowRead(_) => request.contains("DynamoDB_20120810.GetItem"),
+            _ => request.contains("DynamoDB_20120810.TransactWriteItems"),
+        }
+    }
+}
+
+/// Faults to apply, in order, each to the next call of its operation; everything else passes.
 type Script = Arc<Mutex<VecDeque<Fault>>>;
 
 /// Reads one HTTP/1.1 request (head and Content-Length body); `None` at end of stream.
@@ -64,6 +91,15 @@ fn canned(kind: &str, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+fn server_error() -> Vec<u8> {
+    let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected"}"#;
+    format!(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/x-amz-json-1.0\r\nx-amzn-requestid: injected\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 async fn proxy(upstream: String, script: Script, requests: Arc<AtomicUsize>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -74,18 +110,34 @@ async fn proxy(upstream: String, script: Script, requests: Arc<AtomicUsize>) -> 
             tokio::spawn(async move {
                 while let Some(request) = read_request(&mut client).await {
                     requests.fetch_add(1, Ordering::SeqCst);
-                    let transact = String::from_utf8_lossy(&request).contains("DynamoDB_20120810.TransactWriteItems");
-                    let fault = if transact { script.lock().unwrap().pop_front() } else { None };
+                    let text = String::from_utf8_lossy(&request).into_owned();
+                    let fault = {
+                        let mut script = script.lock().unwrap();
+                        let next = script.front().copied().filter(|f| f.applies(&text));
+                        next.inspect(|_| {
+                            script.pop_front();
+                        })
+                    };
+                    let conflict = r#","CancellationReasons":[{"Code":"TransactionConflict","Message":"injected"},{"Code":"None"}]"#;
                     match fault {
                         Some(Fault::Conflict) => {
-                            let reasons = r#","CancellationReasons":[{"Code":"TransactionConflict","Message":"injected"},{"Code":"None"}]"#;
-                            let _ = client.write_all(&canned("TransactionCanceledException", reasons)).await;
+                            let _ = client.write_all(&canned("TransactionCanceledException", conflict)).await;
+                            continue;
+                        }
+                        Some(Fault::SlowConflict(ms)) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            let _ = client.write_all(&canned("TransactionCanceledException", conflict)).await;
                             continue;
                         }
                         Some(Fault::Throttle) => {
                             let _ = client.write_all(&canned("ThrottlingException", "")).await;
                             continue;
                         }
+                        Some(Fault::Fail500 | Fault::FailRead) => {
+                            let _ = client.write_all(&server_error()).await;
+                            continue;
+                        }
+                        Some(Fault::SlowRead(ms)) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
                         _ => {}
                     }
                     // moto answers `Connection: close`: one upstream connection per request.
@@ -100,6 +152,10 @@ async fn proxy(upstream: String, script: Script, requests: Arc<AtomicUsize>) -> 
                     if fault == Some(Fault::LoseAnswer) {
                         return; // applied upstream; the client never hears of it
                     }
+                    if fault == Some(Fault::ApplyThen500) {
+                        let _ = client.write_all(&server_error()).await;
+                        return; // applied upstream; the client hears "internal error"
+                    }
                     if client.write_all(&response).await.is_err() {
                         return;
                     }
@@ -111,18 +167,108 @@ async fn proxy(upstream: String, script: Script, requests: Arc<AtomicUsize>) -> 
     url
 }
 
-async fn faulty_store(script: Script) -> firstcome_store_dynamo::DynamoStore {
+async fn faulty_store(script: Script) -> DynamoStore {
     counted_store(script, Arc::default()).await
 }
 
-async fn counted_store(script: Script, requests: Arc<AtomicUsize>) -> firstcome_store_dynamo::DynamoStore {
+async fn counted_store(script: Script, requests: Arc<AtomicUsize>) -> DynamoStore {
+    stores(script, requests).await.0
+}
+
+/// A store behind the proxy and another container's store on the same tables, straight to the
+/// endpoint.
+async fn stores(script: Script, requests: Arc<AtomicUsize>) -> (DynamoStore, DynamoStore) {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("run through `cargo xtask test`");
     let upstream = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let config = sdk_config().await;
-    let tables = fresh_tables(&aws_sdk_dynamodb::Client::new(&config)).await;
+    let direct = aws_sdk_dynamodb::Client::new(&config);
+    let tables = fresh_tables(&direct).await;
     let url = proxy(upstream, script, requests).await;
     let faulty = aws_sdk_dynamodb::config::Builder::from(&config).endpoint_url(url).build();
-    store(aws_sdk_dynamodb::Client::from_conf(faulty), tables, 2)
+    (store(aws_sdk_dynamodb::Client::from_conf(faulty), tables.clone(), 2), store(direct, tables, 2))
+}
+
+fn issuer(s: DynamoStore) -> Issuer {
+    let s = Arc::new(s);
+    Issuer::new(s.clone(), s.clone(), s, CacheConfig::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_still_retrying_after_an_end_is_answered_closed() {
+    let script: Script = Arc::default();
+    let (s, other) = stores(script.clone(), Arc::default()).await;
+    let c = open_campaign("faults-end", 5);
+    s.insert_campaign(&c).await.unwrap();
+    // The claim's first transaction is refused as a conflict, late: it retries after the end.
+    script.lock().unwrap().push_back(Fault::SlowConflict(800));
+    let (id, started) = (c.id.clone(), now());
+    let claim = tokio::spawn(async move { s.claim(&id, &user(1), CouponCode::generate(), started).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let ended = other.end_campaign(&c.id, now()).await.unwrap();
+    assert!(matches!(ended, EndOutcome::Ended(_)), "{ended:?}");
+    // Everything this claim decides now is decided after "end now" answered.
+    assert_eq!(claim.await.unwrap().unwrap(), StoreClaim::Closed);
+    assert_eq!(other.issued(&c.id).await.unwrap(), 0, "nothing issued after the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_decided_after_the_opening_is_refused() {
+    let script: Script = Arc::default();
+    let s = faulty_store(script.clone()).await;
+    let t = now();
+    let c = campaign_at("faults-edit-late", 5, t + Duration::milliseconds(300));
+    s.insert_campaign(&c).await.unwrap();
+    // The edit is asked "before" the opening; its read of the campaign comes back after it.
+    script.lock().unwrap().push_back(Fault::SlowRead(700));
+    let later = CampaignChanges { total: Some(1), opens_at: Some(t + Duration::hours(1)), ..Default::default() };
+    let next = later.apply(&c, t).unwrap();
+    let edit = s.update_campaign(&next, c.version, t).await;
+    assert!(matches!(edit, Err(StoreError::Frozen)), "{edit:?}");
+    assert_eq!(s.campaign(&c.id).await.unwrap(), Some(c), "the terms at the opening stay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_applies_and_then_answers_500_is_issued() {
+    let script: Script = Arc::default();
+    let (s, other) = stores(script.clone(), Arc::default()).await;
+    let c = open_campaign("faults-500", 5);
+    s.insert_campaign(&c).await.unwrap();
+    // The write lands and answers 500, and so does every retry the SDK makes of it.
+    script.lock().unwrap().extend([Fault::ApplyThen500, Fault::Fail500, Fault::Fail500, Fault::Fail500]);
+    let engine = issuer(s);
+    let outcome = engine.claim(&c.id, &user(1), now()).await;
+    script.lock().unwrap().clear();
+    let Ok(ClaimOutcome::Issued(coupon)) = outcome else { panic!("a coupon exists: {outcome:?}") };
+    assert_eq!(other.coupon_of(&c.id, &user(1)).await.unwrap(), Some(coupon.clone()));
+    assert_eq!(other.issued(&c.id).await.unwrap(), 1);
+    // The next click gets the same coupon.
+    assert_eq!(engine.claim(&c.id, &user(1), now()).await.unwrap(), ClaimOutcome::AlreadyIssued(coupon));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_a_write_may_have_applied_every_later_failure_is_unknown() {
+    let script: Script = Arc::default();
+    let s = faulty_store(script.clone()).await;
+    let c = open_campaign("faults-unknown", 5);
+    s.insert_campaign(&c).await.unwrap();
+    // The write lands and its answer is lost (the SDK's retries of it meet 500s); then the
+    // store's read of the claim item fails too.
+    let faults = [Fault::LoseAnswer, Fault::Fail500, Fault::Fail500, Fault::FailRead, Fault::FailRead, Fault::FailRead];
+    script.lock().unwrap().extend(faults);
+    let code = CouponCode::generate();
+    let first = s.claim(&c.id, &user(1), code, now()).await;
+    script.lock().unwrap().clear();
+    assert!(
+        matches!(first, Err(StoreError::Unknown(_))),
+        "never 'not done' after a write that may have applied: {first:?}"
+    );
+    // The engine's read-back then finds it.
+    assert_eq!(s.coupon_of(&c.id, &user(1)).await.unwrap().map(|c| c.code), Some(code));
+    // Through the engine the same faults end in the coupon, not a failure.
+    script.lock().unwrap().extend(faults);
+    let outcome = issuer(s).claim(&c.id, &user(2), now()).await;
+    script.lock().unwrap().clear();
+    assert!(matches!(outcome, Ok(ClaimOutcome::Issued(_))), "{outcome:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -429,11 +429,12 @@ enum Wait {
 
 #[async_trait]
 impl ClaimStore for SqliteStore {
-    async fn claim(
+    async fn claim_with_ticket(
         &self,
         campaign: &CampaignId,
         user: &UserId,
         code: CouponCode,
+        ticket: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<StoreClaim, StoreError> {
         self.check()?;
@@ -450,6 +451,10 @@ impl ClaimStore for SqliteStore {
                 }
                 if st.issued >= st.campaign.total {
                     return Ok(StoreClaim::SoldOut);
+                }
+                // Against the terms under this lock, not the engine's copy (one hash).
+                if let Err(e) = st.campaign.check_ticket(user, ticket) {
+                    return Ok(StoreClaim::Ticket(e));
                 }
                 if !st.presized {
                     let want = (st.campaign.total as usize).min(PRESIZE_CAP).saturating_sub(st.winners.len());

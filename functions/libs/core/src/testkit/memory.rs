@@ -90,11 +90,12 @@ impl CampaignStore for MemoryStore {
 
 #[async_trait]
 impl ClaimStore for MemoryStore {
-    async fn claim(
+    async fn claim_with_ticket(
         &self,
         id: &CampaignId,
         user: &UserId,
         code: CouponCode,
+        ticket: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<StoreClaim, StoreError> {
         let mut st = self.lock();
@@ -111,6 +112,9 @@ impl ClaimStore for MemoryStore {
         let issued = stored.winners.len() as u32;
         if issued >= stored.campaign.total {
             return Ok(StoreClaim::SoldOut);
+        }
+        if let Err(e) = stored.campaign.check_ticket(user, ticket) {
+            return Ok(StoreClaim::Ticket(e));
         }
         let coupon = stored.campaign.coupon_for(user.clone(), code, issued + 1, now);
         stored.winners.insert(user.clone(), coupon.clone());

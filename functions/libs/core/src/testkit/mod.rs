@@ -419,6 +419,87 @@ pub async fn two_issuers_share_one_store<S: CampaignStore + ClaimStore + LedgerS
     assert!(matches!(b.view(&ghost, open).await, Err(IssuerError::NotFound)));
 }
 
+fn solve(c: &Campaign, u: usize) -> u64 {
+    firstcome_ticket::Puzzle::new(c.pow_bits, c.id.as_str(), user(u).as_str(), &c.nonce)
+        .search(0, u64::MAX)
+        .expect("a ticket exists")
+}
+
+/// The store checks a claim's ticket against its own terms: an engine whose copy asked for no
+/// ticket (or another nonce) cannot get a claim past it.
+pub async fn claims_are_checked_against_the_stored_ticket<S: CampaignStore + ClaimStore>(s: Arc<S>, _: Spawn) {
+    let t = now();
+    let c = campaign_at("contract-ticket", 3, t + Duration::hours(1));
+    s.insert_campaign(&c).await.unwrap();
+    // Marketing asks for a ticket after the engines read the campaign without one.
+    let ticketed = CampaignChanges { pow_bits: Some(6), ..Default::default() }.apply(&c, t).unwrap();
+    s.update_campaign(&ticketed, c.version, t).await.unwrap();
+    let stored = s.campaign(&c.id).await.unwrap().unwrap();
+    assert_eq!(stored.pow_bits, 6);
+    let at = c.opens_at;
+    let claim = |u: usize, ticket: Option<u64>| {
+        let s = s.clone();
+        let id = c.id.clone();
+        async move { s.claim_with_ticket(&id, &user(u), CouponCode::generate(), ticket, at).await.unwrap() }
+    };
+    assert_eq!(claim(1, None).await, StoreClaim::Ticket(crate::TicketError::Required));
+    // A ticket for the version the engine knew (another nonce) is not one for the stored terms.
+    let old_nonce = Campaign { pow_bits: 6, ..c.clone() };
+    let stale = solve(&old_nonce, 1);
+    let refused = claim(1, Some(stale)).await;
+    if !firstcome_ticket::Puzzle::new(6, c.id.as_str(), user(1).as_str(), &stored.nonce).verify(stale) {
+        assert_eq!(refused, StoreClaim::Ticket(crate::TicketError::Invalid));
+    }
+    let StoreClaim::Issued(coupon) = claim(1, Some(solve(&stored, 1))).await else { panic!("a good ticket issues") };
+    assert_eq!(s.issued(&c.id).await.unwrap(), 1, "refusals took no stock");
+    // A winner asking again gets the coupon back, ticket or not.
+    assert_eq!(claim(1, None).await, StoreClaim::Existing(coupon));
+}
+
+/// Two engines, one store, at the opening instant, against an engine's stale copy: a copy read
+/// while scheduled never answers "open" (nor reveals the nonce) without being re-read, and a copy
+/// whose ticket terms are behind the store's cannot get a claim past it.
+pub async fn a_stale_copy_never_opens_early_or_skips_the_ticket<
+    S: CampaignStore + ClaimStore + LedgerStore + 'static,
+>(
+    s: Arc<S>,
+    _: Spawn,
+) {
+    let make = || Issuer::new(s.clone(), s.clone(), s.clone(), CacheConfig::default());
+    let (a, b) = (make(), make());
+    let t0 = now() + Duration::minutes(10);
+    let ms = Duration::milliseconds;
+
+    // A reads a ticketed campaign before T0; B reschedules it an hour later. (The instants are
+    // seconds apart: a store checks an edit at its own time of deciding, which a slow emulated
+    // endpoint takes a while to reach.)
+    let mut ticketed = campaign_at("stale-copy-nonce", 10, t0);
+    ticketed.pow_bits = 8;
+    let c = b.create(ticketed, t0 - Duration::minutes(1)).await.unwrap();
+    assert_eq!(a.view(&c.id, t0 - ms(5000)).await.unwrap().status, crate::Status::Scheduled);
+    let later = CampaignChanges { opens_at: Some(t0 + Duration::hours(1)), ..Default::default() };
+    let moved = b.update(&c.id, later, Some(c.version), t0 - ms(4000)).await.unwrap();
+    assert_ne!(moved.nonce, c.nonce, "a new version, a new nonce");
+    // At T0 + 0.1 s (well within A's TTL) A must not serve its copy as open.
+    let view = a.view(&c.id, t0 + ms(100)).await.unwrap();
+    assert_eq!(view.status, crate::Status::Scheduled, "a copy read while scheduled is re-read at its opening");
+    assert_eq!(view.campaign.revealed_nonce(t0 + ms(100)), None, "no nonce before the stored opens_at");
+    assert_eq!(a.claim(&c.id, &user(1), t0 + ms(100)).await.unwrap(), ClaimOutcome::NotOpen);
+
+    // A's clock runs ahead of B's: it reads a ticketless campaign "after" T0 and keeps it as
+    // final, while B adds a ticket "before" T0. The store's terms decide the claim.
+    let d = b.create(campaign_at("stale-copy-ticket", 10, t0), t0 - Duration::minutes(1)).await.unwrap();
+    assert_eq!(a.view(&d.id, t0 + ms(10)).await.unwrap().status, crate::Status::Open);
+    let ticket = CampaignChanges { pow_bits: Some(8), ..Default::default() };
+    b.update(&d.id, ticket, Some(d.version), t0 - ms(4000)).await.unwrap();
+    let refused = a.claim(&d.id, &user(1), t0 + ms(20)).await;
+    assert!(
+        matches!(refused, Err(IssuerError::Ticket(crate::TicketError::Required))),
+        "no claim without the stored ticket: {refused:?}"
+    );
+    assert_eq!(s.issued(&d.id).await.unwrap(), 0);
+}
+
 /// A `Spawn` on the current tokio runtime; used by the suite macros.
 #[macro_export]
 #[doc(hidden)]
@@ -463,7 +544,9 @@ macro_rules! claim_store_contract {
             campaigns_have_separate_stock_and_winners,
             concurrent_claims_never_oversell,
             an_edit_racing_the_opening_never_splits_the_terms,
+            claims_are_checked_against_the_stored_ticket,
             two_issuers_share_one_store,
+            a_stale_copy_never_opens_early_or_skips_the_ticket,
         );
     };
 }
