@@ -87,6 +87,8 @@ pub struct Answer<T> {
     pub etag: Option<String>,
     pub sent_ms: f64,
     pub received_ms: f64,
+    /// Served from a cache (`Age`, `X-Cache`): not a clock sample.
+    pub cached: bool,
 }
 
 /// One request. `fresh`: bypass the browser cache (clock samples must not be a second old).
@@ -124,17 +126,17 @@ impl<'a> Call<'a> {
     }
 
     pub async fn json<T: DeserializeOwned>(self) -> Result<Answer<T>, Failure> {
-        let (status, etag, text, sent_ms, received_ms) = self.raw().await?;
+        let (status, etag, cached, text, sent_ms, received_ms) = self.raw().await?;
         let value = from_json(&text).ok_or_else(|| Failure::Network("unreadable answer".into()))?;
-        Ok(Answer { status, value, etag, sent_ms, received_ms })
+        Ok(Answer { status, value, etag, sent_ms, received_ms, cached })
     }
 
     /// The body as text (the CSV download).
     pub async fn text(self) -> Result<String, Failure> {
-        Ok(self.raw().await?.2)
+        Ok(self.raw().await?.3)
     }
 
-    async fn raw(self) -> Result<(u16, Option<String>, String, f64, f64), Failure> {
+    async fn raw(self) -> Result<(u16, Option<String>, bool, String, f64, f64), Failure> {
         let mut req = RequestBuilder::new(self.path).method(self.method);
         if self.fresh {
             req = req.cache(RequestCache::NoStore);
@@ -160,9 +162,10 @@ impl<'a> Call<'a> {
         let headers = res.headers();
         let retry_after = headers.get("retry-after").as_deref().and_then(parse_retry_after);
         let etag = headers.get("etag");
+        let cached = crate::clock::from_a_cache(headers.get("age").as_deref(), headers.get("x-cache").as_deref());
         let text = res.text().await.map_err(|e| Failure::Network(e.to_string()))?;
         if (200..300).contains(&status) {
-            return Ok((status, etag, text, sent_ms, received_ms));
+            return Ok((status, etag, cached, text, sent_ms, received_ms));
         }
         Err(match from_json::<ErrorBody>(&text) {
             Some(body) => Failure::Api { status, body, retry_after },

@@ -39,6 +39,15 @@ impl ClockSync {
     }
 }
 
+/// Whether an answer came from a cache (a CDN's `Age`, CloudFront's `X-Cache: Hit ...`): its
+/// `server_time` is as old as the copy, so it must never teach the clock (an edge hit has the
+/// smallest round trip of all and would win, making the page start late).
+pub fn from_a_cache(age: Option<&str>, x_cache: Option<&str>) -> bool {
+    age.is_some_and(|a| a.trim().parse::<u64>().map_or(true, |secs| secs > 0))
+        // "Hit", and "RefreshHit" (revalidated: the body is still the old copy).
+        || x_cache.is_some_and(|x| x.to_ascii_lowercase().contains("hit"))
+}
+
 /// `HH:MM:SS` until the target (rounded up, so it reads 00:00:00 only at T0), or days first.
 pub fn countdown(ms_left: f64) -> String {
     let secs = (ms_left.max(0.0) / 1000.0).ceil() as u64;
@@ -49,6 +58,16 @@ pub fn countdown(ms_left: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_answers_are_told_apart() {
+        assert!(!from_a_cache(None, None), "from the origin");
+        assert!(!from_a_cache(Some("0"), Some("Miss from cloudfront")));
+        assert!(from_a_cache(Some("1"), None));
+        assert!(from_a_cache(Some("junk"), None), "an Age we cannot read is not trusted");
+        assert!(from_a_cache(None, Some("Hit from cloudfront")));
+        assert!(from_a_cache(Some("0"), Some("RefreshHit from cloudfront")), "revalidated, still the old body");
+    }
 
     #[test]
     fn a_device_ten_minutes_fast_still_gets_server_time() {

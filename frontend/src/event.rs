@@ -330,7 +330,9 @@ async fn poll(
             Ok(a) => {
                 attempt = 0;
                 note.set(None);
-                clock.update(|c| c.add(a.sent_ms, a.received_ms, millis(a.value.server_time)));
+                if !a.cached {
+                    clock.update(|c| c.add(a.sent_ms, a.received_ms, millis(a.value.server_time)));
+                }
                 let c = a.value;
                 let wait = match c.status {
                     CampaignStatus::SoldOut | CampaignStatus::Closed => None,

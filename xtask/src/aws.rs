@@ -105,6 +105,8 @@ pub fn lint(root: &Path) -> anyhow::Result<()> {
             .args(["--ignore-checks", "ES1001", "--"])
             .arg(&translated),
     )?;
+    // The edge WAF's own stack (plain CloudFormation, deployed in us-east-1).
+    crate::run(Command::new("cfn-lint").args(["--regions", "us-east-1", "--"]).arg(root.join("infra/waf.yaml")))?;
     let workflows: Vec<PathBuf> = std::fs::read_dir(root.join(".github/workflows"))
         .context("reading .github/workflows")?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -273,8 +275,20 @@ impl Watch {
 
 /// Every function answers its shipped events (infra/events) as the README says it does, run by
 /// `cargo lambda` against the emulated tables and queues.
+/// The origin secret the shipped API events carry (`x-firstcome-origin`): start `cargo lambda
+/// watch` with `FIRSTCOME_ORIGIN_SECRET` set to it to invoke them by hand.
+pub const SHIPPED_EVENTS_ORIGIN_SECRET: &str = "shipped-events-origin-secret-not-for-a-stack";
+
+/// `env` with `FIRSTCOME_ORIGIN_SECRET` set to `secret` (the template's parameter has no default).
+fn with_origin_secret(mut env: Vec<(String, String)>, secret: &str) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != "FIRSTCOME_ORIGIN_SECRET");
+    env.push(("FIRSTCOME_ORIGIN_SECRET".into(), secret.into()));
+    env
+}
+
 pub fn invoke_shipped_events(root: &Path, emulator: &Emulator) -> anyhow::Result<()> {
     let env = provision(root, emulator, &format!("invoke{}", std::process::id()))?;
+    let env = with_origin_secret(env, SHIPPED_EVENTS_ORIGIN_SECRET);
     let watch = Watch::start(root, &env, emulator, 1)?;
     let events = root.join("infra/events");
     let http = |function: &str, event: &str, status: u64| -> anyhow::Result<serde_json::Value> {
@@ -304,7 +318,7 @@ pub fn invoke_shipped_events(root: &Path, emulator: &Emulator) -> anyhow::Result
         bail!("ledger-batch.json: expected exactly the malformed record to fail, got {batch}");
     }
     let tick = watch.invoke("reconciler", &events.join("reconciler-tick.json"))?;
-    if tick != serde_json::json!({ "sent": 0 }) {
+    if tick["sent"] != 0 || tick["failed"] != 0 || tick["complete"] != true {
         bail!("reconciler-tick.json: expected nothing to re-send, got {tick}");
     }
     eprintln!("xtask> every function answered its shipped events");
@@ -320,6 +334,9 @@ pub struct Stack {
     gateway: Group,
     _watch: Watch,
     pub url: String,
+    /// `cargo lambda watch`'s Lambda Invoke API: the functions without the distribution in front
+    /// (what the execute-api endpoint is on AWS).
+    pub lambda_url: String,
     pub data_dir: PathBuf,
     pub env: Vec<(String, String)>,
 }
@@ -333,7 +350,12 @@ impl Stack {
         site: Option<&Path>,
     ) -> anyhow::Result<Self> {
         crate::build_workspace_bins()?;
-        let env = provision(root, emulator, name)?;
+        // The stack's origin secret, as the deploy passes one: the functions refuse requests
+        // without it, firstcome-emulate adds it as CloudFront does.
+        let mut random = [0u8; 24];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
+        let origin_secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let env = with_origin_secret(provision(root, emulator, name)?, &origin_secret);
         let routes = root.join(format!("target/aws/{name}-routes.json"));
         crate::run(emulator_py(root, "routes").arg(root.join("template.yaml")).arg(&routes))?;
         // Several processes per function: what one container caches, the others do not see.
@@ -382,6 +404,7 @@ impl Stack {
                 &get("EMULATED_LEDGERQUEUE_ARN")?,
             ])
             .envs(sdk_env(&emulator.url))
+            .env("FIRSTCOME_ORIGIN_SECRET", &origin_secret)
             .stdout(Stdio::piped());
         if let Some(site) = site {
             cmd.arg("--site-dir").arg(site);
@@ -395,7 +418,8 @@ impl Stack {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Ok(Self { gateway, _watch: watch, url, data_dir, env })
+        let lambda_url = format!("http://127.0.0.1:{}", watch.port);
+        Ok(Self { gateway, _watch: watch, url, lambda_url, data_dir, env })
     }
 
     /// Blocks until Ctrl-C (or SIGTERM), then stops everything: the children run in their own

@@ -235,6 +235,7 @@ fn test_everything(root: &Path, env: &[(&str, String)], emulator: &aws::Emulator
             .envs(aws::sdk_env(&emulator.url))
             .envs(stack.env.iter().map(|(k, v)| (k, v)))
             .env("FIRSTCOME_EMULATE_URL", &stack.url)
+            .env("FIRSTCOME_EMULATE_LAMBDA_URL", &stack.lambda_url)
             .env("FIRSTCOME_EMULATE_DATA", &stack.data_dir),
         &mut totals,
     );

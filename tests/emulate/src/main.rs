@@ -76,6 +76,10 @@ struct Args {
     /// Serve the built page at every other path (what CloudFront does on AWS).
     #[arg(long)]
     site_dir: Option<PathBuf>,
+    /// What CloudFront adds to every API request (`x-firstcome-origin`): this URL plays the
+    /// distribution and the API at once, so it adds it as the distribution would.
+    #[arg(long, env = "FIRSTCOME_ORIGIN_SECRET")]
+    origin_secret: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +127,7 @@ struct Gateway {
     lambda: String,
     client: Client<HttpConnector, Full<Bytes>>,
     requests: AtomicU64,
+    origin_secret: String,
 }
 
 impl Gateway {
@@ -169,7 +174,12 @@ async fn handle(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<S
         None
     };
     let mut headers = serde_json::Map::new();
+    // The distribution's origin header, whatever the client sent in its name.
+    headers.insert(firstcome_aws::lambda::ORIGIN_HEADER.to_owned(), Value::String(gw.origin_secret.clone()));
     for (name, value) in &parts.headers {
+        if name.as_str() == firstcome_aws::lambda::ORIGIN_HEADER {
+            continue;
+        }
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         match headers.get_mut(name.as_str()) {
             Some(Value::String(joined)) => *joined = format!("{joined},{value}"),
@@ -372,6 +382,7 @@ async fn main() -> anyhow::Result<()> {
         lambda: args.lambda.trim_end_matches('/').to_owned(),
         client,
         requests: AtomicU64::new(0),
+        origin_secret: args.origin_secret.clone(),
     });
     let sqs = aws_sdk_sqs_client().await;
     let source = firstcome_aws::SqsEventSource::new(sqs, &args.ledger_queue_url, &args.ledger_queue_arn);

@@ -379,3 +379,42 @@ async fn a_customer_signs_up_on_the_page_and_claims_at_t0() {
     }
     b.screenshot("admin").await;
 }
+
+/// The functions behind the distribution answer only what came through it: an event straight to a
+/// function (the execute-api endpoint on AWS), even one claiming a viewer address, gets 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_around_the_distribution_is_refused() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let lambda = std::env::var("FIRSTCOME_EMULATE_LAMBDA_URL").expect("FIRSTCOME_EMULATE_LAMBDA_URL");
+    let secret = std::env::var("FIRSTCOME_ORIGIN_SECRET").expect("the stack's FIRSTCOME_ORIGIN_SECRET");
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/events/campaign-list.json");
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
+    let http = invoke_campaign(&lambda);
+    let headers = event["headers"].as_object_mut().unwrap();
+    headers.remove("x-firstcome-origin");
+    headers.insert("cloudfront-viewer-address".into(), json!("198.51.100.1:443"));
+    let answer = http(event.clone()).await;
+    assert_eq!(answer["statusCode"], 403, "{answer}");
+    let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"], "forbidden", "{body}");
+    event["headers"]["x-firstcome-origin"] = json!("not-the-secret-but-long-enough-to-look-right");
+    assert_eq!(http(event.clone()).await["statusCode"], 403);
+    // What the distribution sends (the stack's secret) is answered.
+    event["headers"]["x-firstcome-origin"] = json!(secret);
+    let answer = http(event).await;
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+}
+
+/// POSTs an event to `cargo lambda watch`'s Invoke API for the `campaign` function.
+fn invoke_campaign(lambda: &str) -> impl Fn(Value) -> futures::future::BoxFuture<'static, Value> {
+    let url = format!("{lambda}/2015-03-31/functions/campaign/invocations");
+    move |event: Value| {
+        let url = url.clone();
+        Box::pin(async move {
+            let client = firstcome_rehearse::Client::new();
+            let (status, answer) = client.post(&url, None, Some(&event)).await.unwrap();
+            assert_eq!(status, 200, "the invoke itself: {answer}");
+            answer
+        })
+    }
+}

@@ -26,6 +26,17 @@ fn now() -> OffsetDateTime {
 /// How long a CDN or browser may reuse a public campaign view: the issued count it carries is
 /// up to this stale anyway (the engine re-reads it at most once a second).
 const PUBLIC_CACHE: HeaderValue = HeaderValue::from_static("public, max-age=1");
+/// While a campaign is scheduled and for the first seconds after it opens, no copy may be kept
+/// anywhere: a copy made before T0 would say "scheduled" (and carry no nonce) past T0, and its
+/// old `server_time` would make the page's clock late; a bot at the origin would start first.
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+/// How long after `opens_at` the views stay uncached (the page's first polls after T0).
+pub const UNCACHED_AFTER_OPENING: time::Duration = time::Duration::seconds(5);
+
+/// The view's caching: none around the opening, a second otherwise.
+fn cache_for(opens_at: OffsetDateTime, now: OffsetDateTime) -> HeaderValue {
+    if now < opens_at + UNCACHED_AFTER_OPENING { NO_STORE } else { PUBLIC_CACHE }
+}
 
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
@@ -35,7 +46,8 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(
     get, path = "/api/campaigns", tag = "public",
     description = "Campaigns open now (first) and upcoming (by opening time), at most 100. Served \
-        from a snapshot at most about a second old, with `Cache-Control: public, max-age=1`.",
+        from a snapshot at most about a second old, with `Cache-Control: public, max-age=1` (`no-store` \
+        from a second before any listed campaign opens until 5 s after).",
     responses(
         (status = 200, body = CampaignList, headers(("Cache-Control" = String))),
         (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
@@ -45,8 +57,14 @@ pub async fn public_campaigns(State(s): State<AppState>) -> Result<Response, Api
     let now = now();
     let views = s.issuer.listing(now, MAX_LISTED).await?;
     let campaigns = views.iter().map(|v| convert::campaign(v, now)).collect();
+    // A copy of the list made in the second before an opening would outlive it (saying
+    // "scheduled"): uncached from then until the views are cached again.
+    let near = |opens_at: OffsetDateTime| {
+        now >= opens_at - time::Duration::seconds(1) && now < opens_at + UNCACHED_AFTER_OPENING
+    };
+    let cache = if views.iter().any(|v| near(v.campaign.opens_at)) { NO_STORE } else { PUBLIC_CACHE };
     let mut res = Json(CampaignList { campaigns, server_time: now }).into_response();
-    res.headers_mut().insert(CACHE_CONTROL, PUBLIC_CACHE);
+    res.headers_mut().insert(CACHE_CONTROL, cache);
     Ok(res)
 }
 
@@ -54,7 +72,8 @@ pub async fn public_campaigns(State(s): State<AppState>) -> Result<Response, Api
     get, path = "/api/campaigns/{id}", tag = "public",
     description = "The campaign as the event page shows it. Served from the engine's memory, not a \
         store read per request: `remaining` may lag the store by up to about a second (exact once \
-        sold out), and the answer carries `Cache-Control: public, max-age=1` so a CDN absorbs polling.",
+        sold out), and the answer carries `Cache-Control: public, max-age=1` so a CDN absorbs polling \
+        (`no-store` while scheduled and for 5 s after `opens_at`: no copy from before T0 outlives it).",
     params(IdParam),
     responses(
         (status = 200, body = Campaign, headers(("Cache-Control" = String))),
@@ -67,7 +86,7 @@ pub async fn get_campaign(State(s): State<AppState>, CampaignPath(id): CampaignP
     let now = now();
     let view = s.issuer.view(&id, now).await?;
     let mut res = Json(convert::campaign(&view, now)).into_response();
-    res.headers_mut().insert(CACHE_CONTROL, PUBLIC_CACHE);
+    res.headers_mut().insert(CACHE_CONTROL, cache_for(view.campaign.opens_at, now));
     Ok(res)
 }
 

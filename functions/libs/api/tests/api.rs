@@ -332,10 +332,20 @@ async fn auth_failures_are_401_and_403() {
 #[tokio::test]
 async fn public_views_may_be_cached_briefly_and_everything_else_never() {
     let app = app().await;
-    app.create("cache", 5, time::Duration::seconds(-5)).await;
+    app.create("cache", 5, time::Duration::seconds(-10)).await;
     let cache_control = |h: &HeaderMap| h["cache-control"].to_str().unwrap().to_owned();
     let (s, h, _) = app.send("GET", "/api/campaigns/cache", None, &[], None).await;
     assert_eq!((s, cache_control(&h)), (StatusCode::OK, "public, max-age=1".into()));
+    // Around the opening no copy may be kept: one made before T0 would say "scheduled" after it,
+    // and its old server_time would make the page's clock late.
+    app.create("cache-soon", 5, time::Duration::minutes(10)).await;
+    app.create("cache-just-opened", 5, time::Duration::seconds(-2)).await;
+    for id in ["cache-soon", "cache-just-opened"] {
+        let (s, h, _) = app.send("GET", &format!("/api/campaigns/{id}"), None, &[], None).await;
+        assert_eq!((s, cache_control(&h)), (StatusCode::OK, "no-store".into()), "{id}");
+    }
+    let (_, h, _) = app.send("GET", "/api/campaigns", None, &[], None).await;
+    assert_eq!(cache_control(&h), "no-store", "the list holds a campaign that opened 2 s ago");
     let alice = user_token("alice");
     for (m, p, t) in [
         ("POST", "/api/campaigns/cache/claims", Some(alice.as_str())),

@@ -26,6 +26,9 @@ pub struct Config {
     pub reconcile_park_after: Duration,
     /// `FIRSTCOME_ALLOWED_ORIGINS`: origins whose pages may call the API from a browser (CORS).
     pub origins: Vec<firstcome_api::HeaderValue>,
+    /// `FIRSTCOME_ORIGIN_SECRET`: what CloudFront adds to every API request (`x-firstcome-origin`);
+    /// the API functions refuse to start without one and answer 403 to a request without it.
+    pub origin_secret: Option<String>,
 }
 
 impl Config {
@@ -67,6 +70,18 @@ impl Config {
             )?)),
             origins: firstcome_api::parse_origins(&get("FIRSTCOME_ALLOWED_ORIGINS").unwrap_or_default())
                 .map_err(|reason| ConfigError::Invalid { name: "FIRSTCOME_ALLOWED_ORIGINS", reason })?,
+            origin_secret: match get("FIRSTCOME_ORIGIN_SECRET").filter(|v| !v.is_empty()) {
+                None => None,
+                Some(v) if v.len() >= 32 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+                    Some(v)
+                }
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        name: "FIRSTCOME_ORIGIN_SECRET",
+                        reason: "must be 32 or more characters of A-Z, a-z, 0-9, '-' and '_'".into(),
+                    });
+                }
+            },
         })
     }
 }
@@ -114,6 +129,12 @@ mod tests {
             let err = Config::from_lookup(env(&vars)).unwrap_err();
             assert!(matches!(err, ConfigError::Invalid { name: n, .. } if n == name), "{name}={bad}: {err}");
         }
+        let mut short = FULL.to_vec();
+        short.push(("FIRSTCOME_ORIGIN_SECRET", "guessable"));
+        assert!(matches!(
+            Config::from_lookup(env(&short)).unwrap_err(),
+            ConfigError::Invalid { name: "FIRSTCOME_ORIGIN_SECRET", .. }
+        ));
         let mut fixed = FULL.to_vec();
         fixed.push(("FIRSTCOME_SHARDS", "8"));
         assert!(matches!(Config::from_lookup(env(&fixed)).unwrap().shards, Shards::Fixed(8)));

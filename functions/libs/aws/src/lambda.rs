@@ -63,11 +63,31 @@ pub fn limits() -> firstcome_api::LimitConfig {
     firstcome_api::LimitConfig { request_timeout: REQUEST_TIMEOUT, ..Default::default() }
 }
 
+/// The header CloudFront adds to every request it sends to the API (template.yaml, the
+/// distribution's `api` origin), with the stack's `OriginSecret`.
+pub const ORIGIN_HEADER: &str = "x-firstcome-origin";
+
+/// Whether a request came through the distribution: it carries the origin secret. Compared in
+/// constant time (a timing oracle would let the secret be guessed a byte at a time).
+pub fn through_the_distribution(headers: &lambda_http::http::HeaderMap, secret: &str) -> bool {
+    let Some(given) = headers.get(ORIGIN_HEADER).map(|v| v.as_bytes()) else { return false };
+    given.len() == secret.len() && given.iter().zip(secret.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// The answer to a request that went around the distribution (straight to execute-api).
+fn around_the_distribution() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    firstcome_api::ApiError::Forbidden("use the site's address: the API answers only requests that came through it")
+        .into_response()
+}
+
 /// The shared router behind API Gateway (the `claim` and `campaign` functions).
 pub async fn serve_api() -> Result<(), Error> {
     init_logs();
     let metrics = init_metrics()?;
     let config = Config::from_env()?;
+    let origin_secret: Arc<str> =
+        config.origin_secret.clone().ok_or(crate::ConfigError::Missing("FIRSTCOME_ORIGIN_SECRET"))?.into();
     let (store, _) = store(&config).await;
     let guarded = Arc::new(Guarded::new(store, GuardConfig::lambda()));
     let issuer = Arc::new(Issuer::new(guarded.clone(), guarded.clone(), guarded, CacheConfig::default()));
@@ -82,8 +102,11 @@ pub async fn serve_api() -> Result<(), Error> {
     metrics_cloudwatch_embedded::lambda::service::run_http(
         metrics,
         service_fn(move |mut req: lambda_http::Request| {
-            let app = app.clone();
+            let (app, origin_secret) = (app.clone(), origin_secret.clone());
             async move {
+                if !through_the_distribution(req.headers(), &origin_secret) {
+                    return Ok(around_the_distribution());
+                }
                 if let Some(id) = identity(req.request_context_ref()) {
                     req.extensions_mut().insert(id);
                 }
@@ -91,9 +114,9 @@ pub async fn serve_api() -> Result<(), Error> {
                 if let Some(id) = request_id(req.request_context_ref()) {
                     req.extensions_mut().insert(firstcome_api::RequestId::Gateway(id.into()));
                 }
-                // The per-client limit keys on the viewer's address: CloudFront's header when the
-                // request came through the distribution (API Gateway then sees an edge address),
-                // else the address API Gateway saw.
+                // The per-client limit keys on the viewer's address: CloudFront's header, trusted
+                // because the request proved (above) that it came through the distribution (API
+                // Gateway then sees an edge address); else the address API Gateway saw.
                 let viewer = req.headers().get("cloudfront-viewer-address").and_then(|v| viewer_ip(v.to_str().ok()?));
                 if let Some(ip) = viewer.or_else(|| source_ip(req.request_context_ref())) {
                     req.extensions_mut().insert(ClientIp(ip));
@@ -270,6 +293,25 @@ mod tests {
             "the router must answer before the function is killed (API Gateway would answer 500)"
         );
         assert_eq!(limits().request_timeout, REQUEST_TIMEOUT);
+    }
+
+    #[test]
+    fn only_requests_carrying_the_origin_secret_came_through_the_distribution() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let with = |v: Option<&str>| {
+            let mut h = lambda_http::http::HeaderMap::new();
+            if let Some(v) = v {
+                h.insert(ORIGIN_HEADER, v.parse().unwrap());
+            }
+            through_the_distribution(&h, secret)
+        };
+        assert!(with(Some(secret)));
+        assert!(!with(None), "straight to execute-api");
+        assert!(!with(Some("0123456789abcdef0123456789abcdeF")));
+        assert!(!with(Some("0123456789abcdef")), "a prefix");
+        assert!(!with(Some(&format!("{secret}0"))));
+        let refused = around_the_distribution();
+        assert_eq!(refused.status(), 403);
     }
 
     #[test]
