@@ -177,6 +177,28 @@ pub fn app(local: &Local) -> axum::Router {
     firstcome_api::router_with_site(local.state.clone(), local.config.site_dir.as_deref().map(|d| site(d, dev_tokens)))
 }
 
+/// The client's address as a reverse proxy on this host reports it: the last `X-Forwarded-For`
+/// entry (the one the proxy itself appended; earlier entries are whatever the client claimed).
+pub fn forwarded_client(headers: &axum::http::HeaderMap) -> Option<std::net::IpAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?.to_str().ok()?;
+    last.rsplit(',').next()?.trim().parse().ok()
+}
+
+/// `app` behind a trusted reverse proxy (`--trust-proxy`): the per-client limit keys on the
+/// forwarded address, and only on a request whose peer is loopback (the proxy on this host).
+pub fn trusting_forwarded_for(app: axum::Router) -> axum::Router {
+    app.layer(axum::middleware::from_fn(|mut req: axum::extract::Request, next: axum::middleware::Next| async move {
+        let from_proxy = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .is_some_and(|c| c.0.ip().is_loopback());
+        if from_proxy && let Some(ip) = forwarded_client(req.headers()) {
+            req.extensions_mut().insert(firstcome_api::ClientIp(ip));
+        }
+        next.run(req).await
+    }))
+}
+
 /// Serves `local` on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
 /// requests (and so in-flight claims) finish, stops the ledger worker and flushes the store.
 pub async fn run(
@@ -266,4 +288,30 @@ pub async fn shutdown_signal() {
         }
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwarded_client_is_the_entry_the_proxy_appended() {
+        let headers = |values: &[&str]| {
+            let mut h = axum::http::HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", v.parse().unwrap());
+            }
+            h
+        };
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(forwarded_client(&headers(&["203.0.113.9"])), ip("203.0.113.9"));
+        assert_eq!(
+            forwarded_client(&headers(&["6.6.6.6, 203.0.113.9"])),
+            ip("203.0.113.9"),
+            "the client's own claim is not it"
+        );
+        assert_eq!(forwarded_client(&headers(&["6.6.6.6", "2001:db8::1"])), ip("2001:db8::1"));
+        assert_eq!(forwarded_client(&headers(&["not an address"])), None);
+        assert_eq!(forwarded_client(&headers(&[])), None);
+    }
 }

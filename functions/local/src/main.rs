@@ -57,6 +57,27 @@ struct Args {
     /// (`https://shop.example`); the page served here is same-origin and needs none.
     #[arg(long, value_parser = parse_origins, default_value = "")]
     allow_origin: Origins,
+    /// Behind a reverse proxy on this host (the shipped systemd unit binds 127.0.0.1 for one):
+    /// take each client's address from the last `X-Forwarded-For` entry the proxy appends, for
+    /// the per-client limit. Without it every client behind a proxy is the proxy's loopback.
+    /// Refuses `--dev-tokens` (everyone would be "this machine").
+    #[arg(long)]
+    trust_proxy: bool,
+}
+
+/// Flags that must not go together: dev sign-in trusts loopback peers, so it is refused unless
+/// the server listens on loopback only and no proxy makes remote clients look local.
+fn check_args(args: &Args) -> Result<(), String> {
+    if args.dev_tokens && !args.addr.ip().is_loopback() {
+        return Err(format!(
+            "--dev-tokens lets anyone who reaches it sign in as anyone: listen on a loopback address, not {}",
+            args.addr
+        ));
+    }
+    if args.dev_tokens && args.trust_proxy {
+        return Err("--dev-tokens cannot be used with --trust-proxy: behind a proxy every client is loopback".into());
+    }
+    Ok(())
 }
 
 /// One `--allow-origin` value: a comma-separated list (a bare `Vec` would make clap expect one
@@ -71,6 +92,7 @@ fn parse_origins(list: &str) -> Result<Origins, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    check_args(&args).map_err(anyhow::Error::msg)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // Lines go to stderr from a writer thread: an `issued` line per coupon written inline cost the
     // rush a write(2) each. Not lossy: when its buffer is full, logging waits rather than drops.
@@ -126,7 +148,9 @@ async fn main() -> anyhow::Result<()> {
             local.admin_token_path.display()
         );
     }
-    firstcome_local::run(listener, local, firstcome_local::shutdown_signal()).await.context("serving")?;
+    let app = firstcome_local::app(&local);
+    let app = if args.trust_proxy { firstcome_local::trusting_forwarded_for(app) } else { app };
+    firstcome_local::run_app(listener, local, app, firstcome_local::shutdown_signal()).await.context("serving")?;
     Ok(())
 }
 
@@ -155,5 +179,18 @@ mod tests {
         assert_eq!(args.allow_origin.0.len(), 2);
         assert_eq!((args.max_connections, args.header_timeout_secs, args.shutdown_deadline_secs), (100, 3, 2));
         assert!(Args::try_parse_from(["firstcome-local", "--allow-origin", "*"]).is_err(), "a wildcard is refused");
+    }
+
+    #[test]
+    fn dev_tokens_only_on_loopback_and_never_behind_a_trusted_proxy() {
+        let check = |argv: &[&str]| super::check_args(&Args::try_parse_from(argv).unwrap());
+        assert!(check(&["firstcome-local", "--dev-tokens"]).is_ok());
+        assert!(check(&["firstcome-local", "--dev-tokens", "--addr", "[::1]:8080"]).is_ok());
+        assert!(check(&["firstcome-local", "--trust-proxy"]).is_ok());
+        assert!(check(&["firstcome-local", "--addr", "0.0.0.0:8080"]).is_ok());
+        let remote = check(&["firstcome-local", "--dev-tokens", "--addr", "0.0.0.0:8080"]).unwrap_err();
+        assert!(remote.contains("loopback"), "{remote}");
+        let proxied = check(&["firstcome-local", "--dev-tokens", "--trust-proxy"]).unwrap_err();
+        assert!(proxied.contains("--trust-proxy"), "{proxied}");
     }
 }

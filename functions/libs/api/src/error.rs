@@ -52,6 +52,10 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     #[error("the request did not arrive in time")]
     Timeout,
+    #[error(
+        "the winners list is still catching up ({listed} of {issued} coupons listed so far); try again in a few seconds"
+    )]
+    IncompleteWinners { listed: u64, issued: u64 },
     #[error(transparent)]
     Ticket(TicketError),
 }
@@ -85,7 +89,7 @@ impl ApiError {
             Self::Closed => ErrorCode::Closed,
             Self::TooLarge => ErrorCode::TooLarge,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
-            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Unavailable(_) | Self::IncompleteWinners { .. } => ErrorCode::Unavailable,
             Self::Overloaded => ErrorCode::Overloaded,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Timeout => ErrorCode::Timeout,

@@ -361,17 +361,20 @@ pub async fn coupons(
     Page(q): Page<CouponPageQuery>,
 ) -> Result<Json<CouponPage>, ApiError> {
     let limit = page_limit(q.limit, 100, MAX_COUPON_PAGE)?;
+    // Counted first: coupons issued meanwhile may appear in the page, never the other way round.
+    let issued = s.issuer.issued(&id).await?;
     let mut page = s.issuer.coupons(&id, q.after.unwrap_or(0), limit + 1).await?;
     let more = keep_page(&mut page, limit);
     let next = if more { page.last().map(|c| c.seq) } else { None };
-    Ok(Json(CouponPage { coupons: page.into_iter().map(convert::coupon).collect(), next }))
+    Ok(Json(CouponPage { coupons: page.into_iter().map(convert::coupon).collect(), next, issued }))
 }
 
 #[utoipa::path(
     get, path = "/api/admin/campaigns/{id}/coupons.csv", tag = "admin",
     description = "Every winner as CSV (`seq,user_id,code,issued_at,expires_at`, RFC 4180 quoting) \
         for fulfilment. A cell that a spreadsheet would run as a formula (starting with = + - @) \
-        is prefixed with `'`.",
+        is prefixed with `'`. A list shorter than the issued count (an index still catching up) \
+        is refused with 503 `unavailable` and `Retry-After`, never sent as if complete.",
     params(IdParam),
     security(("bearer" = [])),
     responses(
@@ -388,10 +391,14 @@ pub async fn coupons_csv(
     _: Admin,
     CampaignPath(id): CampaignPath,
 ) -> Result<Response, ApiError> {
+    // Counted first: coupons issued meanwhile may appear in the list, never the other way round.
+    let issued = s.issuer.issued(&id).await?;
     let mut out = String::from("seq,user_id,code,issued_at,expires_at\r\n");
     let mut after = 0;
+    let mut listed = 0u64;
     loop {
         let page = s.issuer.coupons(&id, after, MAX_COUPON_PAGE).await?;
+        listed += page.len() as u64;
         for c in &page {
             let cells = [
                 c.seq.to_string(),
@@ -408,6 +415,10 @@ pub async fn coupons_csv(
             Some(last) if page.len() == MAX_COUPON_PAGE => after = last.seq,
             _ => break,
         }
+    }
+    // A short list is refused, not handed to fulfilment as if it were every winner.
+    if listed < issued {
+        return Err(ApiError::IncompleteWinners { listed, issued });
     }
     let disposition = format!("attachment; filename=\"{id}-winners.csv\"");
     let mut res = out.into_response();

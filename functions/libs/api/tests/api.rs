@@ -11,7 +11,10 @@ use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode};
 use firstcome_api::{AppState, Auth, LimitConfig, Limits, router, sign_hs256};
 use firstcome_core::testkit::MemoryStore;
-use firstcome_core::{CacheConfig, Issuer};
+use firstcome_core::{
+    CacheConfig, Campaign, CampaignId, CampaignStore, ClaimStore, Coupon, CouponCode, EndOutcome, IssuanceRecord,
+    Issuer, LedgerStore, LedgerWrite, StoreClaim, StoreError, UserId,
+};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -29,7 +32,16 @@ fn app_from(peer: &str, dev_tokens: bool, can_sign: bool) -> App {
 }
 
 fn app_limited(peer: &str, dev_tokens: bool, can_sign: bool, limits: LimitConfig) -> App {
-    let store = Arc::new(MemoryStore::new());
+    app_over(Arc::new(MemoryStore::new()), peer, dev_tokens, can_sign, limits)
+}
+
+fn app_over<S: CampaignStore + ClaimStore + LedgerStore + 'static>(
+    store: Arc<S>,
+    peer: &str,
+    dev_tokens: bool,
+    can_sign: bool,
+    limits: LimitConfig,
+) -> App {
     let issuer = Issuer::new(store.clone(), store.clone(), store, CacheConfig::default());
     let state = AppState {
         issuer: Arc::new(issuer),
@@ -1032,4 +1044,94 @@ async fn ticket_difficulty_is_validated_and_editable_before_opening() {
     let (s, edited) = app.patch("hard", 1, &json!({"pow_bits": 12})).await;
     assert_eq!(s, StatusCode::OK, "{edited}");
     assert_eq!(edited["ticket"], json!({"bits": 12}));
+}
+
+/// The reference store with a winners list that lags its issues, as DynamoDB's `by_seq` index
+/// may for a moment: while `lagging`, the newest coupon is missing from `coupons`.
+struct LaggingWinners {
+    inner: MemoryStore,
+    lagging: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl CampaignStore for LaggingWinners {
+    async fn insert_campaign(&self, c: &Campaign) -> Result<(), StoreError> {
+        self.inner.insert_campaign(c).await
+    }
+    async fn update_campaign(&self, next: &Campaign, v: u64, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.inner.update_campaign(next, v, now).await
+    }
+    async fn end_campaign(&self, id: &CampaignId, now: OffsetDateTime) -> Result<EndOutcome, StoreError> {
+        self.inner.end_campaign(id, now).await
+    }
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError> {
+        self.inner.campaign(id).await
+    }
+    async fn campaigns(&self, after: Option<&CampaignId>, limit: usize) -> Result<Vec<Campaign>, StoreError> {
+        self.inner.campaigns(after, limit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ClaimStore for LaggingWinners {
+    async fn claim_with_ticket(
+        &self,
+        id: &CampaignId,
+        user: &UserId,
+        code: CouponCode,
+        ticket: Option<u64>,
+        now: OffsetDateTime,
+    ) -> Result<StoreClaim, StoreError> {
+        self.inner.claim_with_ticket(id, user, code, ticket, now).await
+    }
+    async fn coupon_of(&self, id: &CampaignId, user: &UserId) -> Result<Option<Coupon>, StoreError> {
+        self.inner.coupon_of(id, user).await
+    }
+    async fn issued(&self, id: &CampaignId) -> Result<u64, StoreError> {
+        self.inner.issued(id).await
+    }
+    async fn coupons(&self, id: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError> {
+        let mut page = self.inner.coupons(id, after, limit).await?;
+        let newest = self.inner.issued(id).await? as u32;
+        if self.lagging.load(std::sync::atomic::Ordering::SeqCst) {
+            page.retain(|c| c.seq != newest);
+        }
+        Ok(page)
+    }
+}
+
+#[async_trait::async_trait]
+impl LedgerStore for LaggingWinners {
+    async fn append(&self, r: &IssuanceRecord) -> Result<LedgerWrite, StoreError> {
+        self.inner.append(r).await
+    }
+    async fn ledger_written(&self, id: &CampaignId) -> Result<u64, StoreError> {
+        self.inner.ledger_written(id).await
+    }
+}
+
+#[tokio::test]
+async fn a_winners_list_shorter_than_the_issued_count_says_so() {
+    let store = Arc::new(LaggingWinners { inner: MemoryStore::new(), lagging: true.into() });
+    let app = app_over(store.clone(), "127.0.0.1:40000", true, true, LimitConfig::OFF);
+    app.create("lag", 5, time::Duration::seconds(-5)).await;
+    for u in ["alice", "bob", "carol"] {
+        assert_eq!(app.claim("lag", u).await.0, StatusCode::CREATED);
+    }
+    // The index has not caught up with the third coupon: the CSV is refused, not sent short.
+    let (s, h, v) = app.send("GET", "/api/admin/campaigns/lag/coupons.csv", Some(&admin()), &[], None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(v["error"], "unavailable");
+    assert!(v["message"].as_str().unwrap().contains("2 of 3"), "{v}");
+    // The paged list carries the exact count to compare with.
+    let (s, page) = app.call("GET", "/api/admin/campaigns/lag/coupons", Some(&admin()), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let page: firstcome_wire::CouponPage = serde_json::from_value(page).unwrap();
+    assert_eq!((page.coupons.len(), page.next, page.issued), (2, None, 3));
+    // Caught up: the whole list.
+    store.lagging.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (s, _, csv) = app.send("GET", "/api/admin/campaigns/lag/coupons.csv", Some(&admin()), &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(csv.as_str().unwrap().lines().count(), 4, "a header and three winners");
 }

@@ -484,6 +484,13 @@ impl Issuer {
         }
     }
 
+    /// How many coupons the campaign has issued (the store's count, exact), for checking that a
+    /// winners list read from an index that may lag is complete.
+    pub async fn issued(&self, id: &CampaignId) -> Result<u64, IssuerError> {
+        self.campaigns.campaign(id).await?.ok_or(IssuerError::NotFound)?;
+        Ok(self.claims.issued(id).await?)
+    }
+
     /// A page of a campaign's winners (by seq, after `after`), for fulfilment.
     pub async fn coupons(&self, id: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, IssuerError> {
         self.campaigns.campaign(id).await?.ok_or(IssuerError::NotFound)?;

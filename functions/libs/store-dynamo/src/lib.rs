@@ -40,6 +40,9 @@ const MAX_ATTEMPTS: u32 = 12;
 const CLAIM_DEADLINE: Duration = Duration::from_secs(3);
 const BACKOFF_BASE: Duration = Duration::from_millis(8);
 const BACKOFF_CAP: Duration = Duration::from_millis(250);
+/// Longest a new coupon's SQS send may hold its claim's answer (SQS answers in ~10 ms; what does
+/// not make it in time is the reconciler's, a minute later).
+const SEND_TIMEOUT: Duration = Duration::from_millis(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DynamoError {
@@ -192,10 +195,19 @@ impl DynamoStore {
     }
 
     async fn newly_issued(&self, campaign: &Campaign, coupon: Coupon) -> StoreClaim {
-        if let Some(queue) = &self.queue
-            && let Err(e) = queue.send(&IssuanceRecord::new(campaign, &coupon)).await
-        {
-            tracing::warn!(error = %e, campaign = %coupon.campaign_id, seq = coupon.seq, "issuance record not sent; the reconciler will");
+        if let Some(queue) = &self.queue {
+            // Its own short timeout: the coupon is durable already, and an SQS brownout must not
+            // hold claims until the guard times them out (which would trip the breaker).
+            let record = IssuanceRecord::new(campaign, &coupon);
+            match tokio::time::timeout(SEND_TIMEOUT, queue.send(&record)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, campaign = %coupon.campaign_id, seq = coupon.seq, "issuance record not sent; the reconciler will");
+                }
+                Err(_) => {
+                    tracing::warn!(campaign = %coupon.campaign_id, seq = coupon.seq, after = ?SEND_TIMEOUT, "issuance record send timed out; the reconciler will send it");
+                }
+            }
         }
         StoreClaim::Issued(coupon)
     }

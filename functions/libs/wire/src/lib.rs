@@ -318,6 +318,11 @@ pub struct CouponPage {
     /// Pass as `?after=` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<u32>,
+    /// How many coupons the campaign had issued when this page was read (the store's exact
+    /// count). The list is read from an index that may lag the issues by a moment on DynamoDB: a
+    /// list that ends with fewer coupons than this is not complete yet; read it again.
+    #[serde(default)]
+    pub issued: u64,
 }
 
 /// Most coupons on one page of the winners list.
