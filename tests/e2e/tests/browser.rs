@@ -37,8 +37,34 @@ enum FirstClaim {
     AppliedThen500,
 }
 
+/// What stands between the page and the API.
+#[derive(Clone, Copy, PartialEq)]
+enum Edge {
+    Direct,
+    /// A CDN that keeps the first answer to each campaign view and serves it from then on as a
+    /// hit 30 s old (`Age: 30`, `X-Cache: Hit from cloudfront`, its `server_time` 30 s behind),
+    /// whatever the origin's `Cache-Control` said: the worst a cache in front can do to the page's
+    /// clock.
+    StaleCache,
+}
+
 /// `firstcome-local`'s app (API + page) on a free port, the first claim POST treated as `first`.
 async fn serve(first: FirstClaim) -> Server {
+    serve_with(first, Edge::Direct).await
+}
+
+/// A stale cache's copy of a view: the stored answer with its `server_time` 30 s back.
+fn stale_copy(stored: &[u8]) -> axum::response::Response {
+    let mut view: Value = serde_json::from_slice(stored).unwrap();
+    let then = OffsetDateTime::parse(view["server_time"].as_str().unwrap(), &Rfc3339).unwrap();
+    view["server_time"] = json!(rfc3339(then - time::Duration::seconds(30)));
+    let mut res = axum::Json(view).into_response();
+    res.headers_mut().insert("age", HeaderValue::from_static("30"));
+    res.headers_mut().insert("x-cache", HeaderValue::from_static("Hit from cloudfront"));
+    res
+}
+
+async fn serve_with(first: FirstClaim, edge: Edge) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = firstcome_local::Config {
         data_dir: dir.path().join("data"),
@@ -56,10 +82,25 @@ async fn serve(first: FirstClaim) -> Server {
     let admin = std::fs::read_to_string(&local.admin_token_path).unwrap().trim().to_owned();
     let claim_posts = Arc::new(AtomicUsize::new(0));
     let counter = claim_posts.clone();
+    let cache: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>> = Arc::default();
     let app = firstcome_local::app(&local).layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let counter = counter.clone();
+            let (counter, cache) = (counter.clone(), cache.clone());
             async move {
+                let path = req.uri().path().to_owned();
+                let is_view = req.method() == "GET"
+                    && path.strip_prefix("/api/campaigns/").is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+                if edge == Edge::StaleCache && is_view {
+                    let stored = cache.lock().unwrap().get(&path).cloned();
+                    if let Some(stored) = stored {
+                        return stale_copy(&stored);
+                    }
+                    let res = next.run(req).await;
+                    let (parts, body) = res.into_parts();
+                    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                    cache.lock().unwrap().insert(path, bytes.to_vec());
+                    return axum::response::Response::from_parts(parts, axum::body::Body::from(bytes));
+                }
                 let is_claim = req.method() == "POST" && req.uri().path().ends_with("/claims");
                 let first_claim = is_claim && counter.fetch_add(1, Ordering::SeqCst) == 0;
                 match first {
@@ -190,6 +231,25 @@ async fn the_button_unlocks_at_t0_without_a_reload_and_shows_the_durable_code() 
     b.goto(&format!("{}/e/unlock", server.url)).await;
     assert_eq!(b.wait_text("coupon-code", 10, |t| t.len() == 19).await, code);
     assert!(b.text("status").await.contains("이미"), "{}", b.text("status").await);
+}
+
+/// Behind a cache that serves old copies of the view (edge hits: the smallest round trips, so an
+/// NTP-style clock would take them for its best samples), the page still unlocks at the
+/// server's T0: it never learns its clock from a cached answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_stale_cache_the_button_still_unlocks_at_t0() {
+    let _one = ONE_BROWSER.lock().await;
+    let server = serve_with(FirstClaim::Normal, Edge::StaleCache).await;
+    let opens_at = server.campaign("cached", 3, time::Duration::seconds(6)).await;
+    let b = Browser::start("stale-cache").await;
+    b.goto(&format!("{}/e/cached", server.url)).await;
+    sign_in(&b, "erin").await;
+    assert!(!b.is_enabled("claim").await, "locked before T0");
+    b.screenshot("stale-cache-countdown").await;
+    assert_unlocked_at_t0(opens_at, wait_enabled(&b, 15).await);
+    b.click("claim").await;
+    let code = b.wait_text("coupon-code", 10, |t| t.len() == 19).await;
+    assert_eq!(json!(code), server.my_code("cached", "erin").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
