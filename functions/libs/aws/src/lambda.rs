@@ -27,9 +27,7 @@ pub fn init_logs() {
 async fn store(config: &Config) -> (Arc<DynamoStore>, aws_sdk_sqs::Client) {
     let sdk = sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let queue = Arc::new(SqsIssuanceQueue::new(sqs.clone(), &config.ledger_queue_url));
-    let store =
-        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.clone(), config.shards).with_queue(queue);
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.clone(), config.shards);
     (Arc::new(store), sqs)
 }
 
@@ -88,9 +86,12 @@ pub async fn serve_api() -> Result<(), Error> {
     let config = Config::from_env()?;
     let origin_secret: Arc<str> =
         config.origin_secret.clone().ok_or(crate::ConfigError::Missing("FIRSTCOME_ORIGIN_SECRET"))?.into();
-    let (store, _) = store(&config).await;
-    let guarded = Arc::new(Guarded::new(store, GuardConfig::lambda()));
-    let issuer = Arc::new(Issuer::new(guarded.clone(), guarded.clone(), guarded, CacheConfig::default()));
+    let (store, sqs) = store(&config).await;
+    let queue = Arc::new(SqsIssuanceQueue::new(sqs, &config.ledger_queue_url));
+    let guarded = Arc::new(Guarded::new(store.clone(), GuardConfig::lambda()));
+    // New coupons go to the ledger queue outside the guard, with their own timeout.
+    let claims = Arc::new(crate::SendsIssued::new(guarded.clone(), store, queue));
+    let issuer = Arc::new(Issuer::new(guarded.clone(), claims, guarded, CacheConfig::default()));
     let app = firstcome_api::router(AppState {
         issuer,
         auth: Arc::new(Auth::gateway()),

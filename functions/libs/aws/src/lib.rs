@@ -10,7 +10,7 @@ mod queue;
 pub use aws_sdk_sqs::Client as SqsClient;
 pub use config::{Config, ConfigError};
 pub use ledger::{SqsEventSource, ledger_batch};
-pub use queue::SqsIssuanceQueue;
+pub use queue::{SEND_TIMEOUT, SendsIssued, SqsIssuanceQueue};
 
 /// The AWS SDK's shared configuration (region, credentials, `AWS_ENDPOINT_URL`) from the environment.
 pub async fn sdk_config() -> aws_config::SdkConfig {

@@ -79,3 +79,78 @@ impl IssuanceQueue for SqsIssuanceQueue {
         out
     }
 }
+
+/// Longest a new coupon's send may hold its claim's answer (SQS answers in ~10 ms; what does not
+/// make it in time is the reconciler's, a minute later).
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// A claim store (the guarded DynamoStore) whose new coupons' issuance records are sent to the
+/// queue once the claim has answered `issued`: outside the store's guard, with its own short
+/// timeout, so an SQS brownout neither holds claims until the guard times them out nor counts
+/// against the store's breaker. A send that fails or runs out is logged; the claim item stays in
+/// the `unledgered` index, and the reconciler sends it.
+pub struct SendsIssued<S> {
+    inner: S,
+    store: std::sync::Arc<firstcome_store_dynamo::DynamoStore>,
+    queue: std::sync::Arc<dyn IssuanceQueue>,
+}
+
+impl<S> SendsIssued<S> {
+    /// `inner` decides the claims; `store` (the DynamoStore under it) knows each coupon's terms.
+    pub fn new(
+        inner: S,
+        store: std::sync::Arc<firstcome_store_dynamo::DynamoStore>,
+        queue: std::sync::Arc<dyn IssuanceQueue>,
+    ) -> Self {
+        Self { inner, store, queue }
+    }
+
+    async fn send(&self, coupon: &firstcome_core::Coupon) {
+        let Some(record) = self.store.issuance_record(coupon) else { return };
+        match tokio::time::timeout(SEND_TIMEOUT, self.queue.send(&record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, campaign = %coupon.campaign_id, seq = coupon.seq, "issuance record not sent; the reconciler will");
+            }
+            Err(_) => {
+                tracing::warn!(campaign = %coupon.campaign_id, seq = coupon.seq, after = ?SEND_TIMEOUT, "issuance record send timed out; the reconciler will send it");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<S: firstcome_core::ClaimStore> firstcome_core::ClaimStore for SendsIssued<S> {
+    async fn claim_with_ticket(
+        &self,
+        campaign: &firstcome_core::CampaignId,
+        user: &firstcome_core::UserId,
+        code: firstcome_core::CouponCode,
+        ticket: Option<u64>,
+        now: time::OffsetDateTime,
+    ) -> Result<firstcome_core::StoreClaim, StoreError> {
+        let decided = self.inner.claim_with_ticket(campaign, user, code, ticket, now).await;
+        if let Ok(firstcome_core::StoreClaim::Issued(coupon)) = &decided {
+            self.send(coupon).await;
+        }
+        decided
+    }
+    async fn coupon_of(
+        &self,
+        campaign: &firstcome_core::CampaignId,
+        user: &firstcome_core::UserId,
+    ) -> Result<Option<firstcome_core::Coupon>, StoreError> {
+        self.inner.coupon_of(campaign, user).await
+    }
+    async fn issued(&self, campaign: &firstcome_core::CampaignId) -> Result<u64, StoreError> {
+        self.inner.issued(campaign).await
+    }
+    async fn coupons(
+        &self,
+        campaign: &firstcome_core::CampaignId,
+        after: u32,
+        limit: usize,
+    ) -> Result<Vec<firstcome_core::Coupon>, StoreError> {
+        self.inner.coupons(campaign, after, limit).await
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::QueueAttributeName;
-use firstcome_aws::{SqsEventSource, SqsIssuanceQueue, ledger_batch};
+use firstcome_aws::{SendsIssued, SqsEventSource, SqsIssuanceQueue, ledger_batch};
 use firstcome_core::testkit::{now, open_campaign, user};
 use firstcome_core::{
     CampaignStore, ClaimStore, CouponCode, IssuanceQueue, IssuanceRecord, LedgerStore, Outbox, ReconcileSettings,
@@ -114,7 +114,7 @@ async fn a_coupon_whose_send_failed_or_never_happened_still_reaches_the_ledger()
     s.insert_campaign(&c).await.unwrap();
 
     // The normal way: sent right after the claim is durable, acknowledged after the ledger write.
-    let sent = (*s).clone_with_queue(Arc::new(SqsIssuanceQueue::new(sqs.clone(), &q.url)));
+    let sent = SendsIssued::new(s.clone(), s.clone(), Arc::new(SqsIssuanceQueue::new(sqs.clone(), &q.url)));
     assert!(matches!(sent.claim(&c.id, &user(1), CouponCode::generate(), now()).await.unwrap(), StoreClaim::Issued(_)));
     assert_eq!(drain(&sqs, &q, &s, 5).await, 1);
     assert_eq!(s.ledger_written(&c.id).await.unwrap(), 1);
@@ -122,7 +122,8 @@ async fn a_coupon_whose_send_failed_or_never_happened_still_reaches_the_ledger()
 
     // A send that fails for real (the queue URL names no queue) and a function that died
     // between the write and the send: both coupons are durable and issued, the queue is empty.
-    let broken = (*s).clone_with_queue(Arc::new(SqsIssuanceQueue::new(sqs.clone(), format!("{}-gone", q.url))));
+    let gone = Arc::new(SqsIssuanceQueue::new(sqs.clone(), format!("{}-gone", q.url)));
+    let broken = SendsIssued::new(s.clone(), s.clone(), gone);
     let lost_send = broken.claim(&c.id, &user(2), CouponCode::generate(), now()).await.unwrap();
     let died = s.claim(&c.id, &user(3), CouponCode::generate(), now()).await.unwrap();
     let (StoreClaim::Issued(a), StoreClaim::Issued(b)) = (lost_send, died) else { panic!("both must be issued") };
@@ -270,4 +271,34 @@ async fn records_go_to_sqs_ten_per_request_with_a_result_each() {
     // A queue that is gone fails every record, and says so per record.
     let gone = SqsIssuanceQueue::new(sqs.clone(), format!("{}-gone", q.url)).send_batch(&records).await;
     assert_eq!(gone.iter().filter(|r| r.is_err()).count(), 25);
+}
+
+/// An SQS that never answers.
+struct Hanging;
+
+#[async_trait::async_trait]
+impl IssuanceQueue for Hanging {
+    async fn send(&self, _: &IssuanceRecord) -> Result<(), StoreError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqs_brownout_neither_holds_claims_nor_trips_the_breaker() {
+    let (s, _) = setup(2).await;
+    let guarded = Arc::new(firstcome_guard::Guarded::new(s.clone(), firstcome_guard::GuardConfig::lambda()));
+    // As the claim function wires it: the send outside the guard.
+    let claims = SendsIssued::new(guarded.clone(), s.clone(), Arc::new(Hanging));
+    let c = open_campaign("sqs-down", 5);
+    s.insert_campaign(&c).await.unwrap();
+    for u in 0..3 {
+        let started = std::time::Instant::now();
+        let claim = claims.claim(&c.id, &user(u), CouponCode::generate(), now()).await;
+        assert!(matches!(claim, Ok(StoreClaim::Issued(_))), "issued: {claim:?}");
+        // Held by the send's own timeout, not the guard's (4 s), whatever the emulator's pace.
+        assert!(started.elapsed() < firstcome_guard::GuardConfig::lambda().call_timeout, "{:?}", started.elapsed());
+    }
+    assert_eq!(guarded.breaker_state(), firstcome_guard::BreakerState::Closed);
+    // The records wait in the unledgered index for the reconciler.
+    assert_eq!(s.pending(10).await.unwrap().len(), 3);
 }

@@ -19,8 +19,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_smithy_types::error::display::DisplayErrorContext;
 use firstcome_core::{
-    Campaign, CampaignId, CampaignStore, ClaimStore, Coupon, CouponCode, EndOutcome, IssuanceQueue, IssuanceRecord,
-    LedgerStore, LedgerWrite, Outbox, Status, StoreClaim, StoreError, UserId,
+    Campaign, CampaignId, CampaignStore, ClaimStore, Coupon, CouponCode, EndOutcome, IssuanceRecord, LedgerStore,
+    LedgerWrite, Outbox, Status, StoreClaim, StoreError, UserId,
 };
 use parking_lot::Mutex;
 use rand::Rng;
@@ -40,9 +40,6 @@ const MAX_ATTEMPTS: u32 = 12;
 const CLAIM_DEADLINE: Duration = Duration::from_secs(3);
 const BACKOFF_BASE: Duration = Duration::from_millis(8);
 const BACKOFF_CAP: Duration = Duration::from_millis(250);
-/// Longest a new coupon's SQS send may hold its claim's answer (SQS answers in ~10 ms; what does
-/// not make it in time is the reconciler's, a minute later).
-const SEND_TIMEOUT: Duration = Duration::from_millis(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DynamoError {
@@ -113,8 +110,6 @@ pub struct DynamoStore {
     /// Shards this instance saw empty: a hint to pick others (confirmed by a read before sold out).
     empty: Mutex<HashSet<String>>,
     claim_deadline: Duration,
-    /// Where a new coupon's issuance record is sent once its claim is durable (SQS).
-    queue: Option<Arc<dyn IssuanceQueue>>,
     /// Campaigns a consistent read showed sold out: their winners can no longer change.
     sold_out: Mutex<HashSet<CampaignId>>,
     /// The complete, final winners of sold-out campaigns (user id -> coupon): after sell-out
@@ -138,7 +133,6 @@ impl DynamoStore {
             terms: Mutex::default(),
             empty: Mutex::default(),
             claim_deadline: CLAIM_DEADLINE,
-            queue: None,
             sold_out: Mutex::default(),
             winners: Mutex::default(),
             snapshot_tried: Mutex::default(),
@@ -179,36 +173,14 @@ impl DynamoStore {
         Ok(Some(winners))
     }
 
-    /// Sends each new coupon's issuance record to `queue` after its claim is durable. A send
-    /// that fails is only logged: the claim item stays in the `unledgered` index until the
-    /// ledger acknowledges it, and the reconciler sends it again.
-    pub fn with_queue(mut self, queue: Arc<dyn IssuanceQueue>) -> Self {
-        self.queue = Some(queue);
-        self
+    /// The issuance record of a coupon this store issued, from the campaign terms it issued it
+    /// on (kept since that claim: coupon terms never change once a campaign opens); `None` when
+    /// this instance does not hold them (the reconciler then sends it, from the stored terms).
+    pub fn issuance_record(&self, coupon: &Coupon) -> Option<IssuanceRecord> {
+        self.terms.lock().get(&coupon.campaign_id).map(|campaign| IssuanceRecord::new(campaign, coupon))
     }
 
-    /// Another handle on the same tables and settings that sends to `queue` (caches start empty).
-    pub fn clone_with_queue(&self, queue: Arc<dyn IssuanceQueue>) -> Self {
-        Self::new(self.client.clone(), self.tables.clone(), self.shards)
-            .with_claim_deadline(self.claim_deadline)
-            .with_queue(queue)
-    }
-
-    async fn newly_issued(&self, campaign: &Campaign, coupon: Coupon) -> StoreClaim {
-        if let Some(queue) = &self.queue {
-            // Its own short timeout: the coupon is durable already, and an SQS brownout must not
-            // hold claims until the guard times them out (which would trip the breaker).
-            let record = IssuanceRecord::new(campaign, &coupon);
-            match tokio::time::timeout(SEND_TIMEOUT, queue.send(&record)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, campaign = %coupon.campaign_id, seq = coupon.seq, "issuance record not sent; the reconciler will");
-                }
-                Err(_) => {
-                    tracing::warn!(campaign = %coupon.campaign_id, seq = coupon.seq, after = ?SEND_TIMEOUT, "issuance record send timed out; the reconciler will send it");
-                }
-            }
-        }
+    fn newly_issued(&self, coupon: Coupon) -> StoreClaim {
         StoreClaim::Issued(coupon)
     }
 
@@ -359,8 +331,8 @@ impl DynamoStore {
     /// The user's claim item as found after an attempt: with this claim's code it was our own
     /// attempt (its answer lost, then retried or read back), so it is a new issue; otherwise the
     /// user already held a coupon.
-    async fn held(&self, campaign: &Campaign, held: Coupon, code: CouponCode) -> StoreClaim {
-        if held.code == code { self.newly_issued(campaign, held).await } else { StoreClaim::Existing(held) }
+    fn held(&self, held: Coupon, code: CouponCode) -> StoreClaim {
+        if held.code == code { self.newly_issued(held) } else { StoreClaim::Existing(held) }
     }
 
     async fn existing_or(
@@ -478,16 +450,16 @@ impl DynamoStore {
             // pins, so it is the store's terms that decide, never an engine's older copy.
             if let Err(e) = campaign.check_ticket(user, ticket) {
                 return Ok(match self.coupon_of(id, user).await? {
-                    Some(held) => self.held(&campaign, held, code).await,
+                    Some(held) => self.held(held, code),
                     None => StoreClaim::Ticket(e),
                 });
             }
             // Issued at the claim's own time (the contract's `now`); the window was checked at `at`.
             let coupon = campaign.coupon_for(user.clone(), code, shard.next_seq(), now);
             match self.transact_claim(&shard, &coupon, now_ms).await {
-                Ok(()) => return Ok(self.newly_issued(&campaign, coupon).await),
+                Ok(()) => return Ok(self.newly_issued(coupon)),
                 Err(Attempt::Cancelled { claim: Some(item), .. }) => {
-                    return Ok(self.held(&campaign, items::coupon_from(&item)?, code).await);
+                    return Ok(self.held(items::coupon_from(&item)?, code));
                 }
                 Err(Attempt::Cancelled { conflict: true, .. }) => {
                     attempt += 1;
@@ -505,7 +477,7 @@ impl DynamoStore {
                     // Never guessed: the claim item says whether it applied.
                     tracing::warn!(error = %e, campaign = %id, "claim outcome unknown; reading the claim item");
                     if let Some(held) = self.coupon_of(id, user).await? {
-                        return Ok(self.held(&campaign, held, code).await);
+                        return Ok(self.held(held, code));
                     }
                     // Not applied (yet): the next attempt uses the same code, so if this one
                     // lands late the next one finds it and answers it as ours.

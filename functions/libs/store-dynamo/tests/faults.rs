@@ -338,28 +338,3 @@ async fn after_sell_out_losers_are_answered_without_touching_dynamodb() {
     }
     assert_eq!(requests.load(Ordering::SeqCst), before, "no DynamoDB request for any of them");
 }
-
-/// An SQS that never answers.
-struct Hanging;
-
-#[async_trait::async_trait]
-impl firstcome_core::IssuanceQueue for Hanging {
-    async fn send(&self, _: &firstcome_core::IssuanceRecord) -> Result<(), StoreError> {
-        futures::future::pending().await
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_sqs_brownout_neither_holds_claims_nor_trips_the_breaker() {
-    let s = faulty_store(Script::default()).await.with_queue(Arc::new(Hanging));
-    let guarded = firstcome_guard::Guarded::new(Arc::new(s), firstcome_guard::GuardConfig::lambda());
-    let c = open_campaign("faults-sqs-down", 5);
-    guarded.insert_campaign(&c).await.unwrap();
-    for u in 0..3 {
-        let claim = guarded.claim(&c.id, &user(u), CouponCode::generate(), now()).await;
-        assert!(matches!(claim, Ok(StoreClaim::Issued(_))), "issued, not timed out by the guard: {claim:?}");
-    }
-    assert_eq!(guarded.breaker_state(), firstcome_guard::BreakerState::Closed);
-    // The records are still in the unledgered index for the reconciler.
-    assert_eq!(firstcome_core::Outbox::pending(guarded.inner().as_ref(), 10).await.unwrap().len(), 3);
-}
