@@ -180,10 +180,6 @@ impl DynamoStore {
         self.terms.lock().get(&coupon.campaign_id).map(|campaign| IssuanceRecord::new(campaign, coupon))
     }
 
-    fn newly_issued(&self, coupon: Coupon) -> StoreClaim {
-        StoreClaim::Issued(coupon)
-    }
-
     /// How long one claim may keep losing shard races before it answers "busy" (default 3 s,
     /// far beyond DynamoDB's latencies; an emulator that serves one request at a time needs more).
     pub fn with_claim_deadline(mut self, deadline: Duration) -> Self {
@@ -332,7 +328,7 @@ impl DynamoStore {
     /// attempt (its answer lost, then retried or read back), so it is a new issue; otherwise the
     /// user already held a coupon.
     fn held(&self, held: Coupon, code: CouponCode) -> StoreClaim {
-        if held.code == code { self.newly_issued(held) } else { StoreClaim::Existing(held) }
+        if held.code == code { StoreClaim::Issued(held) } else { StoreClaim::Existing(held) }
     }
 
     async fn existing_or(
@@ -416,7 +412,7 @@ impl DynamoStore {
             if attempt >= MAX_ATTEMPTS || tokio::time::Instant::now() >= deadline {
                 return Err(DynamoError::Contended.into());
             }
-            let at = truncate_ms(now + started.elapsed());
+            let at = firstcome_core::truncate_to_millis(now + started.elapsed());
             let now_ms = items::millis(at);
             let candidates: Vec<String> = {
                 let empty = self.empty.lock();
@@ -457,7 +453,7 @@ impl DynamoStore {
             // Issued at the claim's own time (the contract's `now`); the window was checked at `at`.
             let coupon = campaign.coupon_for(user.clone(), code, shard.next_seq(), now);
             match self.transact_claim(&shard, &coupon, now_ms).await {
-                Ok(()) => return Ok(self.newly_issued(coupon)),
+                Ok(()) => return Ok(StoreClaim::Issued(coupon)),
                 Err(Attempt::Cancelled { claim: Some(item), .. }) => {
                     return Ok(self.held(items::coupon_from(&item)?, code));
                 }
@@ -488,11 +484,6 @@ impl DynamoStore {
             }
         }
     }
-}
-
-/// Millisecond precision, as stored (so an answered `issued_at` equals the stored one).
-fn truncate_ms(t: OffsetDateTime) -> OffsetDateTime {
-    firstcome_core::truncate_to_millis(t)
 }
 
 /// What a failed claim transaction means for the next step.
@@ -697,7 +688,7 @@ impl CampaignStore for DynamoStore {
             if attempt > 0 {
                 backoff(attempt).await;
             }
-            let now = truncate_ms(now + started.elapsed());
+            let now = firstcome_core::truncate_to_millis(now + started.elapsed());
             let (stored, count) = self.read_campaign(id).await?.ok_or(StoreError::NotFound)?;
             let outcome = stored.end_at(now);
             let EndOutcome::Ended(ended) = &outcome else { return Ok(outcome) };
@@ -740,21 +731,7 @@ impl CampaignStore for DynamoStore {
     }
 
     async fn campaigns(&self, after: Option<&CampaignId>, limit: usize) -> Result<Vec<Campaign>, StoreError> {
-        let mut q = self
-            .client
-            .query()
-            .table_name(&self.tables.campaigns)
-            .index_name("by_id")
-            .expression_attribute_names("#l", "listed")
-            .expression_attribute_values(":l", s(items::LISTED))
-            .limit(limit.clamp(1, 1000) as i32);
-        q = match after {
-            Some(a) => q
-                .key_condition_expression("#l = :l AND #id > :a")
-                .expression_attribute_names("#id", "id")
-                .expression_attribute_values(":a", s(a.as_str())),
-            None => q.key_condition_expression("#l = :l"),
-        };
+        let q = self.campaigns_query(after, limit.clamp(1, 1000) as i32);
         let mut out = Vec::new();
         let mut pages = q.into_paginator().send();
         while out.len() < limit
@@ -965,24 +942,33 @@ impl firstcome_core::Unledgered for DynamoStore {
 }
 
 impl DynamoStore {
-    /// Campaigns (with their shard counts) in id order after `after`, a page at a time.
-    async fn campaign_page(&self, after: Option<&CampaignId>) -> Result<Vec<(Campaign, u32)>, StoreError> {
-        let mut q = self
+    /// The admin list's query: campaigns in id order after `after`, `limit` per page.
+    fn campaigns_query(
+        &self,
+        after: Option<&CampaignId>,
+        limit: i32,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        let q = self
             .client
             .query()
             .table_name(&self.tables.campaigns)
             .index_name("by_id")
             .expression_attribute_names("#l", "listed")
             .expression_attribute_values(":l", s(items::LISTED))
-            .limit(100);
-        q = match after {
+            .limit(limit);
+        match after {
             Some(a) => q
                 .key_condition_expression("#l = :l AND #id > :a")
                 .expression_attribute_names("#id", "id")
                 .expression_attribute_values(":a", s(a.as_str())),
             None => q.key_condition_expression("#l = :l"),
-        };
-        let page = q.send().await.map_err(|e| DynamoError::sdk("Query campaigns", &e))?;
+        }
+    }
+
+    /// Campaigns (with their shard counts) in id order after `after`, a page at a time.
+    async fn campaign_page(&self, after: Option<&CampaignId>) -> Result<Vec<(Campaign, u32)>, StoreError> {
+        let page =
+            self.campaigns_query(after, 100).send().await.map_err(|e| DynamoError::sdk("Query campaigns", &e))?;
         Ok(page.items().iter().map(items::campaign_from).collect::<Result<_, _>>()?)
     }
 
