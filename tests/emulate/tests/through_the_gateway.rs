@@ -418,3 +418,68 @@ fn invoke_campaign(lambda: &str) -> impl Fn(Value) -> futures::future::BoxFuture
         })
     }
 }
+
+/// "End now" while claims race on several containers (three processes per function): no claim
+/// sent after the end's answer is issued, and what was issued is exactly what was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_campaign_while_claims_race_issues_nothing_sent_after_the_answer() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = stack().await;
+    let id = format!("end-race-{}", std::process::id());
+    s.create(&id, 5_000).await;
+    let users = 400;
+    let tokens: Vec<String> = futures::stream::iter(0..users)
+        .map(|u| {
+            let s = &s;
+            async move {
+                let body = json!({ "user_id": format!("racer-{u}") });
+                let (status, t) = s.send("POST", &format!("{}/api/dev/token", s.url), None, Some(body)).await;
+                assert_eq!(status, 200, "{t}");
+                t["token"].as_str().unwrap().to_owned()
+            }
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    // 12 clients claim for new users back to back until told to stop (bounded by the users).
+    let claimer = || async {
+        let mut seen = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let u = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if u >= users {
+                break;
+            }
+            let sent = Instant::now();
+            let (status, body) = s.claim(&id, &tokens[u]).await;
+            seen.push((sent, status, body));
+        }
+        seen
+    };
+    let ender = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (status, ended) =
+            s.send("POST", &format!("{}/api/admin/campaigns/{id}/end", s.url), Some(&s.admin), None).await;
+        let answered = Instant::now();
+        assert_eq!(status, 200, "{ended}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        answered
+    };
+    let (answered, claims) = futures::join!(ender, futures::future::join_all((0..12).map(|_| claimer())));
+    let claims: Vec<_> = claims.into_iter().flatten().collect();
+    let (mut before, mut after) = (0, 0);
+    for (sent, status, body) in &claims {
+        if *sent > answered {
+            assert_eq!((*status, body["error"].as_str()), (409, Some("closed")), "a claim sent after the end: {body}");
+            after += 1;
+        } else if *status == 201 {
+            before += 1;
+        }
+    }
+    assert!(before > 0 && after > 0, "the race happened: {before} issued before the end, {after} refused after it");
+    let (_, view) = s.send("GET", &format!("{}/api/admin/campaigns/{id}", s.url), Some(&s.admin), None).await;
+    let answered_issued = claims.iter().filter(|(_, status, _)| *status == 201).count() as u64;
+    assert_eq!(view["issued"].as_u64(), Some(answered_issued), "every coupon the store holds was answered issued");
+}
