@@ -58,10 +58,9 @@ pub async fn public_campaigns(State(s): State<AppState>) -> Result<Response, Api
     let views = s.issuer.listing(now, MAX_LISTED).await?;
     let campaigns = views.iter().map(|v| convert::campaign(v, now)).collect();
     // A copy of the list made in the second before an opening would outlive it (saying
-    // "scheduled"): uncached from then until the views are cached again.
-    let near = |opens_at: OffsetDateTime| {
-        now >= opens_at - time::Duration::seconds(1) && now < opens_at + UNCACHED_AFTER_OPENING
-    };
+    // "scheduled"): uncached from then on, as long as that campaign's view is.
+    let near =
+        |opens_at: OffsetDateTime| now >= opens_at - time::Duration::seconds(1) && cache_for(opens_at, now) == NO_STORE;
     let cache = if views.iter().any(|v| near(v.campaign.opens_at)) { NO_STORE } else { PUBLIC_CACHE };
     let mut res = Json(CampaignList { campaigns, server_time: now }).into_response();
     res.headers_mut().insert(CACHE_CONTROL, cache);
