@@ -110,7 +110,7 @@ impl From<IssuerError> for ApiError {
             IssuerError::AlreadyClosed => Self::Closed,
             IssuerError::Invalid(v) => Self::Invalid(v),
             IssuerError::Ticket(t) => Self::Ticket(t),
-            IssuerError::Store(StoreError::Overloaded) => Self::Overloaded,
+            IssuerError::Store(StoreError::Overloaded | StoreError::Contended(_)) => Self::Overloaded,
             IssuerError::Store(s) => Self::Unavailable(s),
         }
     }

@@ -16,7 +16,7 @@ use firstcome_core::{
     StoreClaim, StoreError, reconcile,
 };
 use firstcome_store_dynamo::DynamoStore;
-use firstcome_store_dynamo::testkit::{engine_client, fresh_tables, sdk_config, store};
+use firstcome_store_dynamo::testkit::{client, fresh_tables, sdk_config, store};
 
 struct Queue {
     url: String,
@@ -199,7 +199,7 @@ async fn five_thousand_unledgered_claims_are_re_sent_in_batches_past_a_failing_s
     // The claims on DynamoDB Local: the emulator's indexes crawl at this size. The queue records
     // what reached it: the emulator's SQS slows down as a queue fills (5,000 messages took it
     // over three minutes); `SendMessageBatch` itself is tested against it below.
-    let dynamo = engine_client().await;
+    let dynamo = client().await;
     let tables = fresh_tables(&dynamo).await;
     let s = Arc::new(store(dynamo, tables, 4));
     let c = open_campaign("reconcile-5000", 5_000);

@@ -37,6 +37,10 @@ pub enum StoreError {
     /// Not attempted: more calls in flight than this instance admits. Shed, not queued.
     #[error("too many calls in flight")]
     Overloaded,
+    /// The store answered, but the items were too contended to finish in time (races lost to
+    /// other writers, throttling): overload, retried by the client later, not a failing store.
+    #[error("the store's items are contended")]
+    Contended(#[source] BoxError),
 }
 
 impl StoreError {

@@ -25,6 +25,8 @@ pub enum Fault {
     SlowClaimAnswers(Duration),
     /// Every call fails at once without reaching the store.
     Fail,
+    /// Every call is answered "contended" (lost races, throttling) without reaching the store.
+    Contended,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,7 @@ impl<S> Faulty<S> {
             Fault::None => work.await,
             Fault::SlowClaimAnswers(_) if !claim => work.await,
             Fault::Fail => Err(StoreError::unavailable(Injected)),
+            Fault::Contended => Err(StoreError::Contended(Injected.into())),
             Fault::Stall(d) => {
                 tokio::time::sleep(d).await;
                 work.await

@@ -79,6 +79,21 @@ async fn a_claim_whose_answer_is_lost_is_read_back_as_issued_never_doubled() {
 }
 
 #[tokio::test]
+async fn contention_is_overload_and_never_opens_the_breaker() {
+    let (store, switch, _) = guarded(config(100));
+    let c = open_campaign("contended", 10);
+    store.insert_campaign(&c).await.unwrap();
+    switch.set(Fault::Contended);
+    for u in 0..40 {
+        let r = store.claim(&c.id, &user(u), CouponCode::generate(), firstcome_core::testkit::now()).await;
+        assert!(matches!(r, Err(StoreError::Contended(_))), "{r:?}");
+    }
+    assert_eq!(store.breaker_state(), BreakerState::Closed, "stock remains: shed claims, never all of them");
+    switch.set(Fault::None);
+    assert!(store.claim(&c.id, &user(99), CouponCode::generate(), firstcome_core::testkit::now()).await.is_ok());
+}
+
+#[tokio::test]
 async fn the_breaker_opens_on_failures_answers_at_once_and_closes_by_itself() {
     let (store, switch, _) = guarded(config(100));
     let c = open_campaign("breaker", 10);

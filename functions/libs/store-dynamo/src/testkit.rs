@@ -1,6 +1,8 @@
-//! Test tables on the emulated endpoint (feature `testkit`): `cargo xtask test` exports
-//! `AWS_ENDPOINT_URL` and `FIRSTCOME_TABLE_SPECS` (the tables of template.yaml as CreateTable
-//! inputs), so every test makes its own tables with exactly the template's keys and indexes.
+//! Test tables on Amazon's DynamoDB Local (feature `testkit`): `cargo xtask test` exports
+//! `AWS_ENDPOINT_URL_DYNAMODB` (DynamoDB Local; the SDK's service-specific endpoint, so SQS and
+//! Cognito stay on the emulator at `AWS_ENDPOINT_URL`) and `FIRSTCOME_TABLE_SPECS` (the tables
+//! of template.yaml as CreateTable inputs), so every test makes its own tables with exactly the
+//! template's keys and indexes.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -12,29 +14,25 @@ use aws_sdk_dynamodb::types::{
 };
 use serde_json::Value;
 
-/// The SDK configuration for the emulated endpoint; refuses to run against anything else.
+/// The SDK configuration for the emulated endpoints; refuses to run against anything else.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run these through `cargo xtask test`, which starts the emulated endpoint"
-    );
+    for var in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"] {
+        assert!(
+            std::env::var_os(var).is_some(),
+            "{var} is not set: run these through `cargo xtask test`, which starts the emulated endpoints"
+        );
+    }
     aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
 }
 
+/// A client for DynamoDB Local: AWS's own engine, serving requests at once.
 pub async fn client() -> Client {
     Client::new(&sdk_config().await)
 }
 
-/// A client for Amazon's DynamoDB Local (`FIRSTCOME_DYNAMODB_LOCAL_URL`, which `cargo xtask test`
-/// starts): AWS's own engine, serving requests at once. For tests of thousands of items, which
-/// the single-threaded emulator takes minutes over (its indexes slow down as a table grows: 5,000
-/// claim items there took over three minutes to write).
-pub async fn engine_client() -> Client {
-    let url = std::env::var("FIRSTCOME_DYNAMODB_LOCAL_URL").expect(
-        "FIRSTCOME_DYNAMODB_LOCAL_URL is not set: run these through `cargo xtask test`, which starts DynamoDB Local",
-    );
-    let config = sdk_config().await;
-    Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&config).endpoint_url(url).build())
+/// DynamoDB Local's address (what `client()` talks to), for tests that put a proxy in front.
+pub fn endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("run through `cargo xtask test`")
 }
 
 fn specs() -> Value {
@@ -123,8 +121,8 @@ pub async fn fresh(shards: u32) -> ((), DynamoStore) {
     ((), store(client, tables, shards))
 }
 
-/// A store for the emulator, which serves one request at a time, ~100x slower than DynamoDB:
-/// 400 concurrent claims queue for seconds there, so a claim may take that long.
+/// A store for tests: two cores run hundreds of concurrent claims, the engine and the test
+/// itself, so a claim may wait far longer than on DynamoDB.
 pub fn store(client: Client, tables: Tables, shards: u32) -> DynamoStore {
     DynamoStore::new(client, tables, Shards::Fixed(shards)).with_claim_deadline(std::time::Duration::from_secs(120))
 }
@@ -132,8 +130,7 @@ pub fn store(client: Client, tables: Tables, shards: u32) -> DynamoStore {
 impl DynamoStore {
     /// Issues `count` coupons of an inserted, open campaign straight into the tables (25 claim
     /// items per `BatchWriteItem`, each shard's `remaining` set to match), issued at `issued_at`
-    /// plus a millisecond per seq: a large, unledgered backlog in seconds where `count` claims
-    /// through an emulator that serves one request at a time would take minutes.
+    /// plus a millisecond per seq: a large, unledgered backlog in seconds.
     pub async fn issue_directly(
         &self,
         campaign: &firstcome_core::Campaign,

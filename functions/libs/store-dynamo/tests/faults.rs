@@ -100,6 +100,12 @@ fn server_error() -> Vec<u8> {
     .into_bytes()
 }
 
+/// The request with `Connection: close` added after its request line.
+fn close_after(request: &[u8]) -> Vec<u8> {
+    let line = request.windows(2).position(|w| w == b"\r\n").map_or(request.len(), |i| i + 2);
+    [&request[..line], b"Connection: close\r\n", &request[line..]].concat()
+}
+
 async fn proxy(upstream: String, script: Script, requests: Arc<AtomicUsize>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -140,9 +146,10 @@ async fn proxy(upstream: String, script: Script, requests: Arc<AtomicUsize>) -> 
                         Some(Fault::SlowRead(ms)) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
                         _ => {}
                     }
-                    // moto answers `Connection: close`: one upstream connection per request.
+                    // One upstream connection per request, asked to close after its answer, so
+                    // the answer is everything read until then.
                     let Ok(mut up) = TcpStream::connect(&upstream).await else { return };
-                    if up.write_all(&request).await.is_err() {
+                    if up.write_all(&close_after(&request)).await.is_err() {
                         return;
                     }
                     let mut response = Vec::new();
@@ -159,7 +166,7 @@ async fn proxy(upstream: String, script: Script, requests: Arc<AtomicUsize>) -> 
                     if client.write_all(&response).await.is_err() {
                         return;
                     }
-                    return; // upstream closed: so does this connection, as moto's would
+                    return; // upstream closed: so does this connection
                 }
             });
         }
@@ -178,7 +185,7 @@ async fn counted_store(script: Script, requests: Arc<AtomicUsize>) -> DynamoStor
 /// A store behind the proxy and another container's store on the same tables, straight to the
 /// endpoint.
 async fn stores(script: Script, requests: Arc<AtomicUsize>) -> (DynamoStore, DynamoStore) {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("run through `cargo xtask test`");
+    let endpoint = firstcome_store_dynamo::testkit::endpoint();
     let upstream = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let config = sdk_config().await;
     let direct = aws_sdk_dynamodb::Client::new(&config);

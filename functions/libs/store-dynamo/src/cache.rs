@@ -1,0 +1,185 @@
+//! What one container remembers between requests: facts that never change once learned (shard
+//! counts, terms by version, final winners) and hints that a transaction's conditions check
+//! anyway (a shard's last seen state, the shard this container claims from, shards seen empty).
+//! A hint may be stale; it may only save a round trip, never decide an answer on its own.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use firstcome_core::{Campaign, CampaignId, Coupon};
+use parking_lot::Mutex;
+use rand::Rng;
+
+use crate::items::{Shard, shard_key};
+
+#[derive(Default)]
+pub(crate) struct Cache {
+    /// Shard count per campaign: fixed at creation, so cached for good.
+    layout: Mutex<HashMap<CampaignId, u32>>,
+    /// The campaign's newest terms seen (a claim's condition pins the version it used).
+    terms: Mutex<HashMap<CampaignId, Campaign>>,
+    /// Each shard's state as this container last saw it: the next claim commits against it
+    /// without reading first, and a stale one costs only the cancelled transaction, whose
+    /// cancellation reason carries the current state.
+    seen: Mutex<HashMap<String, Shard>>,
+    /// The shard this container claims from, per campaign: containers spread over the shards
+    /// and stay, so each shard has few writers racing and a container's own last commit is
+    /// usually the shard's current state.
+    home: Mutex<HashMap<CampaignId, u32>>,
+    /// Shards seen empty: never picked again (confirmed by a read of all before sold out).
+    empty: Mutex<HashSet<String>>,
+    /// One claim transaction in flight per shard per container: where one instance serves
+    /// many claims at once (a server, a test), its own claims never race each other.
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Campaigns a consistent read showed sold out: their winners can no longer change.
+    sold_out: Mutex<HashSet<CampaignId>>,
+    /// The complete, final winners of sold-out campaigns (user id -> coupon).
+    winners: Mutex<HashMap<CampaignId, Arc<HashMap<String, Coupon>>>>,
+    /// When a winners snapshot was last found incomplete (the index lagging), to retry sparingly.
+    snapshot_tried: Mutex<HashMap<CampaignId, Instant>>,
+}
+
+impl Cache {
+    pub fn shard_count(&self, id: &CampaignId) -> Option<u32> {
+        self.layout.lock().get(id).copied()
+    }
+
+    /// A campaign as read from the table, with its shard count.
+    pub fn saw_campaign(&self, c: &Campaign, shards: u32) {
+        self.layout.lock().insert(c.id.clone(), shards);
+        let mut terms = self.terms.lock();
+        if terms.get(&c.id).is_none_or(|t| t.version < c.version) {
+            terms.insert(c.id.clone(), c.clone());
+        }
+    }
+
+    /// A campaign this container wrote: its terms are the newest, whatever was seen before.
+    pub fn wrote_campaign(&self, c: &Campaign, shards: Option<u32>) {
+        if let Some(k) = shards {
+            self.layout.lock().insert(c.id.clone(), k);
+        }
+        self.terms.lock().insert(c.id.clone(), c.clone());
+        let prefix = format!("{}#", c.id);
+        self.seen.lock().retain(|k, _| !k.starts_with(&prefix));
+        self.empty.lock().retain(|k| !k.starts_with(&prefix));
+    }
+
+    pub fn terms(&self, id: &CampaignId, version: u64) -> Option<Campaign> {
+        self.terms.lock().get(id).filter(|c| c.version == version).cloned()
+    }
+
+    pub fn newest_terms(&self, id: &CampaignId) -> Option<Campaign> {
+        self.terms.lock().get(id).cloned()
+    }
+
+    pub fn seen(&self, key: &str) -> Option<Shard> {
+        self.seen.lock().get(key).cloned()
+    }
+
+    pub fn saw_shard(&self, shard: &Shard) {
+        if shard.remaining == 0 {
+            self.empty.lock().insert(shard.key.clone());
+        }
+        self.seen.lock().insert(shard.key.clone(), shard.clone());
+    }
+
+    pub fn forget_shard(&self, key: &str) {
+        self.seen.lock().remove(key);
+    }
+
+    /// The shard to claim from next, held for this claim alone within this container: the home
+    /// shard if free, else another free one not known empty, else (all busy here) the home
+    /// shard once free; `None` when all look empty.
+    pub async fn take(&self, id: &CampaignId, count: u32) -> Option<(String, tokio::sync::OwnedMutexGuard<()>)> {
+        let home = self.pick(id, count)?;
+        let prefix = format!("{id}#");
+        let others: Vec<String> = {
+            let empty = self.empty.lock();
+            let mut others: Vec<String> =
+                (0..count).map(|k| shard_key(id, k)).filter(|k| *k != home && !empty.contains(k)).collect();
+            // A random order: busy containers' claims spread instead of queueing on one shard.
+            for i in (1..others.len()).rev() {
+                others.swap(i, rand::rng().random_range(0..=i));
+            }
+            others
+        };
+        let lock = |key: &str| {
+            debug_assert!(key.starts_with(&prefix));
+            self.in_flight.lock().entry(key.to_owned()).or_default().clone()
+        };
+        for key in std::iter::once(&home).chain(&others) {
+            if let Ok(guard) = lock(key).try_lock_owned() {
+                return Some((key.clone(), guard));
+            }
+        }
+        let guard = lock(&home).lock_owned().await;
+        Some((home, guard))
+    }
+
+    /// This container's home shard while it is not known empty, else a random one not known
+    /// empty (which becomes home); `None` when all look empty.
+    pub fn pick(&self, id: &CampaignId, count: u32) -> Option<String> {
+        let empty = self.empty.lock();
+        let mut home = self.home.lock();
+        if let Some(k) = home.get(id)
+            && !empty.contains(&shard_key(id, *k))
+        {
+            return Some(shard_key(id, *k));
+        }
+        let open: Vec<u32> = (0..count).filter(|k| !empty.contains(&shard_key(id, *k))).collect();
+        let k = *open.get(rand::rng().random_range(0..open.len().max(1)))?;
+        home.insert(id.clone(), k);
+        Some(shard_key(id, k))
+    }
+
+    /// Leaves the home shard after losing races on it: the next pick is another random shard,
+    /// so writers that collide spread out instead of colliding again.
+    pub fn move_away(&self, id: &CampaignId, count: u32) {
+        let mut home = self.home.lock();
+        let empty = self.empty.lock();
+        let current = home.get(id).copied();
+        let others: Vec<u32> =
+            (0..count).filter(|k| Some(*k) != current && !empty.contains(&shard_key(id, *k))).collect();
+        if let Some(k) = others.get(rand::rng().random_range(0..others.len().max(1))) {
+            home.insert(id.clone(), *k);
+        }
+    }
+
+    /// All shards looked empty but a read of them all found stock: forget the hints.
+    pub fn not_all_empty(&self, id: &CampaignId) {
+        let prefix = format!("{id}#");
+        self.empty.lock().retain(|k| !k.starts_with(&prefix));
+    }
+
+    pub fn mark_sold_out(&self, id: &CampaignId) {
+        self.sold_out.lock().insert(id.clone());
+    }
+
+    pub fn is_sold_out(&self, id: &CampaignId) -> bool {
+        self.sold_out.lock().contains(id)
+    }
+
+    pub fn winners(&self, id: &CampaignId) -> Option<Arc<HashMap<String, Coupon>>> {
+        self.winners.lock().get(id).cloned()
+    }
+
+    pub fn keep_winners(&self, id: &CampaignId, winners: Arc<HashMap<String, Coupon>>) {
+        self.winners.lock().insert(id.clone(), winners);
+    }
+
+    /// Whether a winners snapshot may be tried now (at most once a second per campaign); marks
+    /// the try.
+    pub fn try_snapshot(&self, id: &CampaignId) -> bool {
+        let mut tried = self.snapshot_tried.lock();
+        if tried.get(id).is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return false;
+        }
+        tried.insert(id.clone(), Instant::now());
+        true
+    }
+
+    pub fn recently_tried_snapshot(&self, id: &CampaignId) -> bool {
+        self.snapshot_tried.lock().get(id).is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+    }
+}
