@@ -31,10 +31,13 @@ pub fn tools() -> anyhow::Result<()> {
     )
 }
 
-/// Environment that points the AWS SDK at the emulator and never at a real account.
-pub fn sdk_env(url: &str) -> Vec<(&'static str, String)> {
+/// Environment that points the AWS SDK at the emulated endpoints and never at a real account:
+/// DynamoDB at DynamoDB Local (the SDKs' service-specific endpoint variable, which the Rust SDK
+/// and boto3 both read), everything else at moto.
+pub fn sdk_env(emulator: &Emulator) -> Vec<(&'static str, String)> {
     vec![
-        ("AWS_ENDPOINT_URL", url.to_owned()),
+        ("AWS_ENDPOINT_URL", emulator.url.clone()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", emulator.dynamodb_url()),
         ("AWS_ACCESS_KEY_ID", "emulated".into()),
         ("AWS_SECRET_ACCESS_KEY", "emulated".into()),
         ("AWS_SESSION_TOKEN", String::new()),
@@ -126,14 +129,28 @@ pub fn table_specs(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// moto, single-threaded, on a free port; stopped (with its process group) on drop.
+/// The emulated endpoints: moto, single-threaded, for SQS and Cognito, and DynamoDB Local for
+/// DynamoDB (behind the latency layer when one is asked for); stopped on drop.
 pub struct Emulator {
     _process: Group,
     pub url: String,
+    pub dynamodb: DynamoDbLocal,
+    latency: Option<Latency>,
 }
 
 impl Emulator {
     pub fn start(root: &Path) -> anyhow::Result<Self> {
+        Self::start_with(root, None)
+    }
+
+    /// With `latency` (a profile for `firstcome-latency`), DynamoDB's requests pass through the
+    /// latency layer, so the functions see AWS's round trips.
+    pub fn start_with(root: &Path, latency: Option<&str>) -> anyhow::Result<Self> {
+        let dynamodb = DynamoDbLocal::start(root)?;
+        let latency = match latency {
+            Some(profile) => Some(Latency::start(root, &dynamodb.url, profile)?),
+            None => None,
+        };
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
         let log = std::fs::File::create(root.join("target/aws/emulator.log")).context("creating the emulator log")?;
         let mut process = Group::spawn(
@@ -143,6 +160,49 @@ impl Emulator {
         process.wait_listening(port, Duration::from_secs(60), "the emulator", "target/aws/emulator.log")?;
         let url = format!("http://127.0.0.1:{port}");
         eprintln!("xtask> emulated AWS endpoint at {url}");
+        Ok(Self { _process: process, url, dynamodb, latency })
+    }
+
+    /// Where the functions reach DynamoDB: the latency layer if on, else DynamoDB Local.
+    pub fn dynamodb_url(&self) -> String {
+        self.latency.as_ref().map_or_else(|| self.dynamodb.url.clone(), |l| l.url.clone())
+    }
+
+    /// The latency layer's counts so far (`GET /stats`), if it is on.
+    pub fn latency_stats(&self) -> anyhow::Result<Option<serde_json::Value>> {
+        let Some(latency) = &self.latency else { return Ok(None) };
+        use std::io::{Read, Write};
+        let addr = latency.url.trim_start_matches("http://");
+        let mut conn = TcpStream::connect(addr).context("connecting to the latency layer")?;
+        write!(conn, "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer)?;
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).context("the latency layer's answer has no body")?;
+        Ok(Some(serde_json::from_str(body).context("the latency layer's /stats")?))
+    }
+}
+
+/// `firstcome-latency` (tests/emulate): a proxy in front of DynamoDB Local that holds each
+/// request for a round trip drawn from a per-operation distribution, and counts what passes.
+struct Latency {
+    _process: Group,
+    url: String,
+}
+
+impl Latency {
+    fn start(root: &Path, upstream: &str, profile: &str) -> anyhow::Result<Self> {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+        let log = std::fs::File::create(root.join("target/aws/latency.log"))?;
+        let mut process = Group::spawn(
+            Command::new(root.join("target/debug/firstcome-latency"))
+                .args(["--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream, "--profile", profile])
+                .stdout(log.try_clone()?)
+                .stderr(log),
+            "firstcome-latency",
+        )?;
+        process.wait_listening(port, Duration::from_secs(30), "firstcome-latency", "target/aws/latency.log")?;
+        let url = format!("http://127.0.0.1:{port}");
+        eprintln!("xtask> DynamoDB behind the latency layer ({profile}) at {url}");
         Ok(Self { _process: process, url })
     }
 }
@@ -207,11 +267,7 @@ impl DynamoDbLocal {
 pub fn provision(root: &Path, emulator: &Emulator, prefix: &str) -> anyhow::Result<Vec<(String, String)>> {
     let out = root.join(format!("target/aws/{prefix}-env.json"));
     crate::run(
-        emulator_py(root, "provision")
-            .arg(root.join("template.yaml"))
-            .arg(prefix)
-            .arg(&out)
-            .envs(sdk_env(&emulator.url)),
+        emulator_py(root, "provision").arg(root.join("template.yaml")).arg(prefix).arg(&out).envs(sdk_env(emulator)),
     )?;
     let env: std::collections::BTreeMap<String, String> =
         serde_json::from_str(&std::fs::read_to_string(&out)?).context("reading the provisioned environment")?;
@@ -241,7 +297,7 @@ impl Watch {
                 // No rebuild-and-restart on an edit: invocations in flight during a reload fail
                 // (seen: a test file saved mid-run broke every later call). Restart to pick up code.
                 .arg("--ignore-changes")
-                .envs(sdk_env(&emulator.url))
+                .envs(sdk_env(emulator))
                 .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdout(log.try_clone()?)
                 .stderr(log),
@@ -348,6 +404,7 @@ impl Stack {
         name: &str,
         listen: &str,
         site: Option<&Path>,
+        containers: u32,
     ) -> anyhow::Result<Self> {
         crate::build_workspace_bins()?;
         // The stack's origin secret, as the deploy passes one: the functions refuse requests
@@ -359,7 +416,7 @@ impl Stack {
         let routes = root.join(format!("target/aws/{name}-routes.json"));
         crate::run(emulator_py(root, "routes").arg(root.join("template.yaml")).arg(&routes))?;
         // Several processes per function: what one container caches, the others do not see.
-        let watch = Watch::start(root, &env, emulator, 3)?;
+        let watch = Watch::start(root, &env, emulator, containers)?;
         let get = |k: &str| {
             env.iter()
                 .find(|(n, _)| n == k)
@@ -376,7 +433,7 @@ impl Stack {
             emulator_py(root, "user")
                 .args([&get("EMULATED_USER_POOL_ID")?, ADMIN_EMAIL, "admin"])
                 .env("EMULATED_USER_PASSWORD", &password)
-                .envs(sdk_env(&emulator.url)),
+                .envs(sdk_env(emulator)),
         )?;
         std::fs::write(data_dir.join("admin-credentials"), format!("{ADMIN_EMAIL}\n{password}\n"))?;
         let mut cmd = Command::new(root.join("target/debug/firstcome-emulate"));
@@ -403,7 +460,7 @@ impl Stack {
                 "--ledger-queue-arn",
                 &get("EMULATED_LEDGERQUEUE_ARN")?,
             ])
-            .envs(sdk_env(&emulator.url))
+            .envs(sdk_env(emulator))
             .env("FIRSTCOME_ORIGIN_SECRET", &origin_secret)
             .stdout(Stdio::piped());
         if let Some(site) = site {

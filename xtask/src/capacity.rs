@@ -1,7 +1,14 @@
 //! `cargo xtask capacity`: what an event needs on AWS — stock shards, DynamoDB capacity, Lambda
 //! concurrency, the API Gateway quota, the ledger's drain time, and the cost of one event —
 //! from the stock, the peak claim rate and the crowd, with every assumption printed beside it.
-//! Pure arithmetic (`plan`), unit-tested against hand-computed cases.
+//! The shard count and the opening's figures (sell-out time, 503s, throttling, attempts per
+//! coupon, claim latency) come from the discrete-event simulation of the claim race
+//! (`firstcome_sim`); the rest is arithmetic, unit-tested against hand-computed cases.
+
+use firstcome_sim::{Outcome, Profile, Scenario, simulate};
+
+/// DynamoDB allows 100 items per transaction; an edit writes the campaign and every shard.
+const MAX_SHARDS: u64 = 99;
 
 /// What marketing knows about an event.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,12 +27,14 @@ pub struct Assumptions {
     pub item_wcu_per_s: f64,
     /// WCU a transactional write of a ≤1 KB item costs (cancelled ones too).
     pub transact_wcu: f64,
-    /// Share of an item's write limit a shard is planned to use (headroom for bursts and conflicts).
-    pub shard_utilisation: f64,
     /// Claim function duration on Lambda (arm64), ms: token check, one transaction, answer.
     pub claim_ms: f64,
     /// Claim function memory, MB.
     pub claim_memory_mb: f64,
+    /// Claim containers at the opening (`None`: Little's law on the peak and `claim_ms`).
+    pub containers: Option<u32>,
+    /// Share of a claim transaction's round trip its items are held (conflicts; simulated).
+    pub hold_fraction: f64,
     /// Write request units/s a new on-demand table serves before it has seen a higher peak.
     pub ondemand_initial_wru_per_s: f64,
     /// Lambda concurrency the account has (default quota).
@@ -58,10 +67,11 @@ impl Default for Assumptions {
             clicks_per_user: 2.0,
             item_wcu_per_s: 1000.0,
             transact_wcu: 2.0,
-            shard_utilisation: 0.5,
             claim_ms: 30.0,
             ondemand_initial_wru_per_s: 4000.0,
             claim_memory_mb: 256.0,
+            containers: None,
+            hold_fraction: 0.25,
             account_concurrency: 1000.0,
             api_rps: 10_000.0,
             api_burst: 5_000.0,
@@ -104,6 +114,9 @@ pub struct Plan {
     /// Seconds for the ledger to take every issuance record.
     pub ledger_drain_s: f64,
     pub cost: Cost,
+    /// The opening, simulated with `shards` shards and this many containers.
+    pub containers: u32,
+    pub simulated: Outcome,
     pub warnings: Vec<String>,
 }
 
@@ -122,22 +135,75 @@ impl Cost {
     }
 }
 
-/// Stock shards: enough that each stays under `shard_utilisation` of an item's write limit at
-/// the peak (every claim until sell-out is one transactional write on one shard), never more
-/// shards than coupons (each shard owns at least one).
-pub fn shards(e: &Event, a: &Assumptions) -> u64 {
-    let per_shard = a.item_wcu_per_s * a.shard_utilisation / a.transact_wcu;
-    let wanted = (e.peak_claims_per_s / per_shard).ceil().max(1.0) as u64;
-    wanted.min(e.stock.max(1))
+/// The opening as simulated: the event's claims arriving at the peak rate (for 2 s, or three
+/// times as long as the stock takes to be asked for), on this many shards and containers, at
+/// DynamoDB's round trips (the `aws` profile).
+pub fn scenario(e: &Event, a: &Assumptions, shards: u64, containers: u32) -> Scenario {
+    Scenario {
+        stock: e.stock.min(u64::from(u32::MAX)) as u32,
+        users: e.users,
+        attempts_per_s: e.peak_claims_per_s,
+        window_s: (3.0 * e.stock as f64 / e.peak_claims_per_s).clamp(2.0, 60.0),
+        containers,
+        shards: shards as u32,
+        profile: Profile::parse("aws").expect("the aws profile parses"),
+        conflicts: true,
+        hold_fraction: a.hold_fraction,
+        item_wcu_per_s: a.item_wcu_per_s,
+        burst_s: 0.1,
+        overhead_ms: 3.0,
+        deadline_ms: 3000.0,
+        queue: false,
+        seed: 1,
+    }
+}
+
+/// `CLAIMS_PER_SHARD_S` as `DynamoStore` has it (read from its source: xtask does not build the
+/// AWS SDK).
+pub fn store_claims_per_shard(root: &std::path::Path) -> anyhow::Result<u32> {
+    let path = root.join("functions/libs/store-dynamo/src/lib.rs");
+    let text = std::fs::read_to_string(&path)?;
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pub const CLAIMS_PER_SHARD_S: u32 = "))
+        .ok_or_else(|| anyhow::anyhow!("{} has no CLAIMS_PER_SHARD_S", path.display()))?;
+    Ok(line.trim_end_matches(';').trim().parse()?)
+}
+
+/// Whether a simulated opening meets the targets: sold out within a second, or within 1.5
+/// times what the peak rate takes to ask for the stock when that is longer (when there are more
+/// users than coupons); no 503 while stock remained; no throttled shard item.
+pub fn meets_targets(e: &Event, o: &Outcome) -> bool {
+    let sells_out = e.users > e.stock;
+    let within = (1.5 * e.stock as f64 / e.peak_claims_per_s).max(1.0);
+    o.unavailable == 0 && o.throttled == 0 && (!sells_out || o.sold_out_s.is_some_and(|t| t <= within))
+}
+
+/// Stock shards: the fewest (up to 99, never more than coupons) with which the simulated
+/// opening meets the targets; 99 (or the stock) when none does.
+pub fn shards(e: &Event, a: &Assumptions, containers: u32) -> u64 {
+    let most = MAX_SHARDS.min(e.stock.max(1));
+    let (mut lo, mut hi) = (1, most);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if meets_targets(e, &simulate(&scenario(e, a, mid, containers))) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
 }
 
 pub fn plan(e: &Event, a: &Assumptions) -> Plan {
-    let shards = shards(e, a);
+    let claim_concurrency = e.peak_claims_per_s * a.claim_ms / 1000.0;
+    let containers = a.containers.unwrap_or(claim_concurrency.ceil().clamp(1.0, 100_000.0) as u32);
+    let shards = shards(e, a, containers);
+    let simulated = simulate(&scenario(e, a, shards, containers));
     let clicks = e.users as f64 * a.clicks_per_user;
     // Until sell-out every click reaches the store: the winners' clicks, plus the losers' that
     // arrive before the last coupon goes. At the peak rate, that is min(all clicks, the clicks of
     // the first `stock` users), plus one attempt per warm container after sell-out.
-    let claim_concurrency = e.peak_claims_per_s * a.claim_ms / 1000.0;
     let store_claims = clicks.min(e.stock as f64 * a.clicks_per_user) + claim_concurrency.ceil();
     let sell_out_s = if e.stock as f64 <= clicks / a.clicks_per_user {
         e.stock as f64 * a.clicks_per_user / e.peak_claims_per_s
@@ -189,11 +255,10 @@ pub fn plan(e: &Event, a: &Assumptions) -> Plan {
             a.ondemand_initial_wru_per_s
         ));
     }
-    if shards == e.stock
-        && (e.peak_claims_per_s / shards as f64) * a.transact_wcu > a.item_wcu_per_s * a.shard_utilisation
-    {
-        warnings
-            .push("fewer coupons than the shards the peak needs: each shard holds one coupon and will be hot".into());
+    if !meets_targets(e, &simulated) {
+        warnings.push(format!(
+            "even {shards} shards miss the opening's targets in the simulation (sold out within 1 s, no 503 while stock remains, no throttling): see `simulated` below"
+        ));
     }
     Plan {
         shards,
@@ -206,6 +271,8 @@ pub fn plan(e: &Event, a: &Assumptions) -> Plan {
         api_excess_rps,
         ledger_drain_s,
         cost,
+        containers,
+        simulated,
         warnings,
     }
 }
@@ -215,7 +282,7 @@ pub fn report(e: &Event, a: &Assumptions) -> String {
     let p = plan(e, a);
     let mut out = format!(
         "event: {} coupons, peak {:.0} claims/s, {} users x {} clicks\n\n\
-         stock shards           {} (each at most {:.0} WCU/s of {:.0}: {:.0} planned at the peak)\n\
+         stock shards           {} (the fewest with which the simulated opening meets its targets; {:.0} WCU/s each at the peak, of {:.0})\n\
          sold out after         {}\n\
          claims reaching DynamoDB {:.0} (every click until sell-out, + one per warm container after)\n\
          peak writes            {:.0} WCU/s (shard + claim item, {} WCU each, transactional)\n\
@@ -229,9 +296,8 @@ pub fn report(e: &Event, a: &Assumptions) -> String {
         e.users,
         a.clicks_per_user,
         p.shards,
-        a.item_wcu_per_s * a.shard_utilisation,
-        a.item_wcu_per_s,
         p.wcu_per_shard,
+        a.item_wcu_per_s,
         if p.sell_out_s.is_finite() {
             format!("{:.2} s at the peak rate", p.sell_out_s)
         } else {
@@ -260,11 +326,118 @@ pub fn report(e: &Event, a: &Assumptions) -> String {
         p.cost.cloudfront,
         p.cost.total(),
     );
+    let o = &p.simulated;
+    out.push_str(&format!(
+        "\nthe opening, simulated ({} shards, {} containers, DynamoDB round trips `aws`, claims at the peak rate):\n\
+         sold out after         {} (target: within {:.1} s)\n\
+         503 while stock left   {}\n\
+         throttled shard writes {}\n\
+         write attempts         {:.2} billed per coupon (repeat clicks excluded); {:.1} WCU per coupon; {} lost races, {} conflicts\n\
+         claim at the store     p50 {:.1} ms, p99 {:.1} ms\n\
+         Lambda throttled       {} requests (all containers busy), {} of them while stock remained\n",
+        p.shards,
+        p.containers,
+        o.sold_out_s.map_or("not within the simulated window".into(), |t| format!("{t:.3} s")),
+        (1.5 * e.stock as f64 / e.peak_claims_per_s).max(1.0),
+        o.unavailable,
+        o.throttled,
+        o.attempts_per_issued(),
+        o.wcu_per_issued(),
+        o.lost_races,
+        o.conflicts,
+        o.claim_p50_ms,
+        o.claim_p99_ms,
+        o.lambda_throttled,
+        o.lambda_throttled_in_stock,
+    ));
     for w in &p.warnings {
         out.push_str(&format!("WARNING: {w}\n"));
     }
-    out.push_str(&format!("\nassumptions: {a:#?}\n"));
+    out.push_str("\nassumptions:\n");
+    for (name, value) in assumptions(a) {
+        out.push_str(&format!("  {name:<58} {value}\n"));
+    }
     out
+}
+
+/// The assumptions as (what, value) rows, for the report and the JSON.
+pub fn assumptions(a: &Assumptions) -> Vec<(&'static str, String)> {
+    vec![
+        ("clicks per user", format!("{}", a.clicks_per_user)),
+        ("WCU/s one item sustains", format!("{}", a.item_wcu_per_s)),
+        ("WCU per transactional write of a <=1 KB item", format!("{}", a.transact_wcu)),
+        ("claim function duration, ms", format!("{}", a.claim_ms)),
+        ("claim function memory, MB", format!("{}", a.claim_memory_mb)),
+        (
+            "claim containers at the opening",
+            a.containers.map_or("Little's law: peak x claim duration".into(), |c| c.to_string()),
+        ),
+        ("share of a transaction's round trip its items are held", format!("{}", a.hold_fraction)),
+        ("DynamoDB round trips (median:p99 ms)", firstcome_sim::latency::AWS.to_owned()),
+        ("WRU/s a new on-demand table starts with", format!("{}", a.ondemand_initial_wru_per_s)),
+        ("Lambda account concurrency", format!("{}", a.account_concurrency)),
+        ("API Gateway requests/s (+ burst)", format!("{} (+{})", a.api_rps, a.api_burst)),
+        (
+            "ledger: consumers x batch, ms per record",
+            format!("{} x {}, {}", a.ledger_concurrency, a.ledger_batch, a.ledger_ms_per_record),
+        ),
+        ("seconds a visitor watches the page; page bytes", format!("{}; {}", a.watch_s, a.page_bytes)),
+        ("USD per million WRU / RRU", format!("{} / {}", a.usd_per_million_wru, a.usd_per_million_rru)),
+        (
+            "USD per million Lambda requests; per GB-s (arm64)",
+            format!("{}; {}", a.usd_per_million_lambda_requests, a.usd_per_gb_s_arm),
+        ),
+        (
+            "USD per million HTTP API / SQS requests",
+            format!("{} / {}", a.usd_per_million_http_api, a.usd_per_million_sqs),
+        ),
+        (
+            "USD per 10k CloudFront HTTPS requests; per GB",
+            format!("{}; {}", a.usd_per_10k_cloudfront_https, a.usd_per_gb_cloudfront),
+        ),
+    ]
+}
+
+/// Every figure of the report as one JSON object.
+pub fn json(e: &Event, a: &Assumptions) -> serde_json::Value {
+    let p = plan(e, a);
+    let o = &p.simulated;
+    serde_json::json!({
+        "event": { "stock": e.stock, "peak_claims_per_s": e.peak_claims_per_s, "users": e.users },
+        "shards": p.shards,
+        "store_claims": p.store_claims,
+        "sell_out_s_at_peak_rate": p.sell_out_s.is_finite().then_some(p.sell_out_s),
+        "peak_wcu_per_s": p.peak_wcu_per_s,
+        "wcu_per_shard": p.wcu_per_shard,
+        "total_wru": p.total_wru,
+        "claim_concurrency": p.claim_concurrency,
+        "api_excess_rps": p.api_excess_rps,
+        "ledger_drain_s": p.ledger_drain_s,
+        "cost_usd": {
+            "dynamodb": p.cost.dynamodb, "lambda": p.cost.lambda, "api_gateway": p.cost.api_gateway,
+            "sqs": p.cost.sqs, "cloudfront": p.cost.cloudfront, "total": p.cost.total(),
+        },
+        "simulated": {
+            "shards": p.shards,
+            "containers": p.containers,
+            "sold_out_s": o.sold_out_s,
+            "unavailable": o.unavailable,
+            "throttled": o.throttled,
+            "attempts_per_issued": o.attempts_per_issued(),
+            "wcu_per_issued": o.wcu_per_issued(),
+            "claim_p50_ms": o.claim_p50_ms,
+            "claim_p99_ms": o.claim_p99_ms,
+            "issued": o.issued,
+            "requests": o.requests,
+            "lost_races": o.lost_races,
+            "conflicts": o.conflicts,
+            "lambda_throttled": o.lambda_throttled,
+            "lambda_throttled_in_stock": o.lambda_throttled_in_stock,
+            "meets_targets": meets_targets(e, o),
+        },
+        "warnings": p.warnings,
+        "assumptions": assumptions(a).into_iter().map(|(k, v)| (k.to_owned(), serde_json::Value::String(v))).collect::<serde_json::Map<_, _>>(),
+    })
 }
 
 #[cfg(test)]
@@ -276,14 +449,38 @@ mod tests {
     }
 
     #[test]
+    fn the_stores_shard_rule_gives_what_the_simulation_needs_at_the_reference_event() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let per_shard = store_claims_per_shard(root).unwrap();
+        let e = Event { stock: 1000, peak_claims_per_s: 10_000.0, users: 100_000 };
+        let a = Assumptions { containers: Some(200), ..Default::default() };
+        let needed = shards(&e, &a, 200);
+        let rule = 10_000u64.div_ceil(u64::from(per_shard)).min(MAX_SHARDS);
+        assert!(rule >= needed, "the store plans {rule} shards for 10,000 claims/s; the simulation needs {needed}");
+        let o = simulate(&scenario(&e, &a, rule, 200));
+        assert!(meets_targets(&e, &o), "{o:?}");
+        assert_eq!(o.issued, 1000);
+    }
+
+    #[test]
+    fn the_json_has_every_simulated_figure() {
+        let e = Event { stock: 100, peak_claims_per_s: 500.0, users: 2_000 };
+        let v = json(&e, &Assumptions::default());
+        for k in ["sold_out_s", "unavailable", "throttled", "attempts_per_issued", "claim_p99_ms"] {
+            assert!(!v["simulated"][k].is_null(), "simulated.{k} missing: {v}");
+        }
+        assert_eq!(v["simulated"]["issued"], 100);
+        assert!(v["assumptions"]["clicks per user"].is_string());
+    }
+
+    #[test]
     fn the_issue_example_by_hand() {
         // 1,000 coupons, 10,000 claims/s, 100,000 users clicking twice.
         let e = Event { stock: 1000, peak_claims_per_s: 10_000.0, users: 100_000 };
         let a = Assumptions::default();
         let p = plan(&e, &a);
-        // A shard takes 1000 WCU/s x 0.5 / 2 WCU = 250 claims/s: 10,000 / 250 = 40 shards.
-        assert_eq!(p.shards, 40);
-        assert!(close(p.wcu_per_shard, 500.0));
+        // The shards come from the simulation (tested above); the WCU per shard follows from them.
+        assert!(close(p.wcu_per_shard, 10_000.0 * 2.0 / p.shards as f64));
         // Sold out after the first 1,000 users' 2,000 clicks: 0.2 s.
         assert!(close(p.sell_out_s, 0.2));
         // Concurrency: 10,000/s x 30 ms = 300; the store sees 2,000 clicks + 300 containers.
@@ -301,22 +498,21 @@ mod tests {
         assert!(close(p.cost.dynamodb, 10_200.0 * 1.25e-6 + 2_300.0 * 0.25e-6));
         // SQS: 1,000 sends + 100 batches x (receive + delete).
         assert!(close(p.cost.sqs, 1_200.0 * 0.4e-6));
-        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
-        assert!(p.warnings[0].contains("pre-warm"), "40,000 WCU/s is over a new table's 4,000");
+        assert!(p.warnings.iter().any(|w| w.contains("pre-warm")), "40,000 WCU/s is over a new table's 4,000");
         let calm = plan(&Event { stock: 1000, peak_claims_per_s: 500.0, users: 5_000 }, &a);
         assert!(calm.warnings.is_empty(), "{:?}", calm.warnings);
     }
 
     #[test]
-    fn small_events_use_one_shard_and_never_more_shards_than_coupons() {
+    fn small_events_use_few_shards_and_never_more_shards_than_coupons() {
         let a = Assumptions::default();
-        assert_eq!(shards(&Event { stock: 100, peak_claims_per_s: 50.0, users: 500 }, &a), 1);
-        assert_eq!(shards(&Event { stock: 100, peak_claims_per_s: 250.0, users: 500 }, &a), 1);
-        assert_eq!(shards(&Event { stock: 100, peak_claims_per_s: 251.0, users: 500 }, &a), 2);
+        let calm = Event { stock: 100, peak_claims_per_s: 50.0, users: 500 };
+        assert!(shards(&calm, &a, 2) <= 2, "two containers at 50 claims/s need at most two shards");
+        let busier = shards(&Event { peak_claims_per_s: 2_000.0, ..calm }, &a, 60);
+        assert!(busier > 1, "60 containers racing need more than one shard");
         let tiny = Event { stock: 3, peak_claims_per_s: 20_000.0, users: 50_000 };
-        assert_eq!(shards(&tiny, &a), 3);
+        assert!(shards(&tiny, &a, 600) <= 3);
         let p = plan(&tiny, &a);
-        assert!(p.warnings.iter().any(|w| w.contains("hot")), "{:?}", p.warnings);
         assert!(p.warnings.iter().any(|w| w.contains("API Gateway")), "{:?}", p.warnings);
     }
 

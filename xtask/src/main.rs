@@ -38,6 +38,12 @@ enum Task {
         /// Clicks per user.
         #[arg(long, default_value_t = 2.0)]
         clicks: f64,
+        /// Claim containers at the opening (default: Little's law on the peak).
+        #[arg(long)]
+        containers: Option<u32>,
+        /// Every figure as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// The main job: the local server (release build, the first build takes a few minutes) with
     /// a demo campaign coming up and dev sign-in for this machine. ARGS are added to
@@ -70,11 +76,20 @@ enum Task {
     Emulate {
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: String,
+        /// DynamoDB's round trips: `aws` (published in-region figures, docs/dynamodb.md),
+        /// `none`, or `OP=MEDIAN:P99,...,*=MEDIAN:P99` in ms.
+        #[arg(long, default_value = "aws")]
+        latency: String,
+        /// Processes per function under `cargo lambda watch`: Lambda containers, each with its
+        /// own memory, serving one request at a time.
+        #[arg(long, default_value_t = 3)]
+        containers: u32,
     },
     /// The speed targets: server and tool pinned to different cores, each target run --runs
     /// times, figures and medians written to docs/benchmarks.md.
     Bench {
-        /// Which targets (spike, stress, held, bulk, memory, soak); default all.
+        /// Which targets (spike, stress, held, bulk, memory, soak; race: the opening on the emulated
+        /// AWS shape against its simulation, run only when named); default all but race.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         #[arg(long, default_value_t = 3)]
@@ -93,7 +108,7 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             site::tools(&root, true)
         }
-        Task::Capacity { stock, peak_claims_per_s, users, clicks } => {
+        Task::Capacity { stock, peak_claims_per_s, users, clicks, containers, json } => {
             if stock == 0
                 || users == 0
                 || !(peak_claims_per_s.is_finite() && peak_claims_per_s > 0.0)
@@ -103,8 +118,16 @@ fn main() -> anyhow::Result<()> {
                     "--stock and --users must be positive, --peak-claims-per-s a positive number, --clicks at least 1"
                 );
             }
-            let a = capacity::Assumptions { clicks_per_user: clicks, ..Default::default() };
-            print!("{}", capacity::report(&capacity::Event { stock, peak_claims_per_s, users }, &a));
+            if containers == Some(0) {
+                bail!("--containers must be positive");
+            }
+            let a = capacity::Assumptions { clicks_per_user: clicks, containers, ..Default::default() };
+            let e = capacity::Event { stock, peak_claims_per_s, users };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&capacity::json(&e, &a))?);
+            } else {
+                print!("{}", capacity::report(&e, &a));
+            }
             Ok(())
         }
         Task::Site => {
@@ -136,21 +159,20 @@ fn main() -> anyhow::Result<()> {
             aws::lint(&root)?;
             let specs = aws::table_specs(&root)?;
             let emulator = aws::Emulator::start(&root)?;
-            let engine = aws::DynamoDbLocal::start(&root)?;
-            let mut env = aws::sdk_env(&emulator.url);
+            let mut env = aws::sdk_env(&emulator);
             env.push(("FIRSTCOME_TABLE_SPECS", specs.display().to_string()));
-            env.push(("FIRSTCOME_DYNAMODB_LOCAL_URL", engine.url.clone()));
             test_everything(&root, &env, &emulator)
         }
-        Task::Emulate { listen } => {
+        Task::Emulate { listen, latency, containers } => {
             setup()?;
             aws::tools()?;
             site::tools(&root, false)?;
             let site = site::build(&root)?;
             std::fs::create_dir_all(root.join("target/aws"))?;
-            let emulator = aws::Emulator::start(&root)?;
-            let stack =
-                aws::Stack::start(&root, &emulator, &format!("emulate{}", std::process::id()), &listen, Some(&site))?;
+            build_workspace_bins()?;
+            let emulator = aws::Emulator::start_with(&root, (latency != "none").then_some(latency.as_str()))?;
+            let name = format!("emulate{}", std::process::id());
+            let stack = aws::Stack::start(&root, &emulator, &name, &listen, Some(&site), containers)?;
             println!("firstcome (AWS shape, emulated) on {}", stack.url);
             println!("  the page: {0}/   marketing: {0}/admin   API: {0}/api/...", stack.url);
             println!(
@@ -174,6 +196,14 @@ fn main() -> anyhow::Result<()> {
             .args(["run", "--release", "-p", "firstcome-rehearse", "--bin", "firstcome-report", "--", "--campaign"])
             .arg(campaign)
             .args(args)),
+        Task::Bench { only, runs, soak_secs } if only.iter().any(|o| o == "race") => {
+            bench::race(&root, 8)?;
+            if only.len() > 1 {
+                let rest: Vec<String> = only.into_iter().filter(|o| o != "race").collect();
+                bench::run(&root, &rest, runs, soak_secs)?;
+            }
+            Ok(())
+        }
         Task::Bench { only, runs, soak_secs } => bench::run(&root, &only, runs, soak_secs),
     }
 }
@@ -227,12 +257,12 @@ fn test_everything(root: &Path, env: &[(&str, String)], emulator: &aws::Emulator
     )?;
     aws::invoke_shipped_events(root, emulator)?;
     let site = root.join(site::PAGE_DIR);
-    let stack =
-        aws::Stack::start(root, emulator, &format!("gateway{}", std::process::id()), "127.0.0.1:0", Some(&site))?;
+    let name = format!("gateway{}", std::process::id());
+    let stack = aws::Stack::start(root, emulator, &name, "127.0.0.1:0", Some(&site), 3)?;
     let gateway = cargo_test(
         cargo()
             .args(["test", "--workspace", "--locked", "--test", "through_the_gateway"])
-            .envs(aws::sdk_env(&emulator.url))
+            .envs(aws::sdk_env(emulator))
             .envs(stack.env.iter().map(|(k, v)| (k, v)))
             .env("FIRSTCOME_EMULATE_URL", &stack.url)
             .env("FIRSTCOME_EMULATE_LAMBDA_URL", &stack.lambda_url)
