@@ -134,7 +134,7 @@ pub fn table_specs(root: &Path) -> anyhow::Result<PathBuf> {
 pub struct Emulator {
     _process: Group,
     pub url: String,
-    pub dynamodb: DynamoDbLocal,
+    dynamodb: DynamoDbLocal,
     latency: Option<Latency>,
 }
 

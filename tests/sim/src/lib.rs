@@ -327,7 +327,7 @@ impl Sim<'_> {
             Ev::GotAll { c, empty } => {
                 if empty {
                     self.containers[c].sold_out = true;
-                    self.finish(c, false);
+                    self.finish(c);
                 } else {
                     let cont = &mut self.containers[c];
                     cont.empty.iter_mut().for_each(|e| *e = false);
@@ -346,9 +346,9 @@ impl Sim<'_> {
                         let left = cont.seen[k].map_or(0, |r| r - 1);
                         cont.seen[k] = Some(left);
                         cont.empty[k] = left == 0;
-                        self.finish(c, false);
+                        self.finish(c);
                     }
-                    Txn::Repeat => self.finish(c, false),
+                    Txn::Repeat => self.finish(c),
                     Txn::Lost(image) => {
                         let cont = &mut self.containers[c];
                         cont.seen[k] = Some(image);
@@ -455,7 +455,7 @@ impl Sim<'_> {
         r.busy += 1;
         if r.busy >= 12 {
             self.out.unavailable += u64::from(self.left > 0);
-            self.finish(c, true);
+            self.finish(c);
             return false;
         }
         true
@@ -500,7 +500,7 @@ impl Sim<'_> {
         let at_store = *r.at_store.get_or_insert(now);
         if now - at_store >= self.s.deadline_ms / 1000.0 {
             self.out.unavailable += u64::from(self.left > 0);
-            return self.finish(c, true);
+            return self.finish(c);
         }
         match self.pick(c) {
             None => self.read_all(c),
@@ -520,7 +520,7 @@ impl Sim<'_> {
         self.at(self.now + half, Ev::Transact { c, shard, seen, half });
     }
 
-    fn finish(&mut self, c: usize, _gave_up: bool) {
+    fn finish(&mut self, c: usize) {
         let r = self.containers[c].request.take().expect("in a request");
         let done = self.now + self.s.overhead_ms / 1000.0;
         if let Some(at) = r.at_store

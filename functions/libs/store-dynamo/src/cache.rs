@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use firstcome_core::{Campaign, CampaignId, Coupon};
 use parking_lot::Mutex;
-use rand::Rng;
+use rand::seq::{IndexedRandom, SliceRandom};
 
 use crate::items::{Shard, shard_key};
+
+/// How often an incomplete winners snapshot (the index lagging) is tried again.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub(crate) struct Cache {
@@ -93,56 +96,50 @@ impl Cache {
     /// shard once free; `None` when all look empty.
     pub async fn take(&self, id: &CampaignId, count: u32) -> Option<(String, tokio::sync::OwnedMutexGuard<()>)> {
         let home = self.pick(id, count)?;
-        let prefix = format!("{id}#");
-        let others: Vec<String> = {
-            let empty = self.empty.lock();
-            let mut others: Vec<String> =
-                (0..count).map(|k| shard_key(id, k)).filter(|k| *k != home && !empty.contains(k)).collect();
-            // A random order: busy containers' claims spread instead of queueing on one shard.
-            for i in (1..others.len()).rev() {
-                others.swap(i, rand::rng().random_range(0..=i));
-            }
-            others
-        };
-        let lock = |key: &str| {
-            debug_assert!(key.starts_with(&prefix));
-            self.in_flight.lock().entry(key.to_owned()).or_default().clone()
-        };
-        for key in std::iter::once(&home).chain(&others) {
-            if let Ok(guard) = lock(key).try_lock_owned() {
-                return Some((key.clone(), guard));
+        // In a random order: busy containers' claims spread instead of queueing on one shard.
+        let mut others = self.open_shards(id, count, Some(home));
+        others.shuffle(&mut rand::rng());
+        let lock = |k: u32| self.in_flight.lock().entry(shard_key(id, k)).or_default().clone();
+        for k in std::iter::once(home).chain(others) {
+            if let Ok(guard) = lock(k).try_lock_owned() {
+                return Some((shard_key(id, k), guard));
             }
         }
-        let guard = lock(&home).lock_owned().await;
-        Some((home, guard))
+        let guard = lock(home).lock_owned().await;
+        Some((shard_key(id, home), guard))
+    }
+
+    /// Shards of campaign `id` not known empty, but `except`.
+    fn open_shards(&self, id: &CampaignId, count: u32, except: Option<u32>) -> Vec<u32> {
+        let empty = self.empty.lock();
+        (0..count).filter(|k| Some(*k) != except && !empty.contains(&shard_key(id, *k))).collect()
     }
 
     /// This container's home shard while it is not known empty, else a random one not known
     /// empty (which becomes home); `None` when all look empty.
-    pub fn pick(&self, id: &CampaignId, count: u32) -> Option<String> {
-        let empty = self.empty.lock();
-        let mut home = self.home.lock();
-        if let Some(k) = home.get(id)
-            && !empty.contains(&shard_key(id, *k))
+    fn pick(&self, id: &CampaignId, count: u32) -> Option<u32> {
+        let home = self.home.lock().get(id).copied();
+        if let Some(k) = home
+            && !self.empty.lock().contains(&shard_key(id, k))
         {
-            return Some(shard_key(id, *k));
+            return Some(k);
         }
-        let open: Vec<u32> = (0..count).filter(|k| !empty.contains(&shard_key(id, *k))).collect();
-        let k = *open.get(rand::rng().random_range(0..open.len().max(1)))?;
-        home.insert(id.clone(), k);
-        Some(shard_key(id, k))
+        let k = *self.open_shards(id, count, None).choose(&mut rand::rng())?;
+        self.home.lock().insert(id.clone(), k);
+        Some(k)
+    }
+
+    /// The key of the shard the next claim would take (`None`: all look empty).
+    pub fn next_pick(&self, id: &CampaignId, count: u32) -> Option<String> {
+        self.pick(id, count).map(|k| shard_key(id, k))
     }
 
     /// Leaves the home shard after losing races on it: the next pick is another random shard,
     /// so writers that collide spread out instead of colliding again.
     pub fn move_away(&self, id: &CampaignId, count: u32) {
-        let mut home = self.home.lock();
-        let empty = self.empty.lock();
-        let current = home.get(id).copied();
-        let others: Vec<u32> =
-            (0..count).filter(|k| Some(*k) != current && !empty.contains(&shard_key(id, *k))).collect();
-        if let Some(k) = others.get(rand::rng().random_range(0..others.len().max(1))) {
-            home.insert(id.clone(), *k);
+        let current = self.home.lock().get(id).copied();
+        if let Some(k) = self.open_shards(id, count, current).choose(&mut rand::rng()) {
+            self.home.lock().insert(id.clone(), *k);
         }
     }
 
@@ -168,18 +165,17 @@ impl Cache {
         self.winners.lock().insert(id.clone(), winners);
     }
 
-    /// Whether a winners snapshot may be tried now (at most once a second per campaign); marks
-    /// the try.
-    pub fn try_snapshot(&self, id: &CampaignId) -> bool {
-        let mut tried = self.snapshot_tried.lock();
-        if tried.get(id).is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-            return false;
-        }
-        tried.insert(id.clone(), Instant::now());
-        true
+    /// Whether a winners snapshot was tried within the last second for this campaign.
+    pub fn recently_tried_snapshot(&self, id: &CampaignId) -> bool {
+        self.snapshot_tried.lock().get(id).is_some_and(|t| t.elapsed() < SNAPSHOT_RETRY)
     }
 
-    pub fn recently_tried_snapshot(&self, id: &CampaignId) -> bool {
-        self.snapshot_tried.lock().get(id).is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+    /// Whether a winners snapshot may be tried now (not within the last second); marks the try.
+    pub fn try_snapshot(&self, id: &CampaignId) -> bool {
+        if self.recently_tried_snapshot(id) {
+            return false;
+        }
+        self.snapshot_tried.lock().insert(id.clone(), Instant::now());
+        true
     }
 }

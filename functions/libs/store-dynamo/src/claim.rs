@@ -404,7 +404,7 @@ impl DynamoStore {
     /// stop colliding in lockstep.
     async fn spread(&self, id: &CampaignId, count: u32, key: &str, round_trip: Duration) {
         self.cache.move_away(id, count);
-        if self.cache.pick(id, count).as_deref() == Some(key) {
+        if self.cache.next_pick(id, count).as_deref() == Some(key) {
             pause(round_trip).await;
         }
     }
