@@ -374,7 +374,7 @@ pub fn invoke_shipped_events(root: &Path, emulator: &Emulator) -> anyhow::Result
         bail!("ledger-batch.json: expected exactly the malformed record to fail, got {batch}");
     }
     let tick = watch.invoke("reconciler", &events.join("reconciler-tick.json"))?;
-    if tick["sent"] != 0 || tick["failed"] != 0 || tick["complete"] != true {
+    if tick["sent"] != 0 || tick["failed"] != 0 || tick["complete"] != true || tick["allocations_given_back"] != 0 {
         bail!("reconciler-tick.json: expected nothing to re-send, got {tick}");
     }
     eprintln!("xtask> every function answered its shipped events");

@@ -180,7 +180,8 @@ async fn three_hundred_claims_from_two_hundred_users_issue_exactly_the_stock() {
         assert_eq!((status, body["coupon"]["code"].as_str()), (200, Some(code.as_str())));
     }
 
-    // No stock leaked: the campaign's shards (at least 4 at the template's peak) are all empty.
+    // No stock leaked: the campaign's shards (2 at the template's peak of 1,000 claims/s, 500 per
+    // shard) are all empty.
     let table = std::env::var("FIRSTCOME_STOCK_TABLE").unwrap();
     let shards = dynamo()
         .await
@@ -193,7 +194,7 @@ async fn three_hundred_claims_from_two_hundred_users_issue_exactly_the_stock() {
         .await
         .unwrap();
     let remaining: Vec<u64> = shards.items().iter().map(|i| i["remaining"].as_n().unwrap().parse().unwrap()).collect();
-    assert!(remaining.len() >= 4, "{} shards", remaining.len());
+    assert!(remaining.len() >= 2, "{} shards", remaining.len());
     assert_eq!(remaining.iter().sum::<u64>(), 0);
 
     // Every issuance reaches the ledger through SQS and the consumer, once.

@@ -1,10 +1,11 @@
 //! The claim race on DynamoDB at a scale this machine cannot generate, as a discrete-event
-//! simulation of the claim path `DynamoStore` runs (`claim::claim_attempts`): containers that
+//! simulation of the claim path `DynamoStore` runs (`claim::claim_attempts`: allocate, then
+//! record; `Path::Allocate`) and of the one it replaced (`Path::SeenState`): containers that
 //! serve one request at a time with their own caches (the core's sold-out flag, the home shard,
-//! the last seen state of each shard, shards seen empty); shard items that DynamoDB serialises,
-//! whose conditional writes fail when the state they were based on moved, whose transactions
-//! conflict while another one holds the item, and which throttle beyond 1,000 WCU/s; round
-//! trips drawn from `latency::Profile`. `cargo xtask capacity` runs it; `cargo xtask bench
+//! shards seen empty, and for the old path the last seen state of each shard); shard items that
+//! DynamoDB serialises, whose conditional writes fail when the state they were based on moved,
+//! whose transactions conflict while another one holds the item, and which throttle beyond
+//! 1,000 WCU/s; round trips drawn from `latency::Profile`. `cargo xtask capacity` runs it; `cargo xtask bench
 //! --only race` checks it against the emulated stack.
 
 pub mod latency;
@@ -17,9 +18,23 @@ use rand::{Rng, SeedableRng};
 
 pub use latency::{Profile, RoundTrip};
 
+/// Which claim algorithm the containers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// What `DynamoStore` runs: allocate a seq with a conditional, read-free `UpdateItem` on a
+    /// shard item (no transaction, so no conflicts on the hot item), then record the claim and
+    /// the allocation's marker in one transaction on items no one else writes; a repeat click's
+    /// allocation is given back (a void marker, then the shard's return).
+    Allocate,
+    /// The path it replaced, kept to show why: one transaction that commits against the shard
+    /// state last seen (`remaining = :seen`) and writes the claim item.
+    SeenState,
+}
+
 /// What is simulated: the event, the deployment and DynamoDB's behaviour.
 #[derive(Debug, Clone)]
 pub struct Scenario {
+    pub path: Path,
     pub stock: u32,
     pub users: u64,
     /// Claims per second arriving from T0 (a Poisson process), each from a user drawn at random.
@@ -54,6 +69,7 @@ impl Scenario {
     /// 200 containers; shards and DynamoDB as given.
     pub fn reference(shards: u32) -> Self {
         Self {
+            path: Path::Allocate,
             stock: 1000,
             users: 100_000,
             attempts_per_s: 10_000.0,
@@ -80,16 +96,26 @@ pub struct Outcome {
     pub issued: u64,
     /// Seconds from T0 to the last coupon's commit (`None`: stock left).
     pub sold_out_s: Option<f64>,
-    /// Claim transactions sent, and what came of them.
-    pub transactions: u64,
+    /// Claim attempts sent (allocations, or the old path's transactions), and what came of them.
+    pub attempts: u64,
+    /// Every write request of the claim path (attempts, records, give-backs).
+    pub writes: u64,
+    /// Allocations given back (repeat clicks).
+    pub returned: u64,
+    /// Coupons never issued when every request was answered (given back after the containers
+    /// had concluded "sold out"; on the stack they go to the next claim that looks again).
+    pub stranded: u64,
     pub lost_races: u64,
+    /// Allocations that found their shard empty (billed; the claim then reads every shard).
+    pub found_empty: u64,
     pub conflicts: u64,
     /// Transactions refused for the shard item's throughput (throttling).
     pub throttled: u64,
     /// Transactions that found the user's claim item (a repeat click): not a lost race.
     pub repeats: u64,
     pub reads: u64,
-    /// Write units billed for the claim transactions (2 per item, cancelled ones too).
+    /// Write units billed for the claim path's writes (2 per item in a transaction, 1 for a
+    /// single-item write; cancelled and failed ones too).
     pub write_units: u64,
     /// Claims answered 503 (contended past the deadline) while stock remained.
     pub unavailable: u64,
@@ -104,9 +130,14 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Billed write attempts per coupon issued, repeat clicks excluded.
+    /// Billed claim attempts per coupon issued, repeat clicks excluded.
     pub fn attempts_per_issued(&self) -> f64 {
-        (self.transactions - self.repeats) as f64 / self.issued.max(1) as f64
+        (self.attempts - self.repeats) as f64 / self.issued.max(1) as f64
+    }
+
+    /// Write requests per coupon issued, repeat clicks' writes included.
+    pub fn writes_per_issued(&self) -> f64 {
+        self.writes as f64 / self.issued.max(1) as f64
     }
 
     pub fn wcu_per_issued(&self) -> f64 {
@@ -146,6 +177,38 @@ enum Ev {
         shard: u32,
         seen: u32,
         half: f64,
+    },
+    /// The allocation (`UpdateItem`) at the server.
+    Alloc {
+        c: usize,
+        shard: u32,
+        half: f64,
+    },
+    /// The record transaction (claim item + allocation marker) at the server.
+    Record {
+        c: usize,
+        shard: u32,
+        half: f64,
+    },
+    GotAlloc {
+        c: usize,
+        shard: u32,
+        /// The shard's remaining after this allocation; `None`: it was empty.
+        left: Option<u32>,
+    },
+    GotRecord {
+        c: usize,
+        shard: u32,
+        repeat: bool,
+    },
+    /// A repeat click's allocation back on its shard (after the void marker and the return).
+    Returned {
+        c: usize,
+        shard: u32,
+    },
+    /// A claim that had to give back its allocation answers.
+    Done {
+        c: usize,
     },
     GotRead {
         c: usize,
@@ -276,6 +339,7 @@ pub fn simulate(s: &Scenario) -> Outcome {
     sim.out.claim_p50_ms = pct(&mut sim.claim_ms, 0.5);
     sim.out.claim_p99_ms = pct(&mut sim.claim_ms, 0.99);
     sim.out.request_p99_ms = pct(&mut sim.request_ms, 0.99);
+    sim.out.stranded = u64::from(s.stock) - sim.out.issued;
     sim.out
 }
 
@@ -313,6 +377,61 @@ impl Sim<'_> {
             Ev::Transact { c, shard, seen, half } => {
                 let result = self.transact(c, shard as usize, seen, half);
                 self.at(self.now + half, Ev::GotTxn { c, shard, result, round_trip: 2.0 * half });
+            }
+            Ev::Alloc { c, shard, half } => {
+                let left = self.allocate(shard as usize);
+                match left {
+                    Err(()) => {
+                        self.at(self.now + half, Ev::GotTxn { c, shard, result: Txn::Throttled, round_trip: 0.0 })
+                    }
+                    Ok(left) => self.at(self.now + half, Ev::GotAlloc { c, shard, left }),
+                }
+            }
+            Ev::GotAlloc { c, shard, left } => {
+                let k = shard as usize;
+                let cont = &mut self.containers[c];
+                cont.seen[k] = Some(left.unwrap_or(0));
+                cont.empty[k] = left.is_none_or(|r| r == 0);
+                if left.is_some() {
+                    self.out.writes += 1;
+                    self.out.write_units += 4;
+                    let half = self.half("TransactWriteItems");
+                    self.at(self.now + half, Ev::Record { c, shard, half });
+                } else {
+                    // Found empty: one read of every shard says where stock is left.
+                    self.read_all(c);
+                }
+            }
+            Ev::Record { c, shard, half } => {
+                let user = self.containers[c].request.as_ref().expect("in a request").user;
+                let repeat = !self.winners.insert(user);
+                if repeat {
+                    self.out.repeats += 1;
+                } else {
+                    self.out.issued += 1;
+                    if self.out.issued == u64::from(self.s.stock) {
+                        self.out.sold_out_s = Some(self.now);
+                    }
+                }
+                self.at(self.now + half, Ev::GotRecord { c, shard, repeat });
+            }
+            Ev::GotRecord { c, shard, repeat } => {
+                if repeat {
+                    // The void marker, then the give-back on the shard (each one round trip).
+                    self.out.writes += 2;
+                    self.out.write_units += 2;
+                    let there = self.half("PutItem") * 2.0 + self.half("UpdateItem");
+                    self.at(self.now + there, Ev::Returned { c, shard });
+                } else {
+                    self.finish(c);
+                }
+            }
+            Ev::Returned { c, shard } => {
+                self.remaining[shard as usize] += 1;
+                self.left += 1;
+                self.out.returned += 1;
+                let back = self.half("UpdateItem");
+                self.at(self.now + back, Ev::Done { c });
             }
             Ev::GotRead { c, shard, remaining } => {
                 let k = shard as usize;
@@ -377,6 +496,7 @@ impl Sim<'_> {
                 }
             }
             Ev::Wake { c } => self.decide(c),
+            Ev::Done { c } => self.finish(c),
             Ev::Free { c } => match self.waiting.pop_front() {
                 Some((arrived, user)) => self.start(c, arrived, user),
                 None => self.idle.push(c),
@@ -386,7 +506,8 @@ impl Sim<'_> {
 
     /// The transaction at the server: the item's hold, its throughput, then the conditions.
     fn transact(&mut self, c: usize, k: usize, seen: u32, half: f64) -> Txn {
-        self.out.transactions += 1;
+        self.out.attempts += 1;
+        self.out.writes += 1;
         if self.s.conflicts && self.held_until[k] > self.now {
             self.out.conflicts += 1;
             self.out.write_units += 4;
@@ -418,10 +539,34 @@ impl Sim<'_> {
         self.left -= 1;
         self.winners.insert(user);
         self.out.issued += 1;
-        if self.left == 0 {
+        if self.out.issued == u64::from(self.s.stock) {
             self.out.sold_out_s = Some(self.now);
         }
         Txn::Committed
+    }
+
+    /// The allocation at the server: the item's throughput (a failed condition is billed too),
+    /// then `remaining > 0`. `Err`: throttled; `Ok(None)`: empty; `Ok(Some(left))`: allocated.
+    fn allocate(&mut self, k: usize) -> Result<Option<u32>, ()> {
+        self.out.attempts += 1;
+        self.out.writes += 1;
+        let (tokens, at) = self.tokens[k];
+        let depth = self.s.item_wcu_per_s * self.s.burst_s;
+        let tokens = (tokens + (self.now - at) * self.s.item_wcu_per_s).min(depth);
+        if tokens < 1.0 {
+            self.tokens[k] = (tokens, self.now);
+            self.out.throttled += 1;
+            return Err(());
+        }
+        self.tokens[k] = (tokens - 1.0, self.now);
+        self.out.write_units += 1;
+        if self.remaining[k] == 0 {
+            self.out.found_empty += 1;
+            return Ok(None);
+        }
+        self.remaining[k] -= 1;
+        self.left -= 1;
+        Ok(Some(self.remaining[k]))
     }
 
     fn start(&mut self, c: usize, arrived: f64, user: u64) {
@@ -504,6 +649,10 @@ impl Sim<'_> {
         }
         match self.pick(c) {
             None => self.read_all(c),
+            Some(k) if self.s.path == Path::Allocate => {
+                let half = self.half("UpdateItem");
+                self.at(now + half, Ev::Alloc { c, shard: k, half });
+            }
             Some(k) => match self.containers[c].seen[k as usize] {
                 Some(seen) if seen > 0 => self.send_txn(c, k, seen),
                 _ => {
@@ -555,27 +704,53 @@ mod tests {
 
     #[test]
     fn exactly_the_stock_is_issued_once_per_user() {
-        for (shards, containers, conflicts) in [(1, 1, true), (4, 16, true), (10, 50, false), (200, 50, true)] {
-            let s = Scenario { conflicts, ..small(shards, containers) };
-            let o = simulate(&s);
-            assert_eq!(o.issued, 200, "{shards} shards, {containers} containers: {o:?}");
-            assert!(o.sold_out_s.is_some());
-            assert!(o.transactions >= o.issued + o.lost_races.min(1) - 1);
+        for path in [Path::Allocate, Path::SeenState] {
+            for (shards, containers, conflicts) in [(1, 1, true), (4, 16, true), (10, 50, false), (200, 50, true)] {
+                let s = Scenario { path, conflicts, ..small(shards, containers) };
+                let o = simulate(&s);
+                assert_eq!(o.issued, 200, "{path:?}, {shards} shards, {containers} containers: {o:?}");
+                assert_eq!(o.stranded, 0);
+                assert!(o.sold_out_s.is_some());
+                assert!(o.attempts >= o.issued);
+            }
         }
     }
 
     #[test]
     fn one_writer_per_shard_never_loses_a_race() {
-        let o = simulate(&Scenario { users: 1_000_000, ..small(4, 1) });
+        let o = simulate(&Scenario { path: Path::SeenState, users: 1_000_000, ..small(4, 1) });
         assert_eq!(o.lost_races, 0, "{o:?}");
         assert_eq!(o.conflicts, 0);
     }
 
     #[test]
     fn more_writers_per_shard_lose_more_races() {
-        let few = simulate(&small(20, 20));
-        let many = simulate(&small(2, 40));
+        let few = simulate(&Scenario { path: Path::SeenState, ..small(20, 20) });
+        let many = simulate(&Scenario { path: Path::SeenState, ..small(2, 40) });
         assert!(many.attempts_per_issued() > few.attempts_per_issued(), "{few:?}\n{many:?}");
+    }
+
+    #[test]
+    fn allocations_never_race_and_beat_the_seen_state_path_at_the_reference_event() {
+        let allocate = simulate(&Scenario::reference(20));
+        assert_eq!((allocate.lost_races, allocate.conflicts, allocate.throttled), (0, 0, 0), "{allocate:?}");
+        assert_eq!(allocate.issued, 1000);
+        // Every coupon costs an allocation and a record; the extra attempts are allocations that
+        // found a shard empty near the end.
+        assert!(allocate.attempts_per_issued() < 2.0, "{allocate:?}");
+        assert!(allocate.writes_per_issued() >= 2.0);
+        let seen = simulate(&Scenario { path: Path::SeenState, ..Scenario::reference(20) });
+        assert!(seen.lost_races > 0 && seen.conflicts > 0, "{seen:?}");
+        assert!(allocate.wcu_per_issued() < seen.wcu_per_issued(), "{allocate:?}\n{seen:?}");
+        assert!(allocate.claim_p99_ms < seen.claim_p99_ms);
+    }
+
+    #[test]
+    fn one_item_throttles_beyond_its_write_units() {
+        // 2,000 allocations/s on one item of 1,000 WCU/s.
+        let o = simulate(&Scenario { stock: 2000, users: 1_000_000, ..small(1, 50) });
+        assert!(o.throttled > 0, "{o:?}");
+        assert_eq!(o.issued, 2000, "throttled allocations back off and still sell the stock");
     }
 
     #[test]

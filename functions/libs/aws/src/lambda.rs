@@ -184,9 +184,10 @@ pub async fn serve_ledger() -> Result<(), Error> {
     .await
 }
 
-/// The scheduled reconciler: re-sends what is still unacknowledged after the grace period and
-/// before the parking age, a bounded run at a time, continuing where the last run in this
-/// container stopped. `{"include_parked": true}` as the event re-sends parked records too (an
+/// The scheduled reconciler: gives back allocations no claim recorded (their claimant died or
+/// gave up; `DynamoStore::recover_allocations`), then re-sends what is still unacknowledged
+/// after the grace period and before the parking age, a bounded run at a time, continuing where
+/// the last run in this container stopped. `{"include_parked": true}` as the event re-sends parked records too (an
 /// operator's replay once the cause is fixed).
 pub async fn serve_reconciler() -> Result<(), Error> {
     init_logs();
@@ -208,13 +209,30 @@ pub async fn serve_reconciler() -> Result<(), Error> {
             };
             async move {
                 let mut cursor = cursor.lock().await;
+                let recovered = recover_once(&store).await?;
                 let run = reconcile_once(&*store, &*queue, cursor.take(), &settings).await?;
                 *cursor = run.cursor.clone();
-                Ok::<_, Error>(run_report(&run, &settings))
+                let mut report = run_report(&run, &settings);
+                report["allocations_given_back"] = recovered.given_back.into();
+                Ok::<_, Error>(report)
             }
         }),
     )
     .await
+}
+
+/// One recovery pass over every campaign's shards, what it gave back logged (each is a claimant
+/// that died or gave up between allocation and record: worth knowing about).
+pub async fn recover_once(store: &DynamoStore) -> Result<firstcome_store_dynamo::Recovery, firstcome_core::StoreError> {
+    let recovered = store.recover_allocations().await?;
+    if recovered.given_back > 0 {
+        tracing::warn!(
+            given_back = recovered.given_back,
+            shards = recovered.shards,
+            "gave back allocations no claim recorded"
+        );
+    }
+    Ok(recovered)
 }
 
 /// One reconciler run, its failures logged.

@@ -80,6 +80,11 @@ pub struct CacheConfig {
     pub unknown_ttl: Duration,
     /// At most this many unknown ids are remembered.
     pub unknown_capacity: usize,
+    /// After the store said "sold out", losers are answered from memory for this long; then one
+    /// claim asks the store again (the others still answered from memory), so a coupon a store
+    /// took back after the sell-out (DynamoDB gives back allocations nobody recorded) goes to
+    /// the next customer instead of staying unissued.
+    pub sold_out_ttl: Duration,
 }
 
 impl Default for CacheConfig {
@@ -90,6 +95,7 @@ impl Default for CacheConfig {
             issued_ttl: Duration::from_secs(1),
             unknown_ttl: Duration::from_secs(1),
             unknown_capacity: 10_000,
+            sold_out_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -100,9 +106,10 @@ struct Entry {
     /// Read from the store at or after `opens_at`: the store refuses edits from then on, so
     /// this copy is final.
     frozen: bool,
-    /// Set once the store has answered `SoldOut`; from then on losers are answered without a
-    /// store write (invariant 4). Per instance: each pays at most one store attempt after sell-out.
-    sold_out: AtomicBool,
+    /// When the store last answered `SoldOut` (or this instance last asked again); until
+    /// `sold_out_ttl` after it, losers are answered without a store write (invariant 4). Per
+    /// instance: each pays one store attempt after sell-out, and one per `sold_out_ttl` after.
+    sold_out: Mutex<Option<Instant>>,
     /// Whoever sees the entry stale first re-reads it; the others keep serving the old copy.
     refreshing: AtomicBool,
     /// Held by the one reader that re-reads a copy which was read while scheduled once its
@@ -120,7 +127,7 @@ impl Entry {
         Self {
             frozen: now >= campaign.opens_at,
             fetched: Instant::now(),
-            sold_out: AtomicBool::new(false),
+            sold_out: Mutex::new(None),
             refreshing: AtomicBool::new(false),
             opening: futures::lock::Mutex::new(()),
             issued: Mutex::new(None),
@@ -128,6 +135,25 @@ impl Entry {
             remaining: metrics::gauge!(crate::telemetry::REMAINING, "campaign" => campaign.id.as_str().to_owned()),
             campaign,
         }
+    }
+
+    /// Whether to answer "sold out" from memory: yes within `ttl` of the store saying so; once
+    /// that is past, this caller asks the store again (and restarts the wait, so the others go
+    /// on answering from memory meanwhile).
+    fn answers_sold_out(&self, ttl: Duration) -> bool {
+        let mut at = self.sold_out.lock().unwrap_or_else(|p| p.into_inner());
+        match *at {
+            Some(t) if t.elapsed() < ttl => true,
+            Some(_) => {
+                *at = Some(Instant::now());
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn saw_sold_out(&self) {
+        *self.sold_out.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     /// A claim's answer tells us at least `seq` coupons exist: keeps this instance's view
@@ -211,7 +237,8 @@ impl Issuer {
             && old.frozen
             && old.campaign.total == entry.campaign.total
         {
-            entry.sold_out.store(old.sold_out.load(Ordering::Relaxed), Ordering::Relaxed);
+            *entry.sold_out.lock().unwrap_or_else(|p| p.into_inner()) =
+                *old.sold_out.lock().unwrap_or_else(|p| p.into_inner());
             *entry.issued.lock().unwrap_or_else(|p| p.into_inner()) =
                 *old.issued.lock().unwrap_or_else(|p| p.into_inner());
         }
@@ -329,7 +356,7 @@ impl Issuer {
             Status::Scheduled => return Ok(ClaimOutcome::NotOpen),
             // A winner retrying after close or sell-out still gets their coupon back (invariant 2).
             Status::Closed => return self.existing_or(id, user, ClaimOutcome::Closed).await,
-            _ if entry.sold_out.load(Ordering::Relaxed) => {
+            _ if entry.answers_sold_out(self.config.sold_out_ttl) => {
                 return self.existing_or(id, user, ClaimOutcome::SoldOut).await;
             }
             _ => {}
@@ -360,7 +387,7 @@ impl Issuer {
             }
             StoreClaim::Existing(c) => ClaimOutcome::AlreadyIssued(c),
             StoreClaim::SoldOut => {
-                entry.sold_out.store(true, Ordering::Relaxed);
+                entry.saw_sold_out();
                 entry.remaining.set(0.0);
                 ClaimOutcome::SoldOut
             }
@@ -410,7 +437,8 @@ impl Issuer {
     pub async fn view(&self, id: &CampaignId, now: OffsetDateTime) -> Result<CampaignView, IssuerError> {
         let entry = self.entry(id, now).await?;
         let c = &entry.campaign;
-        let issued = if entry.sold_out.load(Ordering::Relaxed) {
+        let sold_out = *entry.sold_out.lock().unwrap_or_else(|p| p.into_inner());
+        let issued = if sold_out.is_some_and(|t| t.elapsed() < self.config.sold_out_ttl) {
             u64::from(c.total)
         } else if c.window_at(now) == Status::Scheduled {
             0

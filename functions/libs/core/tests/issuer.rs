@@ -114,6 +114,28 @@ async fn refusals_never_reach_the_claim_path() {
 }
 
 #[tokio::test]
+async fn after_sell_out_one_claim_per_ttl_asks_the_store_again() {
+    let ttl = std::time::Duration::from_millis(200);
+    let (issuer, store) = issuer(CacheConfig { sold_out_ttl: ttl, ..CacheConfig::default() });
+    let t0 = now();
+    let c = issuer.create(campaign_at("sold-ttl", 1, t0 - Duration::minutes(1)), t0).await.unwrap();
+    let claims = || count(&store.calls.claim);
+    assert!(matches!(issuer.claim(&c.id, &user(1), t0).await.unwrap(), ClaimOutcome::Issued(_)));
+    assert_eq!(issuer.claim(&c.id, &user(2), t0).await.unwrap(), ClaimOutcome::SoldOut);
+    for u in 3..100 {
+        assert_eq!(issuer.claim(&c.id, &user(u), t0).await.unwrap(), ClaimOutcome::SoldOut);
+    }
+    assert_eq!(claims(), 2, "within the ttl, losers are answered from memory");
+    assert_eq!(issuer.view(&c.id, t0).await.unwrap().issued, 1);
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(50)).await;
+    // A coupon a store took back after sell-out would be found now: one claim looks again.
+    for u in 100..200 {
+        assert_eq!(issuer.claim(&c.id, &user(u), t0).await.unwrap(), ClaimOutcome::SoldOut);
+    }
+    assert_eq!(claims(), 3, "one store attempt per ttl, the others from memory meanwhile");
+}
+
+#[tokio::test]
 async fn a_scheduled_campaign_is_reread_per_ttl_and_an_open_one_only_per_opened_ttl() {
     let ttl = StdDuration::from_millis(40);
     let config = CacheConfig { scheduled_ttl: ttl, opened_ttl: StdDuration::from_secs(60), ..Default::default() };

@@ -1,7 +1,7 @@
 //! What one container remembers between requests: facts that never change once learned (shard
-//! counts, terms by version, final winners) and hints that a transaction's conditions check
-//! anyway (a shard's last seen state, the shard this container claims from, shards seen empty).
-//! A hint may be stale; it may only save a round trip, never decide an answer on its own.
+//! counts, terms by version, final winners) and hints that an allocation's condition checks
+//! anyway (the shard this container allocates from, shards seen empty). A hint may be stale; it
+//! may only save a round trip, never decide an answer on its own.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use firstcome_core::{Campaign, CampaignId, Coupon};
 use parking_lot::Mutex;
-use rand::seq::{IndexedRandom, SliceRandom};
+use rand::seq::IndexedRandom;
 
 use crate::items::{Shard, shard_key};
 
@@ -22,19 +22,11 @@ pub(crate) struct Cache {
     layout: Mutex<HashMap<CampaignId, u32>>,
     /// The campaign's newest terms seen (a claim's condition pins the version it used).
     terms: Mutex<HashMap<CampaignId, Campaign>>,
-    /// Each shard's state as this container last saw it: the next claim commits against it
-    /// without reading first, and a stale one costs only the cancelled transaction, whose
-    /// cancellation reason carries the current state.
-    seen: Mutex<HashMap<String, Shard>>,
-    /// The shard this container claims from, per campaign: containers spread over the shards
-    /// and stay, so each shard has few writers racing and a container's own last commit is
-    /// usually the shard's current state.
+    /// The shard this container allocates from, per campaign: containers spread over the
+    /// shards at random and stay until it is empty.
     home: Mutex<HashMap<CampaignId, u32>>,
     /// Shards seen empty: never picked again (confirmed by a read of all before sold out).
     empty: Mutex<HashSet<String>>,
-    /// One claim transaction in flight per shard per container: where one instance serves
-    /// many claims at once (a server, a test), its own claims never race each other.
-    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Campaigns a consistent read showed sold out: their winners can no longer change.
     sold_out: Mutex<HashSet<CampaignId>>,
     /// The complete, final winners of sold-out campaigns (user id -> coupon).
@@ -64,49 +56,20 @@ impl Cache {
         }
         self.terms.lock().insert(c.id.clone(), c.clone());
         let prefix = format!("{}#", c.id);
-        self.seen.lock().retain(|k, _| !k.starts_with(&prefix));
         self.empty.lock().retain(|k| !k.starts_with(&prefix));
-    }
-
-    pub fn terms(&self, id: &CampaignId, version: u64) -> Option<Campaign> {
-        self.terms.lock().get(id).filter(|c| c.version == version).cloned()
     }
 
     pub fn newest_terms(&self, id: &CampaignId) -> Option<Campaign> {
         self.terms.lock().get(id).cloned()
     }
 
-    pub fn seen(&self, key: &str) -> Option<Shard> {
-        self.seen.lock().get(key).cloned()
-    }
-
+    /// A shard as read or as an allocation left it: empty or not.
     pub fn saw_shard(&self, shard: &Shard) {
         if shard.remaining == 0 {
             self.empty.lock().insert(shard.key.clone());
+        } else {
+            self.empty.lock().remove(&shard.key);
         }
-        self.seen.lock().insert(shard.key.clone(), shard.clone());
-    }
-
-    pub fn forget_shard(&self, key: &str) {
-        self.seen.lock().remove(key);
-    }
-
-    /// The shard to claim from next, held for this claim alone within this container: the home
-    /// shard if free, else another free one not known empty, else (all busy here) the home
-    /// shard once free; `None` when all look empty.
-    pub async fn take(&self, id: &CampaignId, count: u32) -> Option<(String, tokio::sync::OwnedMutexGuard<()>)> {
-        let home = self.pick(id, count)?;
-        // In a random order: busy containers' claims spread instead of queueing on one shard.
-        let mut others = self.open_shards(id, count, Some(home));
-        others.shuffle(&mut rand::rng());
-        let lock = |k: u32| self.in_flight.lock().entry(shard_key(id, k)).or_default().clone();
-        for k in std::iter::once(home).chain(others) {
-            if let Ok(guard) = lock(k).try_lock_owned() {
-                return Some((shard_key(id, k), guard));
-            }
-        }
-        let guard = lock(home).lock_owned().await;
-        Some((shard_key(id, home), guard))
     }
 
     /// Shards of campaign `id` not known empty, but `except`.
@@ -117,7 +80,7 @@ impl Cache {
 
     /// This container's home shard while it is not known empty, else a random one not known
     /// empty (which becomes home); `None` when all look empty.
-    fn pick(&self, id: &CampaignId, count: u32) -> Option<u32> {
+    pub fn pick(&self, id: &CampaignId, count: u32) -> Option<u32> {
         let home = self.home.lock().get(id).copied();
         if let Some(k) = home
             && !self.empty.lock().contains(&shard_key(id, k))
@@ -127,20 +90,6 @@ impl Cache {
         let k = *self.open_shards(id, count, None).choose(&mut rand::rng())?;
         self.home.lock().insert(id.clone(), k);
         Some(k)
-    }
-
-    /// The key of the shard the next claim would take (`None`: all look empty).
-    pub fn next_pick(&self, id: &CampaignId, count: u32) -> Option<String> {
-        self.pick(id, count).map(|k| shard_key(id, k))
-    }
-
-    /// Leaves the home shard after losing races on it: the next pick is another random shard,
-    /// so writers that collide spread out instead of colliding again.
-    pub fn move_away(&self, id: &CampaignId, count: u32) {
-        let current = self.home.lock().get(id).copied();
-        if let Some(k) = self.open_shards(id, count, current).choose(&mut rand::rng()) {
-            self.home.lock().insert(id.clone(), *k);
-        }
     }
 
     /// All shards looked empty but a read of them all found stock: forget the hints.

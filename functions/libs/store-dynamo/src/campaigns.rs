@@ -37,14 +37,6 @@ impl DynamoStore {
         Ok(self.read_campaign(id).await?.map(|(_, k)| k))
     }
 
-    /// The campaign at exactly `version` (a claim's transaction is conditioned on it).
-    pub(crate) async fn terms(&self, id: &CampaignId, version: u64) -> Result<Option<Campaign>, DynamoError> {
-        if let Some(c) = self.cache.terms(id, version) {
-            return Ok(Some(c));
-        }
-        Ok(self.read_campaign(id).await?.map(|(c, _)| c).filter(|c| c.version == version))
-    }
-
     /// The admin list's query: campaigns in id order after `after`, `limit` per page.
     pub(crate) fn campaigns_query(
         &self,
@@ -142,17 +134,17 @@ impl CampaignStore for DynamoStore {
                 return Err(StoreError::Frozen);
             }
             let mut writes = vec![version_swap(&self.tables.campaigns, next, count, expected)?];
-            // Every shard is rewritten for the new terms, on condition that it issued nothing
-            // and, in the transaction itself, has not opened (a read alone would let an edit
+            // Every shard is rewritten for the new terms, on condition that it allocated nothing
+            // (not even a seq later given back) and, in the transaction itself, has not opened (a read alone would let an edit
             // read just before the opening commit after it): the same items the claims
-            // decrement, so an edit and a claim can never both land.
+            // allocate from, so an edit and a claim can never both land.
             for shard in Shard::layout(next, count) {
                 let put = Put::builder()
                     .table_name(&self.tables.stock)
                     .set_item(Some(shard.item()))
-                    .condition_expression("#left = #size AND #v = :v AND #opens > :now")
-                    .expression_attribute_names("#left", "remaining")
-                    .expression_attribute_names("#size", "size")
+                    .condition_expression("#taken = :zero AND #v = :v AND #opens > :now")
+                    .expression_attribute_names("#taken", "taken")
+                    .expression_attribute_values(":zero", n(0))
                     .expression_attribute_names("#v", "version")
                     .expression_attribute_names("#opens", "opens_at")
                     .expression_attribute_values(":v", n(expected))

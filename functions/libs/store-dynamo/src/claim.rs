@@ -1,20 +1,19 @@
-//! The claim path: one transaction that decrements one shard and writes the user's claim item,
-//! both conditional, so it can never over-issue, double-issue or leak stock; and the reads of
-//! claims (a user's coupon, the winners list, the issued count). Why the claim is shaped this
-//! way, with the figures: ARCHITECTURE.md, "The opening second on DynamoDB".
+//! The claim path (pick a shard, allocate from it, record the allocation: `allocation`), and the
+//! reads of claims (a user's coupon, the winners list, the issued count). Why the claim is
+//! shaped this way, with the figures: ARCHITECTURE.md, "The opening second on DynamoDB".
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::KeysAndAttributes;
 use firstcome_core::{CampaignId, ClaimStore, Coupon, CouponCode, Status, StoreClaim, StoreError, UserId};
 use rand::Rng;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::error::{Attempt, DynamoError, classify};
+use crate::allocation::Recorded;
+use crate::error::{Attempt, DynamoError};
 use crate::items::{self, Item, Shard, n, s};
 use crate::{DynamoStore, MAX_ATTEMPTS};
 
@@ -23,8 +22,8 @@ const MAX_SNAPSHOT: u64 = 200_000;
 const BACKOFF_BASE: Duration = Duration::from_millis(8);
 const BACKOFF_CAP: Duration = Duration::from_millis(250);
 
-/// `firstcome_dynamo_claim_attempts_total{outcome}`: every claim transaction sent, by what came
-/// of it. `lost_race` and `busy` are billed writes that issued nothing.
+/// `firstcome_dynamo_claim_attempts_total{outcome}`: every allocation sent, by what came of it.
+/// All but `allocated` are billed writes that issued nothing.
 pub const CLAIM_ATTEMPTS: &str = "firstcome_dynamo_claim_attempts_total";
 
 fn attempted(outcome: &'static str) {
@@ -137,7 +136,7 @@ impl DynamoStore {
         }
         let Some(count) = self.shard_count(id).await? else { return Ok(None) };
         let shards = self.read_shards(id, count).await?;
-        let issued: u64 = shards.iter().map(|s| u64::from(s.size - s.remaining)).sum();
+        let issued: u64 = shards.iter().map(|s| u64::from(s.allocated())).sum();
         if shards.iter().any(|s| s.remaining > 0) || issued > MAX_SNAPSHOT {
             return Ok(None);
         }
@@ -185,55 +184,9 @@ impl DynamoStore {
         })
     }
 
-    /// One claim attempt on one shard as last seen: decrement it and write the claim item, or
-    /// neither. Both conditions return the item's current image when they fail, so a lost race
-    /// or a repeat click is answered without another read.
-    async fn transact_claim(&self, shard: &Shard, coupon: &Coupon, now: i64) -> Result<(), Attempt> {
-        let decrement = Update::builder()
-            .table_name(&self.tables.stock)
-            .key("shard", s(&shard.key))
-            .update_expression("SET #left = :next")
-            .condition_expression(
-                "#left = :seen AND #v = :v AND #opens <= :now AND (attribute_not_exists(#closes) OR #closes > :now)",
-            )
-            .expression_attribute_names("#left", "remaining")
-            .expression_attribute_names("#v", "version")
-            .expression_attribute_names("#opens", "opens_at")
-            .expression_attribute_names("#closes", "closes_at")
-            .expression_attribute_values(":next", n(shard.remaining - 1))
-            .expression_attribute_values(":seen", n(shard.remaining))
-            .expression_attribute_values(":v", n(shard.version))
-            .expression_attribute_values(":now", n(now))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| Attempt::Failed(e.into()))?;
-        let claim = Put::builder()
-            .table_name(&self.tables.claims)
-            .set_item(Some(items::claim_item(coupon, &shard.key)))
-            .condition_expression("attribute_not_exists(#u)")
-            .expression_attribute_names("#u", "user")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| Attempt::Failed(e.into()))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(decrement).build())
-            .transact_items(TransactWriteItem::builder().put(claim).build())
-            // DynamoDB answers a retry of this very attempt (same shard state, same code) with
-            // the first one's result for 10 minutes; the conditions make it safe beyond that.
-            .client_request_token(request_token(coupon, shard))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => Err(classify(&e, "TransactWriteItems claim")),
-        }
-    }
-
-    /// The claim's attempts. Each one takes the time anew (`now` plus the time spent), so an
-    /// attempt made after an "end now" answered is checked against the new `closes_at`, and
-    /// sets `maybe_applied` once an attempt's outcome is unknown.
+    /// The claim's attempts: allocate from a shard, then record. Each allocation takes the time
+    /// anew (`now` plus the time spent), so one made after an "end now" answered is checked
+    /// against the new `closes_at`; `maybe_applied` is set once a record's answer was lost.
     async fn claim_attempts(
         &self,
         id: &CampaignId,
@@ -246,9 +199,8 @@ impl DynamoStore {
         let Some(count) = self.shard_count(id).await? else { return Err(StoreError::NotFound) };
         let started = tokio::time::Instant::now();
         let deadline = started + self.claim_deadline;
-        // Throttling, conflicts and lost answers use up attempts. A lost shard race does not: it
-        // means another claim was issued, so those retries are bounded by the stock itself (and
-        // by the deadline, for an answer in time).
+        // Throttling and lost answers use up attempts. An empty shard does not: the next pick
+        // knows it, and a read of all shards follows.
         let mut busy = 0;
         let mut sent = 0;
         loop {
@@ -258,109 +210,76 @@ impl DynamoStore {
             }
             let at = firstcome_core::truncate_to_millis(now + started.elapsed());
             let now_ms = items::millis(at);
-            let Some((key, in_flight)) = self.cache.take(id, count).await else {
+            let Some(k) = self.cache.pick(id, count) else {
                 // Every shard looked empty here: one consistent read of all of them decides.
                 if let Some(answer) = self.all_shards(id, user, count, now_ms).await? {
                     return Ok(answer);
                 }
                 continue;
             };
-            // The shard as this container last saw it saves a read; the transaction's condition
-            // checks it. Only a fresh read may refuse (not open, closed) or call a shard empty.
-            let shard = match self.cache.seen(&key) {
-                Some(seen) if seen.remaining > 0 && seen.window(now_ms) == Status::Open => seen,
-                _ => {
-                    let Some(read) = self.read_shard(&key).await? else { return Err(StoreError::NotFound) };
-                    self.cache.saw_shard(&read);
-                    if let Some(refused) = self.outside_window(read.window(now_ms), id, user).await? {
-                        return Ok(refused);
-                    }
-                    if read.remaining == 0 {
-                        // Empty: where is stock left, if anywhere? One read of every shard says.
-                        drop(in_flight);
-                        if let Some(answer) = self.all_shards(id, user, count, now_ms).await? {
-                            return Ok(answer);
-                        }
-                        continue;
-                    }
-                    read
-                }
+            // The newest terms this container knows: the allocation's condition checks their
+            // version on the shard, so it is the store's terms that decide, never an older copy.
+            let campaign = match self.cache.newest_terms(id) {
+                Some(c) => c,
+                None => self.read_campaign(id).await?.ok_or(StoreError::NotFound)?.0,
             };
-            let Some(campaign) = self.terms(id, shard.version).await? else {
-                self.cache.forget_shard(&key);
-                continue;
-            };
-            // The ticket is checked against the terms of the version this attempt's condition
-            // pins, so it is the store's terms that decide, never an engine's older copy.
             if let Err(e) = campaign.check_ticket(user, ticket) {
                 return Ok(match self.coupon_of(id, user).await? {
                     Some(held) => Self::held(held, code),
                     None => StoreClaim::Ticket(e),
                 });
             }
-            // Issued at the claim's own time (the contract's `now`); the window was checked at `at`.
-            let coupon = campaign.coupon_for(user.clone(), code, shard.next_seq(), now);
-            let round_trip = tokio::time::Instant::now();
             sent += 1;
-            match self.transact_claim(&shard, &coupon, now_ms).await {
-                Ok(()) => {
-                    attempted("issued");
-                    self.cache.saw_shard(&Shard { remaining: shard.remaining - 1, ..shard });
-                    return Ok(StoreClaim::Issued(coupon));
-                }
-                Err(Attempt::Cancelled { second: Some(item), .. }) => {
-                    attempted("held");
-                    return Ok(Self::held(items::coupon_from(&item)?, code));
-                }
-                Err(Attempt::Cancelled { first: Some(image), .. }) => {
-                    attempted("lost_race");
-                    // The shard moved on (another claim, an edit, an end); its image says how.
-                    let current = Shard::from_item(&image)?;
-                    self.cache.saw_shard(&current);
-                    if current.version != shard.version || current.window(now_ms) != Status::Open {
-                        self.cache.forget_shard(&key);
-                    } else if current.remaining > 0 {
-                        drop(in_flight);
-                        self.spread(id, count, &key, round_trip.elapsed()).await;
-                    } else {
-                        drop(in_flight);
-                        if let Some(answer) = self.all_shards(id, user, count, now_ms).await? {
-                            return Ok(answer);
-                        }
+            match self.allocate(id, k, campaign.version, now_ms).await {
+                Ok(shard) => {
+                    attempted("allocated");
+                    self.cache.saw_shard(&shard);
+                    let a = shard.taken;
+                    let seq = shard.seq_of(a).ok_or_else(|| {
+                        DynamoError::Corrupt(format!("shard {}: allocation {a} has no seq", shard.key))
+                    })?;
+                    // Issued at the claim's own time (the contract's `now`); the window was checked at `at`.
+                    let coupon = campaign.coupon_for(user.clone(), code, seq, now);
+                    match self.record(&shard, a, &coupon, deadline, maybe_applied).await? {
+                        Recorded::Issued => return Ok(StoreClaim::Issued(coupon)),
+                        Recorded::Held(held) => return Ok(Self::held(held, code)),
+                        Recorded::Voided => continue,
                     }
                 }
-                Err(Attempt::Conflict(e)) => {
-                    attempted("conflict");
-                    tracing::debug!(error = %e, campaign = %id, "claim conflicted with another transaction");
-                    self.cache.forget_shard(&key);
-                    drop(in_flight);
-                    busy += 1;
-                    self.spread(id, count, &key, round_trip.elapsed()).await;
+                Err(Attempt::Cancelled { first: Some(image), .. }) => {
+                    // Refused; the shard's image says why: the window, other terms, or empty.
+                    let current = Shard::from_item(&image)?;
+                    self.cache.saw_shard(&current);
+                    if let Some(refused) = self.outside_window(current.window(now_ms), id, user).await? {
+                        return Ok(refused);
+                    }
+                    if current.version != campaign.version {
+                        attempted("stale_terms");
+                        self.read_campaign(id).await?;
+                        continue;
+                    }
+                    attempted("empty");
+                    if let Some(answer) = self.all_shards(id, user, count, now_ms).await? {
+                        return Ok(answer);
+                    }
                 }
                 Err(Attempt::Cancelled { .. }) => {
-                    attempted("lost_race");
-                    self.cache.forget_shard(&key);
+                    attempted("empty");
+                    if let Some(answer) = self.all_shards(id, user, count, now_ms).await? {
+                        return Ok(answer);
+                    }
                 }
-                Err(Attempt::Busy(e)) => {
+                Err(Attempt::Busy(e) | Attempt::Conflict(e)) => {
                     attempted("busy");
-                    tracing::debug!(error = %e, campaign = %id, "claim throttled; backing off");
-                    self.cache.forget_shard(&key);
-                    drop(in_flight);
+                    tracing::debug!(error = %e, campaign = %id, "allocation throttled; backing off");
                     busy += 1;
                     backoff(busy).await
                 }
                 Err(Attempt::Unknown(e)) => {
                     attempted("unknown");
-                    *maybe_applied = true;
-                    self.cache.forget_shard(&key);
-                    // Never guessed: the claim item says whether it applied.
-                    tracing::warn!(error = %e, campaign = %id, "claim outcome unknown; reading the claim item");
-                    if let Some(held) = self.coupon_of(id, user).await? {
-                        return Ok(Self::held(held, code));
-                    }
-                    // Not applied (yet): the next attempt uses the same code, so if this one
-                    // lands late the next one finds it and answers it as ours.
-                    drop(in_flight);
+                    // If it applied, nobody records it: recovery gives it back. Another
+                    // allocation is safe, since only a recorded one is a coupon.
+                    tracing::warn!(error = %e, campaign = %id, "allocation outcome unknown; allocating anew");
                     busy += 1;
                     backoff(busy).await;
                 }
@@ -398,16 +317,6 @@ impl DynamoStore {
         }
         Ok(None)
     }
-
-    /// After a race lost to another writer on `key`: claim from another shard next, so writers
-    /// that collided spread out; with no other shard left, wait up to a round trip so the two
-    /// stop colliding in lockstep.
-    async fn spread(&self, id: &CampaignId, count: u32, key: &str, round_trip: Duration) {
-        self.cache.move_away(id, count);
-        if self.cache.next_pick(id, count).as_deref() == Some(key) {
-            pause(round_trip).await;
-        }
-    }
 }
 
 #[async_trait]
@@ -433,6 +342,25 @@ impl ClaimStore for DynamoStore {
         if let Some(winners) = self.final_winners(id).await? {
             return Ok(winners.get(user.as_str()).cloned());
         }
+        Ok(self.claim_item(id, user).await?)
+    }
+
+    async fn issued(&self, id: &CampaignId) -> Result<u64, StoreError> {
+        let Some(count) = self.shard_count(id).await? else { return Ok(0) };
+        let shards = self.read_shards(id, count).await?;
+        Ok(shards.iter().map(|s| u64::from(s.allocated())).sum())
+    }
+
+    async fn coupons(&self, id: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError> {
+        let Some(count) = self.shard_count(id).await? else { return Ok(Vec::new()) };
+        let shards = self.read_shards(id, count).await?;
+        self.list_coupons(&shards, after, limit).await
+    }
+}
+
+impl DynamoStore {
+    /// The user's claim item, read consistently.
+    pub(crate) async fn claim_item(&self, id: &CampaignId, user: &UserId) -> Result<Option<Coupon>, DynamoError> {
         let out = self
             .client
             .get_item()
@@ -443,35 +371,8 @@ impl ClaimStore for DynamoStore {
             .send()
             .await
             .map_err(|e| DynamoError::sdk("GetItem claim", &e))?;
-        Ok(out.item().map(items::coupon_from).transpose()?)
+        out.item().map(items::coupon_from).transpose()
     }
-
-    async fn issued(&self, id: &CampaignId) -> Result<u64, StoreError> {
-        let Some(count) = self.shard_count(id).await? else { return Ok(0) };
-        let shards = self.read_shards(id, count).await?;
-        Ok(shards.iter().map(|s| u64::from(s.size - s.remaining)).sum())
-    }
-
-    async fn coupons(&self, id: &CampaignId, after: u32, limit: usize) -> Result<Vec<Coupon>, StoreError> {
-        let Some(count) = self.shard_count(id).await? else { return Ok(Vec::new()) };
-        let shards = self.read_shards(id, count).await?;
-        self.list_coupons(&shards, after, limit).await
-    }
-}
-
-/// Derived from campaign, user and the exact attempt (shard, its state, the code), at most 36
-/// characters as DynamoDB requires: the same attempt retried is recognised; a new attempt (other
-/// shard, other state) is a new request, never an `IdempotentParameterMismatch`.
-fn request_token(coupon: &Coupon, shard: &Shard) -> String {
-    let mut h = Sha256::new();
-    for part in [coupon.campaign_id.as_str(), coupon.user_id.as_str(), &shard.key] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    h.update(shard.remaining.to_be_bytes());
-    h.update(shard.version.to_be_bytes());
-    h.update(coupon.code.as_bytes());
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Full jitter: a random wait up to an exponentially growing, capped bound.
@@ -479,29 +380,4 @@ pub(crate) async fn backoff(attempt: u32) {
     let bound = BACKOFF_BASE.saturating_mul(1 << attempt.min(8)).min(BACKOFF_CAP);
     let wait = rand::rng().random_range(Duration::ZERO..=bound);
     tokio::time::sleep(wait).await;
-}
-
-/// A random wait of up to `round_trip`, after a lost race on a shard there is no other to move to.
-async fn pause(round_trip: Duration) {
-    let wait = rand::rng().random_range(Duration::ZERO..=round_trip.min(BACKOFF_CAP));
-    tokio::time::sleep(wait).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_tokens_name_one_attempt() {
-        let c = firstcome_core::testkit::open_campaign("tokens", 10);
-        let coupon =
-            c.coupon_for(firstcome_core::testkit::user(1), CouponCode::generate(), 1, firstcome_core::testkit::now());
-        let shard = Shard::layout(&c, 2).remove(0);
-        let token = request_token(&coupon, &shard);
-        assert_eq!(token.len(), 32);
-        assert_eq!(token, request_token(&coupon, &shard.clone()));
-        assert_ne!(token, request_token(&coupon, &Shard { remaining: 4, ..shard.clone() }));
-        let other = Coupon { code: CouponCode::generate(), ..coupon };
-        assert_ne!(token, request_token(&other, &shard));
-    }
 }

@@ -58,8 +58,8 @@ impl From<DynamoError> for StoreError {
 /// What a failed write transaction means for the next step.
 pub(crate) enum Attempt {
     /// Cancelled by conditions: the first item's (with its current image when the request asked
-    /// for it), the second item's (ditto), or both.
-    Cancelled { first: Option<Item>, first_failed: bool, second: Option<Item> },
+    /// for it), another item's, or both.
+    Cancelled { first: Option<Item>, first_failed: bool },
     /// Another transaction held an item (`TransactionConflict`): nothing applied; another shard,
     /// or the same one a moment later, will do.
     Conflict(DynamoError),
@@ -78,6 +78,10 @@ where
 {
     match e {
         SdkError::ServiceError(service) => {
+            // A single-item write whose condition failed (with the item's image when asked).
+            if let Some(image) = service.err().condition_failed() {
+                return Attempt::Cancelled { first: image.cloned(), first_failed: true };
+            }
             if let Some(reasons) = service.err().cancellation_reasons() {
                 let code = |r: &CancellationReason| r.code().unwrap_or("None").to_owned();
                 let codes: Vec<String> = reasons.iter().map(code).collect();
@@ -95,7 +99,7 @@ where
                 }
                 let failed = |k: usize| codes.get(k).is_some_and(|c| c == "ConditionalCheckFailed");
                 let image = |k: usize| reasons.get(k).filter(|_| failed(k)).and_then(|r| r.item().cloned());
-                return Attempt::Cancelled { first: image(0), first_failed: failed(0), second: image(1) };
+                return Attempt::Cancelled { first: image(0), first_failed: failed(0) };
             }
             // A 5xx (InternalServerError, ServiceUnavailable), even after the SDK's own retries,
             // says nothing of whether the write applied: DynamoDB may have committed it.
@@ -118,15 +122,40 @@ where
     }
 }
 
-/// Access to a transaction's cancellation reasons, whatever the operation's error type.
+/// Access to why a conditional write was refused, whatever the operation's error type: a
+/// transaction's cancellation reasons, or a single-item write's failed condition (`Some`, with
+/// the item's image if the request asked for it).
 pub(crate) trait AsCancellation {
-    fn cancellation_reasons(&self) -> Option<&[CancellationReason]>;
+    fn cancellation_reasons(&self) -> Option<&[CancellationReason]> {
+        None
+    }
+    fn condition_failed(&self) -> Option<Option<&Item>> {
+        None
+    }
 }
 
 impl AsCancellation for aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError {
     fn cancellation_reasons(&self) -> Option<&[CancellationReason]> {
         match self {
             Self::TransactionCanceledException(c) => Some(c.cancellation_reasons()),
+            _ => None,
+        }
+    }
+}
+
+impl AsCancellation for aws_sdk_dynamodb::operation::update_item::UpdateItemError {
+    fn condition_failed(&self) -> Option<Option<&Item>> {
+        match self {
+            Self::ConditionalCheckFailedException(c) => Some(c.item()),
+            _ => None,
+        }
+    }
+}
+
+impl AsCancellation for aws_sdk_dynamodb::operation::put_item::PutItemError {
+    fn condition_failed(&self) -> Option<Option<&Item>> {
+        match self {
+            Self::ConditionalCheckFailedException(c) => Some(c.item()),
             _ => None,
         }
     }

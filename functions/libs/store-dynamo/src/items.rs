@@ -82,16 +82,27 @@ pub(crate) fn campaign_from(item: &Item) -> Result<(Campaign, u32), DynamoError>
 
 // ---------------------------------------------------------------- stock shards
 
-/// One shard: it owns seq `start..start + size`, of which `remaining` are still free; the next
-/// coupon it issues is `start + size - remaining`. It carries the campaign's window and version
-/// so that a claim's transaction checks them on the item it writes anyway (a condition on the
-/// campaign item would make that one item every claim's hot spot).
+/// One shard: it owns seq `start..start + size` and hands them out by allocation number, one
+/// conditional `UpdateItem` each (`taken` counts allocations: allocation `a <= size` is seq
+/// `start + a - 1`, allocation `size + i` is `returned[i - 1]`, a seq given back). `remaining`
+/// is what can still be allocated: `size + returned.len() - taken`. An allocation becomes a
+/// coupon when its marker and the claim item are written; `voided` lists the allocations given
+/// back (their marker void), `checked` is the allocation up to which every one is known to be
+/// recorded or given back, and `mark` the `taken` the last recovery pass saw (what it may
+/// check on the next one). It carries the campaign's window and version so that an
+/// allocation checks them on the item it writes anyway (a condition on the campaign item would
+/// make that one item every claim's hot spot).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Shard {
     pub key: String,
     pub start: u32,
     pub size: u32,
     pub remaining: u32,
+    pub taken: u32,
+    pub returned: Vec<u32>,
+    pub voided: Vec<u32>,
+    pub checked: u32,
+    pub mark: u32,
     pub version: u64,
     pub opens_at: i64,
     pub closes_at: Option<i64>,
@@ -111,6 +122,11 @@ impl Shard {
                     start,
                     size,
                     remaining: size,
+                    taken: 0,
+                    returned: Vec::new(),
+                    voided: Vec::new(),
+                    checked: 0,
+                    mark: 0,
                     version: c.version,
                     opens_at: millis(c.opens_at),
                     closes_at: c.closes_at.map(millis),
@@ -121,8 +137,24 @@ impl Shard {
             .collect()
     }
 
-    pub fn next_seq(&self) -> u32 {
-        self.start + self.size - self.remaining
+    /// The seq allocation `a` (1..=taken) stands for.
+    pub fn seq_of(&self, a: u32) -> Option<u32> {
+        match a {
+            0 => None,
+            a if a <= self.size => Some(self.start + a - 1),
+            a => self.returned.get((a - self.size - 1) as usize).copied(),
+        }
+    }
+
+    /// The shard's number within its campaign (the key's suffix).
+    pub fn number(&self) -> u32 {
+        self.key.rsplit('#').next().and_then(|k| k.parse().ok()).unwrap_or(0)
+    }
+
+    /// Coupons allocated and not given back: issued, or about to be (a record in flight, or an
+    /// allocation whose claimant died, until recovery gives it back).
+    pub fn allocated(&self) -> u32 {
+        self.size - self.remaining
     }
 
     pub fn item(&self) -> Item {
@@ -131,9 +163,17 @@ impl Shard {
             ("start".into(), n(self.start)),
             ("size".into(), n(self.size)),
             ("remaining".into(), n(self.remaining)),
+            ("taken".into(), n(self.taken)),
+            ("returned".into(), AttributeValue::L(self.returned.iter().map(n).collect())),
+            ("checked".into(), n(self.checked)),
+            ("mark".into(), n(self.mark)),
             ("version".into(), n(self.version)),
             ("opens_at".into(), n(self.opens_at)),
         ]);
+        // DynamoDB has no empty sets: no attribute is the empty set.
+        if !self.voided.is_empty() {
+            item.insert("voided".into(), AttributeValue::Ns(self.voided.iter().map(u32::to_string).collect()));
+        }
         if let Some(c) = self.closes_at {
             item.insert("closes_at".into(), n(c));
         }
@@ -141,16 +181,45 @@ impl Shard {
     }
 
     pub fn from_item(item: &Item) -> Result<Self, DynamoError> {
+        let corrupt = |what: &str| DynamoError::Corrupt(format!("shard {:?}: {what}", item.get("shard")));
+        let numbers = |v: &AttributeValue| -> Result<u32, DynamoError> {
+            match v {
+                AttributeValue::N(x) => x.parse().map_err(|_| corrupt("returned")),
+                _ => Err(corrupt("returned")),
+            }
+        };
+        let returned = match item.get("returned") {
+            Some(AttributeValue::L(list)) => list.iter().map(numbers).collect::<Result<_, _>>()?,
+            _ => return Err(corrupt("returned missing or not a list")),
+        };
+        let voided = match item.get("voided") {
+            None => Vec::new(),
+            Some(AttributeValue::Ns(set)) => {
+                set.iter().map(|x| x.parse().map_err(|_| corrupt("voided"))).collect::<Result<_, _>>()?
+            }
+            Some(_) => return Err(corrupt("voided not a number set")),
+        };
         let shard = Shard {
             key: get_s(item, "shard")?.to_owned(),
             start: get_n(item, "start")?,
             size: get_n(item, "size")?,
             remaining: get_n(item, "remaining")?,
+            taken: get_n(item, "taken")?,
+            returned,
+            voided,
+            checked: get_n(item, "checked")?,
+            mark: get_n(item, "mark")?,
             version: get_n(item, "version")?,
             opens_at: get_n(item, "opens_at")?,
             closes_at: if item.contains_key("closes_at") { Some(get_n(item, "closes_at")?) } else { None },
         };
-        if shard.remaining > shard.size || shard.start == 0 {
+        let free = u64::from(shard.size) + shard.returned.len() as u64;
+        if shard.start == 0
+            || u64::from(shard.taken) > free
+            || u64::from(shard.remaining) != free - u64::from(shard.taken)
+            || shard.checked > shard.mark
+            || shard.mark > shard.taken
+        {
             return Err(DynamoError::Corrupt(format!("shard {}: {shard:?}", shard.key)));
         }
         Ok(shard)
@@ -160,6 +229,36 @@ impl Shard {
     pub fn window(&self, now: i64) -> Status {
         firstcome_core::window_status(self.opens_at, self.closes_at, now)
     }
+}
+
+// ---------------------------------------------------------------- allocation markers
+
+/// The marker of allocation `a` of shard `k`, in the claims table beside the claim items (a
+/// user id is visible ASCII, so this key can never be one): written with the claim item in one
+/// transaction (`issued`), or void when the allocation is given back. Its existence is what
+/// makes "recorded" and "given back" exclusive.
+pub(crate) fn marker_key(k: u32, a: u32) -> String {
+    format!("{}{a:010}", marker_prefix(k))
+}
+
+pub(crate) fn marker_prefix(k: u32) -> String {
+    format!("\u{a7}alloc#{k:03}#")
+}
+
+pub(crate) const MARKER_ISSUED: &str = "issued";
+pub(crate) const MARKER_VOID: &str = "void";
+
+pub(crate) fn marker_item(id: &CampaignId, k: u32, a: u32, state: &str) -> Item {
+    HashMap::from([
+        ("campaign".into(), s(id.as_str())),
+        ("user".into(), s(marker_key(k, a))),
+        ("state".into(), s(state)),
+    ])
+}
+
+/// The allocation number of a marker key of shard `k`.
+pub(crate) fn marker_allocation(key: &str, k: u32) -> Option<u32> {
+    key.strip_prefix(&marker_prefix(k))?.parse().ok()
 }
 
 // ---------------------------------------------------------------- claims
@@ -230,9 +329,17 @@ mod tests {
         let c = open_campaign("round-trip", 5);
         let (back, shards) = campaign_from(&campaign_item(&c, 3).unwrap()).unwrap();
         assert_eq!((back, shards), (c.clone(), 3));
-        let shard = Shard { remaining: 1, ..Shard::layout(&c, 2).remove(1) };
+        let shard = Shard { remaining: 1, taken: 1, ..Shard::layout(&c, 2).remove(1) };
         assert_eq!(Shard::from_item(&shard.item()).unwrap(), shard);
-        assert_eq!(shard.next_seq(), 5);
+        assert_eq!((shard.seq_of(1), shard.seq_of(2), shard.seq_of(3)), (Some(4), Some(5), None));
+        assert_eq!(shard.number(), 1);
+        let given_back =
+            Shard { remaining: 0, taken: 3, returned: vec![4], voided: vec![1], checked: 1, mark: 3, ..shard.clone() };
+        assert_eq!(Shard::from_item(&given_back.item()).unwrap(), given_back);
+        assert_eq!(given_back.seq_of(3), Some(4), "the third allocation is the seq the first gave back");
+        assert_eq!(marker_allocation(&marker_key(7, 12), 7), Some(12));
+        assert_eq!(marker_allocation(&marker_key(7, 12), 8), None);
+        assert!(UserId::parse(&marker_key(0, 1)).is_err(), "a marker key is never a user id");
         let coupon = c.coupon_for(user(1), CouponCode::generate(), 4, firstcome_core::testkit::now());
         assert_eq!(coupon_from(&claim_item(&coupon, &shard.key)).unwrap(), coupon);
     }
@@ -246,6 +353,8 @@ mod tests {
         let mut shard = Shard::layout(&c, 1).remove(0).item();
         shard.insert("remaining".into(), n(6));
         assert!(matches!(Shard::from_item(&shard), Err(DynamoError::Corrupt(_))));
+        shard.insert("remaining".into(), n(4));
+        assert!(matches!(Shard::from_item(&shard), Err(DynamoError::Corrupt(_))), "remaining must match taken");
         shard.insert("remaining".into(), s("x"));
         assert!(matches!(Shard::from_item(&shard), Err(DynamoError::Corrupt(_))));
     }

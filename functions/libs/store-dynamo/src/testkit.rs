@@ -129,7 +129,8 @@ pub fn store(client: Client, tables: Tables, shards: u32) -> DynamoStore {
 
 impl DynamoStore {
     /// Issues `count` coupons of an inserted, open campaign straight into the tables (25 claim
-    /// items per `BatchWriteItem`, each shard's `remaining` set to match), issued at `issued_at`
+    /// items or markers per `BatchWriteItem`, each shard's `remaining` and `taken` set to
+    /// match), issued at `issued_at`
     /// plus a millisecond per seq: a large, unledgered backlog in seconds.
     pub async fn issue_directly(
         &self,
@@ -149,15 +150,19 @@ impl DynamoStore {
                 let at = issued_at + time::Duration::milliseconds(i64::from(seq));
                 let coupon = campaign.coupon_for(user, firstcome_core::CouponCode::generate(), seq, at);
                 items.push(crate::items::claim_item(&coupon, &shard.key));
+                let a = seq - shard.start + 1;
+                items.push(crate::items::marker_item(&campaign.id, shard.number(), a, crate::items::MARKER_ISSUED));
                 coupons.push(coupon);
             }
             self.client
                 .update_item()
                 .table_name(&self.tables.stock)
                 .key("shard", crate::items::s(&shard.key))
-                .update_expression("SET #left = :left")
+                .update_expression("SET #left = :left, #taken = :taken")
                 .expression_attribute_names("#left", "remaining")
+                .expression_attribute_names("#taken", "taken")
                 .expression_attribute_values(":left", crate::items::n(shard.size - take))
+                .expression_attribute_values(":taken", crate::items::n(take))
                 .send()
                 .await
                 .unwrap();

@@ -18,9 +18,31 @@ use time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The calls a fault can be aimed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// A claim's allocation from a shard (`UpdateItem ... remaining - 1`).
+    Allocate,
+    /// A claim's record: the claim item and the allocation's marker (`TransactWriteItems`).
+    Record,
+    /// Any `GetItem`.
+    Read,
+}
+
+impl Call {
+    /// Whether `request` is this call; a script waits for the next such call.
+    fn is(self, request: &str) -> bool {
+        match self {
+            Call::Allocate => request.contains("DynamoDB_20120810.UpdateItem") && request.contains("#left - :one"),
+            Call::Record => request.contains("DynamoDB_20120810.TransactWriteItems"),
+            Call::Read => request.contains("DynamoDB_20120810.GetItem"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
-    /// Cancelled as if another transaction held the shard (reason `TransactionConflict`).
+    /// Refused as if a transaction held the item (`TransactionConflict`).
     Conflict,
     /// The same, answered only after this many milliseconds: the caller retries late.
     SlowConflict(u64),
@@ -32,26 +54,14 @@ enum Fault {
     ApplyThen500,
     /// Not forwarded; answered `500 InternalServerError`.
     Fail500,
-    /// A `GetItem` of a claim item, not forwarded: answered `500 InternalServerError`.
-    FailRead,
-    /// A `GetItem`, forwarded after this many milliseconds.
-    SlowRead(u64),
+    /// Not forwarded; the connection is dropped (a claimant that died before it was sent).
+    Drop,
+    /// Forwarded after this many milliseconds.
+    Slow(u64),
 }
 
-impl Fault {
-    /// Whether `request` is a call this fault is for; the script waits for the next such call.
-    fn applies(self, request: &str) -> bool {
-        match self {
-            // Reads of a user's claim item (keyed by campaign and user), not of stock shards.
-            Fault::FailRead => request.contains("DynamoDB_20120810.GetItem") && request.contains(r#""user":"#),
-            Fault::SlowRead(_) => request.contains("DynamoDB_20120810.GetItem"),
-            _ => request.contains("DynamoDB_20120810.TransactWriteItems"),
-        }
-    }
-}
-
-/// Faults to apply, in order, each to the next call of its operation; everything else passes.
-type Script = Arc<Mutex<VecDeque<Fault>>>;
+/// Faults to apply, in order, each to the next call it is aimed at; everything else passes.
+type Script = Arc<Mutex<VecDeque<(Call, Fault)>>>;
 
 /// Reads one HTTP/1.1 request (head and Content-Length body); `None` at end of stream.
 async fn read_request(conn: &mut TcpStream) -> Option<Vec<u8>> {
@@ -119,31 +129,42 @@ async fn proxy(upstream: String, script: Script, requests: Arc<AtomicUsize>) -> 
                     let text = String::from_utf8_lossy(&request).into_owned();
                     let fault = {
                         let mut script = script.lock().unwrap();
-                        let next = script.front().copied().filter(|f| f.applies(&text));
-                        next.inspect(|_| {
+                        let next = script.front().copied().filter(|(call, _)| call.is(&text));
+                        next.map(|(_, f)| {
                             script.pop_front();
+                            f
                         })
                     };
-                    let conflict = r#","CancellationReasons":[{"Code":"TransactionConflict","Message":"injected"},{"Code":"None"}]"#;
+                    // A transaction is cancelled with per-item reasons; a single-item write that
+                    // meets a transaction holding its item is refused outright.
+                    let conflict = || {
+                        if Call::Record.is(&text) {
+                            let reasons = r#","CancellationReasons":[{"Code":"TransactionConflict","Message":"injected"},{"Code":"None"}]"#;
+                            canned("TransactionCanceledException", reasons)
+                        } else {
+                            canned("TransactionConflictException", "")
+                        }
+                    };
                     match fault {
                         Some(Fault::Conflict) => {
-                            let _ = client.write_all(&canned("TransactionCanceledException", conflict)).await;
+                            let _ = client.write_all(&conflict()).await;
                             continue;
                         }
                         Some(Fault::SlowConflict(ms)) => {
                             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-                            let _ = client.write_all(&canned("TransactionCanceledException", conflict)).await;
+                            let _ = client.write_all(&conflict()).await;
                             continue;
                         }
+                        Some(Fault::Drop) => return,
                         Some(Fault::Throttle) => {
                             let _ = client.write_all(&canned("ThrottlingException", "")).await;
                             continue;
                         }
-                        Some(Fault::Fail500 | Fault::FailRead) => {
+                        Some(Fault::Fail500) => {
                             let _ = client.write_all(&server_error()).await;
                             continue;
                         }
-                        Some(Fault::SlowRead(ms)) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
+                        Some(Fault::Slow(ms)) => tokio::time::sleep(std::time::Duration::from_millis(ms)).await,
                         _ => {}
                     }
                     // One upstream connection per request, asked to close after its answer, so
@@ -206,8 +227,8 @@ async fn a_claim_still_retrying_after_an_end_is_answered_closed() {
     let (s, other) = stores(script.clone(), Arc::default()).await;
     let c = open_campaign("faults-end", 5);
     s.insert_campaign(&c).await.unwrap();
-    // The claim's first transaction is refused as a conflict, late: it retries after the end.
-    script.lock().unwrap().push_back(Fault::SlowConflict(800));
+    // The claim's first allocation is refused as a conflict, late: it retries after the end.
+    script.lock().unwrap().push_back((Call::Allocate, Fault::SlowConflict(800)));
     let (id, started) = (c.id.clone(), now());
     let claim = tokio::spawn(async move { s.claim(&id, &user(1), CouponCode::generate(), started).await });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -226,7 +247,7 @@ async fn an_edit_decided_after_the_opening_is_refused() {
     let c = campaign_at("faults-edit-late", 5, t + Duration::milliseconds(300));
     s.insert_campaign(&c).await.unwrap();
     // The edit is asked "before" the opening; its read of the campaign comes back after it.
-    script.lock().unwrap().push_back(Fault::SlowRead(700));
+    script.lock().unwrap().push_back((Call::Read, Fault::Slow(700)));
     let later = CampaignChanges { total: Some(1), opens_at: Some(t + Duration::hours(1)), ..Default::default() };
     let next = later.apply(&c, t).unwrap();
     let edit = s.update_campaign(&next, c.version, t).await;
@@ -235,13 +256,15 @@ async fn an_edit_decided_after_the_opening_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_that_applies_and_then_answers_500_is_issued() {
+async fn a_record_that_applies_and_then_answers_500_is_issued() {
     let script: Script = Arc::default();
     let (s, other) = stores(script.clone(), Arc::default()).await;
     let c = open_campaign("faults-500", 5);
     s.insert_campaign(&c).await.unwrap();
-    // The write lands and answers 500, and so does every retry the SDK makes of it.
-    script.lock().unwrap().extend([Fault::ApplyThen500, Fault::Fail500, Fault::Fail500, Fault::Fail500]);
+    // The record lands and answers 500, and so does every retry the SDK makes of it; the
+    // store's own retry of the same request then gets the first one's answer.
+    let faults = [Fault::ApplyThen500, Fault::Fail500, Fault::Fail500, Fault::Fail500];
+    script.lock().unwrap().extend(faults.map(|f| (Call::Record, f)));
     let engine = issuer(s);
     let outcome = engine.claim(&c.id, &user(1), now()).await;
     script.lock().unwrap().clear();
@@ -255,13 +278,15 @@ async fn a_write_that_applies_and_then_answers_500_is_issued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_a_write_may_have_applied_every_later_failure_is_unknown() {
     let script: Script = Arc::default();
-    let s = faulty_store(script.clone()).await;
+    // A claim's deadline as on DynamoDB: the SDK's own retries of 500s back off for seconds.
+    let s = faulty_store(script.clone()).await.with_claim_deadline(std::time::Duration::from_secs(2));
     let c = open_campaign("faults-unknown", 5);
     s.insert_campaign(&c).await.unwrap();
-    // The write lands and its answer is lost (the SDK's retries of it meet 500s); then the
-    // store's read of the claim item fails too.
-    let faults = [Fault::LoseAnswer, Fault::Fail500, Fault::Fail500, Fault::FailRead, Fault::FailRead, Fault::FailRead];
-    script.lock().unwrap().extend(faults);
+    // The record lands and its answer is lost; every retry of it meets a 500 until the claim
+    // gives up.
+    let faults: Vec<_> =
+        std::iter::once(Fault::LoseAnswer).chain([Fault::Fail500; 60]).map(|f| (Call::Record, f)).collect();
+    script.lock().unwrap().extend(faults.clone());
     let code = CouponCode::generate();
     let first = s.claim(&c.id, &user(1), code, now()).await;
     script.lock().unwrap().clear();
@@ -286,8 +311,11 @@ async fn conflicts_and_throttling_are_retried_and_nothing_is_issued_twice() {
     s.insert_campaign(&c).await.unwrap();
     let mut codes = Vec::new();
     for u in 0..4 {
-        // Every claim meets a conflict and a throttle (and the SDK's own retries) before it lands.
-        script.lock().unwrap().extend([Fault::Conflict, Fault::Throttle, Fault::Conflict]);
+        // Every claim meets a conflict and a throttle on its allocation (and the SDK's own
+        // retries), and a conflict on its record, before it lands.
+        let faults =
+            [(Call::Allocate, Fault::Conflict), (Call::Allocate, Fault::Throttle), (Call::Record, Fault::Conflict)];
+        script.lock().unwrap().extend(faults);
         match s.claim(&c.id, &user(u), CouponCode::generate(), now()).await.unwrap() {
             StoreClaim::Issued(coupon) => codes.push(coupon.code),
             StoreClaim::SoldOut => assert_eq!(u, 3, "only the fourth claim finds the stock gone"),
@@ -301,16 +329,16 @@ async fn conflicts_and_throttling_are_retried_and_nothing_is_issued_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_lost_after_the_write_is_resolved_from_the_claim_item() {
+async fn an_answer_lost_after_the_record_is_resolved_by_asking_again() {
     let script: Script = Arc::default();
     let s = faulty_store(script.clone()).await;
     let c = open_campaign("faults-lost", 5);
     s.insert_campaign(&c).await.unwrap();
-    script.lock().unwrap().push_back(Fault::LoseAnswer);
+    script.lock().unwrap().push_back((Call::Record, Fault::LoseAnswer));
     let code = CouponCode::generate();
     let first = s.claim(&c.id, &user(1), code, now()).await.unwrap();
     let StoreClaim::Issued(coupon) = first else { panic!("the applied write is this claim's issue: {first:?}") };
-    assert_eq!(coupon.code, code, "the coupon the lost write made, not a second one");
+    assert_eq!(coupon.code, code, "the coupon the lost record made, not a second one");
     assert_eq!(s.issued(&c.id).await.unwrap(), 1, "stock taken once");
     // The user's retry (a new request, new code) finds the same coupon.
     assert_eq!(s.claim(&c.id, &user(1), CouponCode::generate(), now()).await.unwrap(), StoreClaim::Existing(coupon));
@@ -344,4 +372,138 @@ async fn after_sell_out_losers_are_answered_without_touching_dynamodb() {
         );
     }
     assert_eq!(requests.load(Ordering::SeqCst), before, "no DynamoDB request for any of them");
+}
+
+/// Every coupon of the campaign, with the seqs 1..=total each held once and the claim items
+/// agreeing with the shards.
+async fn assert_exact(s: &DynamoStore, c: &firstcome_core::Campaign) {
+    let coupons = s.coupons(&c.id, 0, 1000).await.unwrap();
+    let mut seqs: Vec<u32> = coupons.iter().map(|c| c.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=c.total).collect::<Vec<_>>(), "each seq held once: {coupons:?}");
+    let users: std::collections::HashSet<_> = coupons.iter().map(|c| c.user_id.clone()).collect();
+    assert_eq!(users.len(), coupons.len(), "one coupon per user");
+    assert_eq!(s.issued(&c.id).await.unwrap(), u64::from(c.total));
+}
+
+/// Claims users `from..` until the store answers sold out; the coupons issued.
+async fn sell_out(s: &DynamoStore, c: &firstcome_core::Campaign, from: usize) -> usize {
+    let mut issued = 0;
+    for u in from..from + 100 {
+        match s.claim(&c.id, &user(u), CouponCode::generate(), now()).await.unwrap() {
+            StoreClaim::Issued(_) => issued += 1,
+            StoreClaim::SoldOut => return issued,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("never sold out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allocation_whose_answer_is_lost_is_given_back_by_recovery() {
+    let script: Script = Arc::default();
+    let (s, other) = stores(script.clone(), Arc::default()).await;
+    let c = open_campaign("faults-alloc-lost", 4);
+    s.insert_campaign(&c).await.unwrap();
+    // The allocation applies but its answer is lost: the claim cannot know its number, so it
+    // allocates anew; the first allocation is nobody's.
+    script.lock().unwrap().push_back((Call::Allocate, Fault::LoseAnswer));
+    let first = s.claim(&c.id, &user(1), CouponCode::generate(), now()).await.unwrap();
+    assert!(matches!(first, StoreClaim::Issued(_)), "{first:?}");
+    assert_eq!(other.issued(&c.id).await.unwrap(), 2, "two allocations, one of them lost");
+    // The first pass marks what it saw; the next gives back what is still unrecorded.
+    assert_eq!(other.recover_allocations().await.unwrap().given_back, 0, "nothing is old enough yet");
+    assert_eq!(other.recover_allocations().await.unwrap().given_back, 1);
+    assert_eq!(other.recover_allocations().await.unwrap().given_back, 0, "given back once");
+    assert_eq!(other.issued(&c.id).await.unwrap(), 1);
+    // The seq it held is issued again: the whole stock, each seq once.
+    assert_eq!(sell_out(&other, &c, 2).await, 3);
+    assert_exact(&other, &c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimant_that_dies_between_allocation_and_record_leaks_nothing() {
+    let script: Script = Arc::default();
+    let (s, other) = stores(script.clone(), Arc::default()).await;
+    let s = s.with_claim_deadline(std::time::Duration::from_secs(2));
+    let c = open_campaign("faults-died", 3);
+    s.insert_campaign(&c).await.unwrap();
+    // The claim allocates; then no record it sends ever arrives, until it gives up.
+    script.lock().unwrap().extend([Fault::Drop; 200].map(|f| (Call::Record, f)));
+    let died = s.claim(&c.id, &user(1), CouponCode::generate(), now()).await;
+    script.lock().unwrap().clear();
+    assert!(matches!(died, Err(StoreError::Unknown(_))), "a record that may have been sent is unknown: {died:?}");
+    assert_eq!(other.coupon_of(&c.id, &user(1)).await.unwrap(), None);
+    other.recover_allocations().await.unwrap();
+    assert_eq!(other.recover_allocations().await.unwrap().given_back, 1);
+    assert_eq!(sell_out(&other, &c, 1).await, 3, "the whole stock, the dead claim's seq included");
+    assert_exact(&other, &c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_arrives_after_recovery_gave_its_allocation_back_never_lands() {
+    let script: Script = Arc::default();
+    let (s, other) = stores(script.clone(), Arc::default()).await;
+    let c = open_campaign("faults-late-record", 2);
+    s.insert_campaign(&c).await.unwrap();
+    // The claim's record is held back for 1.5 s, while recovery runs twice: it finds the
+    // allocation unrecorded and gives it back. The record then finds the void marker.
+    script.lock().unwrap().push_back((Call::Record, Fault::Slow(1500)));
+    let (id, started) = (c.id.clone(), now());
+    let claim = tokio::spawn(async move { s.claim(&id, &user(1), CouponCode::generate(), started).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    other.recover_allocations().await.unwrap();
+    assert_eq!(other.recover_allocations().await.unwrap().given_back, 1);
+    // Meanwhile another user takes the seq it gave back.
+    assert!(matches!(
+        other.claim(&c.id, &user(2), CouponCode::generate(), now()).await.unwrap(),
+        StoreClaim::Issued(_)
+    ));
+    // The late claim allocates anew and is issued the other seq: never the same one twice.
+    let late = claim.await.unwrap().unwrap();
+    assert!(matches!(late, StoreClaim::Issued(_)), "{late:?}");
+    assert_eq!(other.claim(&c.id, &user(3), CouponCode::generate(), now()).await.unwrap(), StoreClaim::SoldOut);
+    assert_exact(&other, &c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_click_on_another_container_gives_its_allocation_back_at_once() {
+    let (s, other) = stores(Arc::default(), Arc::default()).await;
+    let c = open_campaign("faults-repeat", 2);
+    s.insert_campaign(&c).await.unwrap();
+    let StoreClaim::Issued(coupon) = s.claim(&c.id, &user(1), CouponCode::generate(), now()).await.unwrap() else {
+        panic!("stock left")
+    };
+    // The other container knows nothing of it: it allocates, its record finds the claim item.
+    assert_eq!(
+        other.claim(&c.id, &user(1), CouponCode::generate(), now()).await.unwrap(),
+        StoreClaim::Existing(coupon)
+    );
+    assert_eq!(other.issued(&c.id).await.unwrap(), 1, "the repeat's allocation is back already");
+    assert_eq!(sell_out(&other, &c, 2).await, 1);
+    assert_exact(&other, &c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coupon_given_back_after_sell_out_goes_to_the_next_customer() {
+    let script: Script = Arc::default();
+    let (s, other) = stores(script.clone(), Arc::default()).await;
+    let c = open_campaign("faults-after-sell-out", 2);
+    s.insert_campaign(&c).await.unwrap();
+    let ttl = std::time::Duration::from_millis(300);
+    let s = Arc::new(s);
+    let engine = Issuer::new(s.clone(), s.clone(), s, CacheConfig { sold_out_ttl: ttl, ..CacheConfig::default() });
+    // The first claim's first allocation is lost: the stock looks gone after one coupon.
+    script.lock().unwrap().push_back((Call::Allocate, Fault::LoseAnswer));
+    assert!(matches!(engine.claim(&c.id, &user(1), now()).await.unwrap(), ClaimOutcome::Issued(_)));
+    assert_eq!(engine.claim(&c.id, &user(2), now()).await.unwrap(), ClaimOutcome::SoldOut);
+    // Recovery gives the lost allocation back; within the ttl the engine still says sold out.
+    other.recover_allocations().await.unwrap();
+    assert_eq!(other.recover_allocations().await.unwrap().given_back, 1);
+    assert_eq!(engine.claim(&c.id, &user(3), now()).await.unwrap(), ClaimOutcome::SoldOut);
+    // Past it, the next customer gets the coupon that came back, and then it is sold out.
+    tokio::time::sleep(ttl).await;
+    assert!(matches!(engine.claim(&c.id, &user(4), now()).await.unwrap(), ClaimOutcome::Issued(_)));
+    assert_eq!(engine.claim(&c.id, &user(5), now()).await.unwrap(), ClaimOutcome::SoldOut);
+    assert_exact(&other, &c).await;
 }

@@ -1,8 +1,8 @@
 //! `firstcome-latency`: a proxy in front of DynamoDB Local that holds each request for a round
 //! trip drawn from a per-operation distribution (`--profile`, see `firstcome_sim::latency`),
 //! so that claims from several containers race as they would against DynamoDB, and counts what
-//! passes (`GET /stats`: requests per operation, the claim transactions by outcome, the write
-//! units DynamoDB bills for them). `cargo xtask emulate --latency aws` starts it.
+//! passes (`GET /stats`: requests per operation, the claims' allocations and record transactions
+//! by outcome, the allocations given back, the write units DynamoDB bills for them). `cargo xtask emulate --latency aws` starts it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,6 +39,11 @@ struct Stats {
     requests: BTreeMap<String, u64>,
     /// TransactWriteItems by outcome: committed, or the cancellation reasons' codes joined.
     transactions: BTreeMap<String, u64>,
+    /// A claim's allocations (`UpdateItem` taking one from a shard) by outcome: allocated, or
+    /// the error's type (a failed condition: the shard was empty or outside its window).
+    allocations: BTreeMap<String, u64>,
+    /// Allocations given back to a shard (`UpdateItem` appending to its `returned` list).
+    given_back: u64,
     /// What DynamoDB bills, by its published rule for items under 1 KB: 2 WCU per item of a
     /// transactional write, committed or cancelled; 1 per single-item write.
     write_units: u64,
@@ -69,7 +74,13 @@ async fn main() -> anyhow::Result<()> {
 
 async fn stats(State(proxy): State<Arc<Proxy>>) -> axum::Json<Value> {
     let s = proxy.stats.lock().unwrap_or_else(|p| p.into_inner());
-    axum::Json(json!({ "requests": s.requests, "transactions": s.transactions, "write_units": s.write_units }))
+    axum::Json(json!({
+        "requests": s.requests,
+        "transactions": s.transactions,
+        "allocations": s.allocations,
+        "given_back": s.given_back,
+        "write_units": s.write_units,
+    }))
 }
 
 async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
@@ -123,13 +134,30 @@ fn count(proxy: &Proxy, op: &str, request: &[u8], status: StatusCode, answer: &[
                     Some(reasons) => {
                         reasons.iter().map(|r| r["Code"].as_str().unwrap_or("?")).collect::<Vec<_>>().join("+")
                     }
-                    None => v["__type"].as_str().and_then(|t| t.rsplit('#').next()).unwrap_or("error").to_owned(),
+                    None => error_type(answer),
                 }
             };
             *s.transactions.entry(outcome).or_default() += 1;
             s.write_units += 2 * items;
         }
-        "PutItem" | "UpdateItem" | "DeleteItem" => s.write_units += 1,
+        "UpdateItem" => {
+            s.write_units += 1;
+            let v: Value = serde_json::from_slice(request).unwrap_or_default();
+            let expression = v["UpdateExpression"].as_str().unwrap_or_default();
+            if expression.contains("#left - :one") {
+                let outcome = if status.is_success() { "allocated".to_owned() } else { error_type(answer) };
+                *s.allocations.entry(outcome).or_default() += 1;
+            } else if expression.contains("list_append") && status.is_success() {
+                s.given_back += 1;
+            }
+        }
+        "PutItem" | "DeleteItem" => s.write_units += 1,
         _ => {}
     }
+}
+
+/// The short type of a DynamoDB error answer (`ConditionalCheckFailedException`).
+fn error_type(answer: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(answer).unwrap_or_default();
+    v["__type"].as_str().and_then(|t| t.rsplit('#').next()).unwrap_or("error").to_owned()
 }
