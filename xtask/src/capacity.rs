@@ -378,6 +378,52 @@ pub fn report(e: &Event, a: &Assumptions) -> String {
     out
 }
 
+/// The simulation's check against the emulated stack, as `cargo xtask bench --only race` last
+/// recorded it (docs/bench/race.json): the same opening run on both, side by side.
+pub fn emulator_check(root: &std::path::Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(root.join("docs/bench/race.json")).ok()?;
+    let r: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let (e, s) = (&r["emulated"], &r["simulated"]);
+    let pair = |k: &str| serde_json::json!({ "emulated": e[k], "simulated": s[k] });
+    Some(serde_json::json!({
+        "measured_at": r["measured_at"],
+        "containers": r["containers"],
+        "shards": r["shards"],
+        "issued": pair("issued"),
+        "attempts_per_issued": pair("attempts_per_issued"),
+        "writes_per_issued": pair("writes_per_issued"),
+        "sold_out_s": pair("sold_out_s"),
+        "violations": e["violations"].as_array().map_or(0, Vec::len),
+    }))
+}
+
+pub fn emulator_check_text(check: Option<&serde_json::Value>) -> String {
+    let Some(c) = check else {
+        return "
+check against the emulator: none recorded (run `cargo xtask bench --only race`)
+"
+        .into();
+    };
+    let num = |v: &serde_json::Value, k: &str| v[k].as_f64().map_or("-".into(), |x| format!("{x:.2}"));
+    format!(
+        "\ncheck against the emulator (`cargo xtask bench --only race`, {}; {} containers, {} shards; docs/dynamodb.md):\n\
+         claim attempts per coupon {} emulated, {} simulated\n\
+         write requests per coupon {} emulated, {} simulated\n\
+         sold out after            {} s emulated, {} s simulated (not reproduced: the emulator on two cores is slower than the model; the tolerance is for the race figures)\n\
+         invariants                {} violations\n",
+        c["measured_at"].as_str().unwrap_or("?"),
+        c["containers"],
+        c["shards"],
+        num(&c["attempts_per_issued"], "emulated"),
+        num(&c["attempts_per_issued"], "simulated"),
+        num(&c["writes_per_issued"], "emulated"),
+        num(&c["writes_per_issued"], "simulated"),
+        num(&c["sold_out_s"], "emulated"),
+        num(&c["sold_out_s"], "simulated"),
+        c["violations"],
+    )
+}
+
 /// The assumptions as (what, value) rows, for the report and the JSON.
 pub fn assumptions(a: &Assumptions) -> Vec<(&'static str, String)> {
     vec![
@@ -480,6 +526,19 @@ mod tests {
         let o = simulate(&scenario(&e, &a, rule, 200));
         assert!(meets_targets(&e, &o), "{o:?}");
         assert_eq!(o.issued, 1000);
+    }
+
+    #[test]
+    fn the_emulator_check_is_the_recorded_race() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let check = emulator_check(root).expect("docs/bench/race.json is recorded");
+        for k in ["attempts_per_issued", "writes_per_issued", "sold_out_s"] {
+            assert!(check[k]["emulated"].is_number() && check[k]["simulated"].is_number(), "{k}: {check}");
+        }
+        let text = emulator_check_text(Some(&check));
+        assert!(text.contains("claim attempts per coupon") && text.contains("violations"), "{text}");
+        assert!(emulator_check_text(None).contains("none recorded"));
+        assert!(emulator_check(&root.join("no-such-dir")).is_none());
     }
 
     #[test]

@@ -123,10 +123,14 @@ fn main() -> anyhow::Result<()> {
             }
             let a = capacity::Assumptions { clicks_per_user: clicks, containers, ..Default::default() };
             let e = capacity::Event { stock, peak_claims_per_s, users };
+            let check = capacity::emulator_check(&root);
             if json {
-                println!("{}", serde_json::to_string_pretty(&capacity::json(&e, &a))?);
+                let mut v = capacity::json(&e, &a);
+                v["emulator_check"] = check.clone().unwrap_or_default();
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", capacity::report(&e, &a));
+                print!("{}", capacity::emulator_check_text(check.as_ref()));
             }
             Ok(())
         }
