@@ -89,7 +89,8 @@ enum Task {
     /// times, figures and medians written to docs/benchmarks.md.
     Bench {
         /// Which targets (spike, stress, held, bulk, memory, soak; race: the opening on the emulated
-        /// AWS shape against its simulation, run only when named); default all but race.
+        /// AWS shape against its simulation, and cold-start: the claim function's package and
+        /// init, run only when named); default all but those two.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         #[arg(long, default_value_t = 3)]
@@ -200,10 +201,15 @@ fn main() -> anyhow::Result<()> {
             .args(["run", "--release", "-p", "firstcome-rehearse", "--bin", "firstcome-report", "--", "--campaign"])
             .arg(campaign)
             .args(args)),
-        Task::Bench { only, runs, soak_secs } if only.iter().any(|o| o == "race") => {
-            bench::race(&root, 8)?;
-            if only.len() > 1 {
-                let rest: Vec<String> = only.into_iter().filter(|o| o != "race").collect();
+        Task::Bench { only, runs, soak_secs } if only.iter().any(|o| o == "race" || o == "cold-start") => {
+            if only.iter().any(|o| o == "race") {
+                bench::race(&root, 8)?;
+            }
+            if only.iter().any(|o| o == "cold-start") {
+                bench::cold_start(&root, 10)?;
+            }
+            let rest: Vec<String> = only.into_iter().filter(|o| o != "race" && o != "cold-start").collect();
+            if !rest.is_empty() {
                 bench::run(&root, &rest, runs, soak_secs)?;
             }
             Ok(())
