@@ -214,7 +214,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
         <Show when=move || !missing.get() fallback=move || view! { <p class="notice">{move || lang.get().text().not_found}</p> }>
             <article class="event">
                 <h1>{move || campaign.with(|c| c.as_ref().map(|c| c.title.clone()))}</h1>
-                <p class="value">
+                <p class="value" data-testid="discount">
                     {move || campaign.with(|c| c.as_ref().map(|c| (lang.get().text().discount)(c.coupon.discount, &c.coupon.currency)))}
                 </p>
                 <div class="meter">
@@ -226,10 +226,23 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
                     <p data-testid="remaining">{move || remaining().map(|(l, t)| (lang.get().text().remaining)(l, t))}</p>
                 </div>
                 <p class="countdown">
-                    <span>{move || if is_open_by_clock() { lang.get().text().opened } else { lang.get().text().opens_in }}</span>
+                    // Before T0 the time left; from then on the campaign's state, not 00:00:00.
+                    <span data-testid="phase">{move || {
+                        let t = lang.get().text();
+                        match status() {
+                            Some(CampaignStatus::SoldOut) => t.sold_out,
+                            Some(CampaignStatus::Closed) => t.closed,
+                            _ if is_open_by_clock() => t.opened,
+                            _ => t.opens_in,
+                        }
+                    }}</span>
                     " "
                     <strong data-testid="countdown">
-                        {move || opens_ms().zip(server_now.get()).map(|(o, now)| countdown(o - now))}
+                        {move || if is_open_by_clock() {
+                            None
+                        } else {
+                            opens_ms().zip(server_now.get()).map(|(o, now)| countdown(o - now))
+                        }}
                     </strong>
                 </p>
 
@@ -280,7 +293,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
                 {move || match claim.get() {
                     Claim::Won { coupon, .. } => {
                         let code = coupon.code.clone();
-                        let expires = firstcome_wire::datetime::format(coupon.expires_at);
+                        let expires_at = coupon.expires_at;
                         view! {
                             <section class="coupon" aria-label=move || lang.get().text().your_coupon>
                                 <h2>{move || lang.get().text().your_coupon}</h2>
@@ -291,7 +304,7 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
                                         copied.set(true);
                                     }
                                 }>{move || if copied.get() { lang.get().text().copied } else { lang.get().text().copy }}</button>
-                                <p>{move || (lang.get().text().expires)(&expires)}</p>
+                                <p data-testid="expires">{move || (lang.get().text().expires)(&crate::i18n::local_datetime(lang.get(), expires_at))}</p>
                             </section>
                         }.into_any()
                     }
@@ -300,7 +313,15 @@ pub fn EventPage(id: String, lang: RwSignal<Lang>) -> impl IntoView {
                             disabled=move || !can_click()
                             aria-busy=move || matches!(claim.get(), Claim::Pending | Claim::Solving(_) | Claim::Retrying { .. }).to_string()
                             on:click=move |_| on_claim.run(())>
-                            {move || if matches!(claim.get(), Claim::Pending | Claim::Solving(_) | Claim::Retrying { .. }) { lang.get().text().claiming } else { lang.get().text().claim }}
+                            {move || {
+                                let t = lang.get().text();
+                                match (claim.get(), status()) {
+                                    (Claim::Pending | Claim::Solving(_) | Claim::Retrying { .. }, _) => t.claiming,
+                                    (Claim::SoldOut, _) | (_, Some(CampaignStatus::SoldOut)) => t.claim_sold_out,
+                                    (Claim::Closed, _) | (_, Some(CampaignStatus::Closed)) => t.claim_closed,
+                                    _ => t.claim,
+                                }
+                            }}
                         </button>
                     }.into_any(),
                 }}
@@ -425,6 +446,15 @@ async fn claim_with_retries(
         match Call::post(&path).token(Some(&s.token)).ticket(ticket).json::<ClaimResponse>().await {
             Ok(a) => {
                 let fresh = a.value.outcome == ClaimOutcome::Issued;
+                if fresh {
+                    // This coupon came after the last poll's count: the stock line says so at
+                    // once (the next poll corrects it either way).
+                    campaign.update(|c| {
+                        if let Some(c) = c {
+                            c.remaining = c.remaining.saturating_sub(1);
+                        }
+                    });
+                }
                 claim.set(Claim::Won { coupon: a.value.coupon, fresh });
                 return;
             }

@@ -22,6 +22,14 @@ impl Lang {
         }
     }
 
+    /// The BCP 47 locale for the browser's `Intl` formatting.
+    pub fn locale(self) -> &'static str {
+        match self {
+            Lang::Ko => "ko-KR",
+            Lang::En => "en-US",
+        }
+    }
+
     pub fn from_code(code: &str) -> Self {
         if code == "en" { Lang::En } else { Lang::Ko }
     }
@@ -48,6 +56,9 @@ pub struct Text {
     pub opens_in: &'static str,
     pub opened: &'static str,
     pub claim: &'static str,
+    /// The button's label once there is nothing to click for.
+    pub claim_sold_out: &'static str,
+    pub claim_closed: &'static str,
     pub claiming: &'static str,
     pub solving: fn(u32) -> String,
     pub sign_in_name: &'static str,
@@ -84,11 +95,16 @@ static KO: Text = Text {
     upcoming: "오픈 예정",
     loading: "불러오는 중…",
     not_found: "이벤트를 찾을 수 없습니다.",
-    discount: |amount, currency| format!("{amount} {currency} 할인"),
+    discount: |amount, currency| match currency {
+        "KRW" => format!("{}원 할인", grouped(amount)),
+        _ => format!("{} {currency} 할인", grouped(amount)),
+    },
     remaining: |left, total| format!("남은 수량 {left} / {total}"),
     opens_in: "오픈까지",
-    opened: "오픈!",
+    opened: "진행 중",
     claim: "쿠폰 받기",
+    claim_sold_out: "모두 소진되어 받을 수 없습니다",
+    claim_closed: "종료된 이벤트입니다",
     claiming: "요청 중…",
     solving: |p| format!("참여 티켓 준비 중… {p}%"),
     sign_in_name: "이름 (아이디)",
@@ -125,11 +141,16 @@ static EN: Text = Text {
     upcoming: "Coming up",
     loading: "Loading…",
     not_found: "No such event.",
-    discount: |amount, currency| format!("{amount} {currency} off"),
+    discount: |amount, currency| match currency {
+        "KRW" => format!("₩{} off", grouped(amount)),
+        _ => format!("{} {currency} off", grouped(amount)),
+    },
     remaining: |left, total| format!("{left} of {total} left"),
     opens_in: "Opens in",
-    opened: "Open!",
+    opened: "Open now",
     claim: "Get coupon",
+    claim_sold_out: "Sold out: nothing left to get",
+    claim_closed: "This event has ended",
     claiming: "Requesting…",
     solving: |p| format!("Preparing your ticket… {p}%"),
     sign_in_name: "Name (user id)",
@@ -158,9 +179,59 @@ static EN: Text = Text {
     expires: |d| format!("Valid until {d}"),
 };
 
+/// `n` with its thousands grouped by commas (both languages write 10,000).
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// An instant as the visitor reads it: their time zone, their language (`2026년 12월 8일
+/// 21:12`, `December 8, 2026 at 21:12`), from the browser's own `Intl`.
+#[cfg(target_arch = "wasm32")]
+pub fn local_datetime(lang: Lang, at: time::OffsetDateTime) -> String {
+    use wasm_bindgen::JsValue;
+    let options = js_sys::Object::new();
+    for (k, v) in [
+        ("year", "numeric"),
+        ("month", "long"),
+        ("day", "numeric"),
+        ("hour", "2-digit"),
+        ("minute", "2-digit"),
+        ("hourCycle", "h23"),
+    ] {
+        let _ = js_sys::Reflect::set(&options, &JsValue::from_str(k), &JsValue::from_str(v));
+    }
+    let locales = js_sys::Array::of1(&JsValue::from_str(lang.locale()));
+    let format = js_sys::Intl::DateTimeFormat::new(&locales, &options).format();
+    let date = js_sys::Date::new(&JsValue::from_f64(crate::api::millis(at)));
+    format
+        .call1(&JsValue::NULL, &date)
+        .ok()
+        .and_then(|s| s.as_string())
+        .unwrap_or_else(|| firstcome_wire::datetime::format(at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_are_grouped_and_won_is_written_in_korean() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(10_000), "10,000");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!((Lang::Ko.text().discount)(10_000, "KRW"), "10,000원 할인");
+        assert_eq!((Lang::En.text().discount)(10_000, "KRW"), "₩10,000 off");
+        assert_eq!((Lang::En.text().discount)(5, "USD"), "5 USD off");
+    }
 
     #[test]
     fn both_languages_say_sold_out_and_toggle_to_each_other() {

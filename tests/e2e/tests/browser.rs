@@ -213,17 +213,28 @@ async fn the_button_unlocks_at_t0_without_a_reload_and_shows_the_durable_code() 
     let countdown = b.text("countdown").await;
     assert!(countdown.starts_with("00:00:0") && countdown != "00:00:00", "{countdown}");
     assert!(b.text("remaining").await.contains("3 / 3"));
+    assert_eq!(b.text("discount").await, "5,000원 할인", "grouped digits, in won");
+    assert_eq!(b.text("phase").await, "오픈까지");
     b.screenshot("countdown").await;
     // A marker that a reload would wipe.
     b.eval("window.__stillHere = true; return null;").await;
 
     assert_unlocked_at_t0(opens_at, wait_enabled(&b, 15).await);
     assert_eq!(b.eval("return window.__stillHere === true;").await, json!(true), "no reload");
+    // Open: the state, not a countdown stuck at 00:00:00.
+    b.wait_text("phase", 5, |t| t == "진행 중").await;
+    assert_eq!(b.text("countdown").await, "");
     b.screenshot("open").await;
 
     b.click("claim").await;
     let code = b.wait_text("coupon-code", 10, |t| t.len() == 19).await;
     assert!(b.text("status").await.contains("발급"), "{}", b.text("status").await);
+    // The stock line counts this coupon without waiting for a poll that says so.
+    b.wait_text("remaining", 2, |t| t.contains("2 / 3")).await;
+    // The expiry in the visitor's zone and language, not an RFC 3339 instant.
+    let expires = b.text("expires").await;
+    assert!(expires.contains("년") && expires.contains("월") && expires.contains("까지"), "{expires}");
+    assert!(!expires.contains('T') && !expires.contains('Z'), "{expires}");
     assert_eq!(json!(code), server.my_code("unlock", "alice").await, "the page shows the stored coupon");
     b.screenshot("issued").await;
 
@@ -269,10 +280,14 @@ async fn after_sell_out_a_second_user_sees_sold_out_in_korean_and_english() {
     assert!(status.contains("모두 소진"), "{status}");
     assert!(b.text("remaining").await.contains("남은 수량 0 / 1"), "{}", b.text("remaining").await);
     assert!(!b.is_enabled("claim").await, "nothing left to click for");
+    assert!(b.text("claim").await.contains("소진"), "the disabled button says why: {}", b.text("claim").await);
+    assert!(b.text("phase").await.contains("소진"), "{}", b.text("phase").await);
+    assert_eq!(b.text("countdown").await, "");
     b.screenshot("sold-out-ko").await;
     b.click("lang-toggle").await;
     b.wait_text("status", 5, |t| t.contains("Sold out")).await;
     assert!(b.text("remaining").await.contains("0 of 1 left"));
+    assert!(b.text("claim").await.contains("Sold out"), "{}", b.text("claim").await);
     assert_eq!(b.eval("return document.documentElement.lang;").await, json!("en"));
     b.screenshot("sold-out-en").await;
 }
