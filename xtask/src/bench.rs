@@ -327,7 +327,8 @@ RSS growth is from 10% into a run to its end, which only means something for the
 /// `race`: the opening on the emulated AWS shape — `containers` claim processes under `cargo
 /// lambda watch`, DynamoDB Local behind the latency layer (`aws` round trips) — rehearsed with
 /// 20,000 users on 1,000 coupons; then the same opening in the simulation, so the two can be
-/// compared. Prints both and writes them to `target/bench/race.json`.
+/// compared. Prints both and writes them to `docs/bench/race.json` (which `cargo xtask capacity`
+/// prints as the simulation's check) and docs/benchmarks.md.
 pub fn race(root: &Path, containers: u32) -> anyhow::Result<Value> {
     crate::run(crate::cargo().args(["build", "--release", "-p", "firstcome-rehearse"]))?;
     crate::aws::tools()?;
@@ -400,7 +401,7 @@ pub fn race(root: &Path, containers: u32) -> anyhow::Result<Value> {
         ..firstcome_sim::Scenario::reference(shards)
     };
     let sim = firstcome_sim::simulate(&scenario);
-    let result = serde_json::json!({
+    let mut result = serde_json::json!({
         "containers": containers,
         "shards": shards,
         "emulated": {
@@ -425,13 +426,10 @@ pub fn race(root: &Path, containers: u32) -> anyhow::Result<Value> {
             "request_p99_ms": sim.request_p99_ms, "unavailable": sim.unavailable, "overhead_ms": scenario.overhead_ms,
         },
     });
-    std::fs::write(out_dir.join("race.json"), serde_json::to_string_pretty(&result)?)?;
-    // Kept with the docs: `cargo xtask capacity` prints it as the simulation's check.
-    let mut recorded = result.clone();
-    recorded["measured_at"] =
+    result["measured_at"] =
         Value::String(format!("{}, {}", now_utc(), machine_line().split(", loopback").next().unwrap_or_default()));
     std::fs::create_dir_all(root.join("docs/bench"))?;
-    std::fs::write(root.join("docs/bench/race.json"), serde_json::to_string_pretty(&recorded)?)?;
+    std::fs::write(root.join("docs/bench/race.json"), serde_json::to_string_pretty(&result)?)?;
     println!("{}", serde_json::to_string_pretty(&result)?);
     let docs = root.join("docs/benchmarks.md");
     let previous = std::fs::read_to_string(&docs).unwrap_or_default();
