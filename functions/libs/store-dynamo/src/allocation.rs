@@ -79,19 +79,20 @@ impl DynamoStore {
         }
     }
 
-    /// Writes the claim item and allocation `a`'s marker, both only if absent; retries with the
+    /// Writes the claim item and the marker of allocation `a` of shard `k`, both only if absent; retries with the
     /// same request token (DynamoDB answers a retry of the same request with the first one's
     /// result), so a lost answer is never taken for a failure. `maybe_applied` is set once an
     /// answer was lost.
     pub(crate) async fn record(
         &self,
-        shard: &Shard,
+        k: u32,
         a: u32,
         coupon: &Coupon,
         deadline: tokio::time::Instant,
         maybe_applied: &mut bool,
     ) -> Result<Recorded, StoreError> {
         let id = &coupon.campaign_id;
+        let shard = items::shard_key(id, k);
         let put = |item, key: &str| {
             Put::builder()
                 .table_name(&self.tables.claims)
@@ -103,9 +104,9 @@ impl DynamoStore {
                 .map(|p| TransactWriteItem::builder().put(p).build())
                 .map_err(DynamoError::from)
         };
-        let claim = put(items::claim_item(coupon, &shard.key), "user")?;
-        let marker = put(items::marker_item(id, shard.number(), a, items::MARKER_ISSUED), "user")?;
-        let token = request_token(coupon, &shard.key, a);
+        let claim = put(items::claim_item(coupon, &shard), "user")?;
+        let marker = put(items::marker_item(id, k, a, items::MARKER_ISSUED), "user")?;
+        let token = request_token(coupon, &shard, a);
         let mut busy = 0;
         loop {
             let result = self
@@ -125,7 +126,7 @@ impl DynamoStore {
                             DynamoError::Corrupt(format!("claim of {} refused but not found", coupon.user_id))
                         })?,
                     };
-                    self.give_back(id, shard.number(), a, coupon.seq).await?;
+                    self.give_back(id, k, a, coupon.seq).await?;
                     return Ok(Recorded::Held(held));
                 }
                 Err(Attempt::Cancelled { .. }) => return Ok(Recorded::Voided),

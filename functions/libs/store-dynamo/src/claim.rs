@@ -240,30 +240,27 @@ impl DynamoStore {
                     })?;
                     // Issued at the claim's own time (the contract's `now`); the window was checked at `at`.
                     let coupon = campaign.coupon_for(user.clone(), code, seq, now);
-                    match self.record(&shard, a, &coupon, deadline, maybe_applied).await? {
+                    match self.record(k, a, &coupon, deadline, maybe_applied).await? {
                         Recorded::Issued => return Ok(StoreClaim::Issued(coupon)),
                         Recorded::Held(held) => return Ok(Self::held(held, code)),
                         Recorded::Voided => continue,
                     }
                 }
-                Err(Attempt::Cancelled { first: Some(image), .. }) => {
-                    // Refused; the shard's image says why: the window, other terms, or empty.
-                    let current = Shard::from_item(&image)?;
-                    self.cache.saw_shard(&current);
-                    if let Some(refused) = self.outside_window(current.window(now_ms), id, user).await? {
-                        return Ok(refused);
+                Err(Attempt::Cancelled { first, .. }) => {
+                    // Refused; the shard's image, when it came, says why: the window, other
+                    // terms, or empty. Without one, empty is the only thing to check.
+                    if let Some(image) = first {
+                        let current = Shard::from_item(&image)?;
+                        self.cache.saw_shard(&current);
+                        if let Some(refused) = self.outside_window(current.window(now_ms), id, user).await? {
+                            return Ok(refused);
+                        }
+                        if current.version != campaign.version {
+                            attempted("stale_terms");
+                            self.read_campaign(id).await?;
+                            continue;
+                        }
                     }
-                    if current.version != campaign.version {
-                        attempted("stale_terms");
-                        self.read_campaign(id).await?;
-                        continue;
-                    }
-                    attempted("empty");
-                    if let Some(answer) = self.all_shards(id, user, count, now_ms).await? {
-                        return Ok(answer);
-                    }
-                }
-                Err(Attempt::Cancelled { .. }) => {
                     attempted("empty");
                     if let Some(answer) = self.all_shards(id, user, count, now_ms).await? {
                         return Ok(answer);

@@ -146,11 +146,6 @@ impl Shard {
         }
     }
 
-    /// The shard's number within its campaign (the key's suffix).
-    pub fn number(&self) -> u32 {
-        self.key.rsplit('#').next().and_then(|k| k.parse().ok()).unwrap_or(0)
-    }
-
     /// Coupons allocated and not given back: issued, or about to be (a record in flight, or an
     /// allocation whose claimant died, until recovery gives it back).
     pub fn allocated(&self) -> u32 {
@@ -332,7 +327,6 @@ mod tests {
         let shard = Shard { remaining: 1, taken: 1, ..Shard::layout(&c, 2).remove(1) };
         assert_eq!(Shard::from_item(&shard.item()).unwrap(), shard);
         assert_eq!((shard.seq_of(1), shard.seq_of(2), shard.seq_of(3)), (Some(4), Some(5), None));
-        assert_eq!(shard.number(), 1);
         let given_back =
             Shard { remaining: 0, taken: 3, returned: vec![4], voided: vec![1], checked: 1, mark: 3, ..shard.clone() };
         assert_eq!(Shard::from_item(&given_back.item()).unwrap(), given_back);

@@ -143,7 +143,7 @@ impl DynamoStore {
         let layout = crate::items::Shard::layout(campaign, shards);
         let mut coupons = Vec::new();
         let mut items = Vec::new();
-        for shard in &layout {
+        for (k, shard) in (0u32..).zip(&layout) {
             let take = shard.size.min(count.saturating_sub(coupons.len() as u32));
             for seq in shard.start..shard.start + take {
                 let user = firstcome_core::UserId::parse(&format!("seeded-{seq}")).unwrap();
@@ -151,7 +151,7 @@ impl DynamoStore {
                 let coupon = campaign.coupon_for(user, firstcome_core::CouponCode::generate(), seq, at);
                 items.push(crate::items::claim_item(&coupon, &shard.key));
                 let a = seq - shard.start + 1;
-                items.push(crate::items::marker_item(&campaign.id, shard.number(), a, crate::items::MARKER_ISSUED));
+                items.push(crate::items::marker_item(&campaign.id, k, a, crate::items::MARKER_ISSUED));
                 coupons.push(coupon);
             }
             self.client
