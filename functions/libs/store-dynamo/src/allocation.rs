@@ -11,8 +11,9 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem,
 };
 use firstcome_core::{CampaignId, Coupon, StoreError};
 use sha2::{Digest, Sha256};
@@ -66,6 +67,11 @@ impl DynamoStore {
             .expression_attribute_values(":now", n(now_ms))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            // Not idempotent: an SDK retry after an answer lost in transit would allocate a
+            // second time and leave the first to recovery, silently. The claim's own loop
+            // retries throttling, and counts a lost answer (`Attempt::Unknown`).
+            .customize()
+            .config_override(aws_sdk_dynamodb::config::Builder::default().retry_config(RetryConfig::disabled()))
             .send()
             .await;
         match result {
@@ -129,7 +135,23 @@ impl DynamoStore {
                     self.give_back(id, k, a, coupon.seq).await?;
                     return Ok(Recorded::Held(held));
                 }
-                Err(Attempt::Cancelled { .. }) => return Ok(Recorded::Voided),
+                Err(Attempt::Cancelled { .. }) => {
+                    // Only a void marker means recovery gave this allocation back (and the
+                    // shard has its seq again). Anything else is not a reason to move on: an
+                    // allocation dropped here would be a coupon nobody can have.
+                    match self.marker_state(id, k, a).await?.as_deref() {
+                        Some(items::MARKER_VOID) => return Ok(Recorded::Voided),
+                        Some(_) => {
+                            return Err(DynamoError::Corrupt(format!(
+                                "shard {shard}: allocation {a} recorded by another claim"
+                            ))
+                            .into());
+                        }
+                        None => {
+                            DynamoError::Corrupt(format!("record of {shard} allocation {a} cancelled, marker absent"))
+                        }
+                    }
+                }
                 Err(Attempt::Failed(e)) => return Err(e.into()),
                 Err(Attempt::Unknown(e)) => {
                     *maybe_applied = true;
@@ -290,6 +312,46 @@ impl DynamoStore {
             }
         }
         Ok(given_back)
+    }
+
+    /// Whether some allocation of these shards is neither recorded nor given back yet: every
+    /// allocation ends with one marker (issued, or void and then returned to the shard, which
+    /// notes it in `voided`), so a shard with fewer markers than allocations, or more void
+    /// markers than returns, has one in flight (a record, or a repeat click giving its seq
+    /// back) or stranded (until recovery).
+    pub(crate) async fn unsettled(&self, id: &CampaignId, shards: &[Shard]) -> Result<bool, DynamoError> {
+        for (k, shard) in (0u32..).zip(shards) {
+            if shard.taken == 0 {
+                continue;
+            }
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.tables.claims)
+                .key_condition_expression("#c = :c AND begins_with(#u, :p)")
+                .expression_attribute_names("#c", "campaign")
+                .expression_attribute_names("#u", "user")
+                .expression_attribute_values(":c", s(id.as_str()))
+                .expression_attribute_values(":p", s(items::marker_prefix(k)))
+                .filter_expression("#st = :void")
+                .expression_attribute_names("#st", "state")
+                .expression_attribute_values(":void", s(items::MARKER_VOID))
+                .select(Select::Count)
+                .consistent_read(true)
+                .into_paginator()
+                .send();
+            // Scanned: every marker; counted (the filter): the void ones.
+            let (mut markers, mut void) = (0u64, 0u64);
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| DynamoError::sdk("Query marker count", &e))?;
+                markers += page.scanned_count() as u64;
+                void += page.count() as u64;
+            }
+            if markers < u64::from(shard.taken) || void > shard.voided.len() as u64 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The markers of allocations `from..=to` of shard `k`: allocation number -> state.

@@ -21,6 +21,9 @@ use crate::{DynamoStore, MAX_ATTEMPTS};
 const MAX_SNAPSHOT: u64 = 200_000;
 const BACKOFF_BASE: Duration = Duration::from_millis(8);
 const BACKOFF_CAP: Duration = Duration::from_millis(250);
+/// How long an empty campaign with an allocation in flight is re-read before it is answered
+/// sold out: a record or a give-back takes a few round trips; longer means a stranded one.
+const SETTLE_FOR: Duration = Duration::from_secs(1);
 
 /// `firstcome_dynamo_claim_attempts_total{outcome}`: every allocation sent, by what came of it.
 /// All but `allocated` are billed writes that issued nothing.
@@ -203,6 +206,7 @@ impl DynamoStore {
         // knows it, and a read of all shards follows.
         let mut busy = 0;
         let mut sent = 0;
+        let mut settling = Settling::default();
         loop {
             if busy >= MAX_ATTEMPTS || tokio::time::Instant::now() >= deadline {
                 let waited_ms = started.elapsed().as_millis() as u64;
@@ -212,7 +216,7 @@ impl DynamoStore {
             let now_ms = items::millis(at);
             let Some(k) = self.cache.pick(id, count) else {
                 // Every shard looked empty here: one consistent read of all of them decides.
-                if let Some(answer) = self.all_shards(id, user, count, now_ms).await? {
+                if let Some(answer) = self.all_shards(id, user, count, now_ms, &mut settling).await? {
                     return Ok(answer);
                 }
                 continue;
@@ -262,7 +266,7 @@ impl DynamoStore {
                         }
                     }
                     attempted("empty");
-                    if let Some(answer) = self.all_shards(id, user, count, now_ms).await? {
+                    if let Some(answer) = self.all_shards(id, user, count, now_ms, &mut settling).await? {
                         return Ok(answer);
                     }
                 }
@@ -298,6 +302,7 @@ impl DynamoStore {
         user: &UserId,
         count: u32,
         now_ms: i64,
+        settling: &mut Settling,
     ) -> Result<Option<StoreClaim>, StoreError> {
         let shards = self.read_shards(id, count).await?;
         let Some(first) = shards.first() else { return Err(StoreError::NotFound) };
@@ -305,6 +310,17 @@ impl DynamoStore {
             return Ok(Some(refused));
         }
         if shards.iter().all(|s| s.remaining == 0) {
+            // Empty while an allocation is in flight is not sold out yet: a repeat click gives
+            // its seq back a moment later, and the last coupon must not be left unissued while
+            // customers are told there is none. A stranded allocation (a claimant that died)
+            // is waited for only briefly: recovery gives it back, and the sold-out answer is
+            // kept only `sold_out_ttl`.
+            let since = *settling.since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() < SETTLE_FOR && self.unsettled(id, &shards).await? {
+                settling.waits += 1;
+                backoff(settling.waits).await;
+                return Ok(None);
+            }
             self.cache.mark_sold_out(id);
             return Ok(Some(self.existing_or(id, user, StoreClaim::SoldOut).await?));
         }
@@ -370,6 +386,13 @@ impl DynamoStore {
             .map_err(|e| DynamoError::sdk("GetItem claim", &e))?;
         out.item().map(items::coupon_from).transpose()
     }
+}
+
+/// A claim's wait for allocations in flight on an empty campaign: since when, how many re-reads.
+#[derive(Default)]
+struct Settling {
+    since: Option<tokio::time::Instant>,
+    waits: u32,
 }
 
 /// Full jitter: a random wait up to an exponentially growing, capped bound.

@@ -27,6 +27,8 @@ enum Call {
     Record,
     /// Any `GetItem`.
     Read,
+    /// A seq's return to its shard (`UpdateItem ... list_append`), after its void marker.
+    GiveBack,
 }
 
 impl Call {
@@ -36,6 +38,7 @@ impl Call {
             Call::Allocate => request.contains("DynamoDB_20120810.UpdateItem") && request.contains("#left - :one"),
             Call::Record => request.contains("DynamoDB_20120810.TransactWriteItems"),
             Call::Read => request.contains("DynamoDB_20120810.GetItem"),
+            Call::GiveBack => request.contains("DynamoDB_20120810.UpdateItem") && request.contains("list_append"),
         }
     }
 }
@@ -481,6 +484,33 @@ async fn a_repeat_click_on_another_container_gives_its_allocation_back_at_once()
     );
     assert_eq!(other.issued(&c.id).await.unwrap(), 1, "the repeat's allocation is back already");
     assert_eq!(sell_out(&other, &c, 2).await, 1);
+    assert_exact(&other, &c).await;
+}
+
+/// The last seq, taken for a moment by a winner's repeat click on another container: a customer
+/// who finds every shard empty meanwhile is not told "sold out" while that seq is on its way
+/// back; they wait for it and get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_who_finds_the_stock_empty_while_a_repeat_gives_it_back_gets_it() {
+    let script: Script = Arc::default();
+    let (s, other) = stores(script.clone(), Arc::default()).await;
+    let c = open_campaign("faults-settling", 2);
+    s.insert_campaign(&c).await.unwrap();
+    assert!(matches!(
+        other.claim(&c.id, &user(1), CouponCode::generate(), now()).await.unwrap(),
+        StoreClaim::Issued(_)
+    ));
+    // The repeat allocates the last seq, finds the claim item, writes its void marker; the
+    // seq's return to the shard is held back 500 ms.
+    script.lock().unwrap().push_back((Call::GiveBack, Fault::Slow(500)));
+    let id = c.id.clone();
+    let repeat = tokio::spawn(async move { s.claim(&id, &user(1), CouponCode::generate(), now()).await });
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    assert_eq!(other.issued(&c.id).await.unwrap(), 2, "the repeat holds the last seq now");
+    let second = other.claim(&c.id, &user(2), CouponCode::generate(), now()).await.unwrap();
+    assert!(matches!(second, StoreClaim::Issued(_)), "{second:?}");
+    assert!(matches!(repeat.await.unwrap().unwrap(), StoreClaim::Existing(_)));
+    assert_eq!(other.claim(&c.id, &user(3), CouponCode::generate(), now()).await.unwrap(), StoreClaim::SoldOut);
     assert_exact(&other, &c).await;
 }
 
