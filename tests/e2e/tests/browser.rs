@@ -201,6 +201,34 @@ fn assert_unlocked_at_t0(opens_at: OffsetDateTime, enabled_at: OffsetDateTime) {
     assert!(-early < 1500, "enabled {} ms after T0", -early);
 }
 
+/// The page's own timeline (the marks it sets, and Chromium's first contentful paint): how soon
+/// a customer sees the event, and how soon after the server's T0 the button is enabled (the page's
+/// mark, not this test's 10 ms poll). Checked, printed, and written to `target/page-timings.txt`
+/// beside `target/page-sizes.txt` (README: the page's size and timings).
+async fn page_timings(b: &Browser, opens_at: OffsetDateTime) {
+    let t = b
+        .eval(
+            "const p = performance, at = n => (p.getEntriesByName(n)[0] || {}).startTime;
+             return { origin: p.timeOrigin, fcp: at('first-contentful-paint'),
+                      shown: at('firstcome:campaign-shown'), enabled: at('firstcome:claim-enabled') };",
+        )
+        .await;
+    let ms = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("no {k} in the page's timeline: {t}"));
+    let (fcp, shown) = (ms("fcp"), ms("shown"));
+    let enabled_after_t0 = ms("origin") + ms("enabled") - (opens_at.unix_timestamp_nanos() / 1_000_000) as f64;
+    assert!(fcp > 0.0 && fcp <= shown + 1.0, "first paint {fcp} ms, the campaign shown at {shown} ms");
+    assert!(shown < 5_000.0, "the campaign took {shown} ms to show");
+    assert!((-100.0..1_500.0).contains(&enabled_after_t0), "enabled {enabled_after_t0} ms after T0");
+    let line = format!(
+        "event page, headless Chromium on loopback: first contentful paint {fcp:.0} ms, campaign on screen {shown:.0} ms \
+         after navigation start; claim button enabled {enabled_after_t0:.0} ms after the server's T0 (measured {})\n",
+        OffsetDateTime::now_utc().format(&Rfc3339).unwrap()
+    );
+    eprint!("{line}");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    std::fs::write(target.join("page-timings.txt"), line).expect("writing target/page-timings.txt");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_button_unlocks_at_t0_without_a_reload_and_shows_the_durable_code() {
     let _one = ONE_BROWSER.lock().await;
@@ -221,6 +249,7 @@ async fn the_button_unlocks_at_t0_without_a_reload_and_shows_the_durable_code() 
 
     assert_unlocked_at_t0(opens_at, wait_enabled(&b, 15).await);
     assert_eq!(b.eval("return window.__stillHere === true;").await, json!(true), "no reload");
+    page_timings(&b, opens_at).await;
     // Open: the state, not a countdown stuck at 00:00:00.
     b.wait_text("phase", 5, |t| t == "진행 중").await;
     assert_eq!(b.text("countdown").await, "");
