@@ -151,11 +151,24 @@ impl Browser {
         el.click().await.unwrap_or_else(|e| panic!("clicking {testid}: {e}"));
     }
 
+    /// Types into the element once it can take input: an editor the page has just mounted may
+    /// be in the DOM a moment before it is interactable (seen on a slow machine).
     pub async fn type_into(&self, testid: &str, text: &str) {
         let css = Self::by_testid(testid);
-        let el = self.client.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css(&css)).await.unwrap();
-        el.clear().await.unwrap();
-        el.send_keys(text).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let el = self.client.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css(&css)).await.unwrap();
+            match el.clear().await {
+                Ok(()) => {
+                    el.send_keys(text).await.unwrap_or_else(|e| panic!("typing into {testid}: {e}"));
+                    return;
+                }
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{testid} never took input: {e}"),
+            }
+        }
     }
 
     /// Sets an input's value as the user would (an `input` event), e.g. a `datetime-local`.

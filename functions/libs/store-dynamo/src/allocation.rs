@@ -147,9 +147,12 @@ impl DynamoStore {
                             ))
                             .into());
                         }
-                        None => {
-                            DynamoError::Corrupt(format!("record of {shard} allocation {a} cancelled, marker absent"))
-                        }
+                        // Cancelled, yet neither item is there: retried like a throttle.
+                        None => DynamoError::Sdk {
+                            op: "TransactWriteItems record",
+                            message: format!("{shard} allocation {a}: cancelled, and its marker is absent"),
+                            code: None,
+                        },
                     }
                 }
                 Err(Attempt::Failed(e)) => return Err(e.into()),
@@ -314,6 +317,18 @@ impl DynamoStore {
         Ok(given_back)
     }
 
+    /// A strongly consistent query of campaign `id`'s claim items (`#c = :c`, sort key `#u`):
+    /// the markers live there, under their prefix.
+    fn marker_query(&self, id: &CampaignId) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.tables.claims)
+            .expression_attribute_names("#c", "campaign")
+            .expression_attribute_names("#u", "user")
+            .expression_attribute_values(":c", s(id.as_str()))
+            .consistent_read(true)
+    }
+
     /// Whether some allocation of these shards is neither recorded nor given back yet: every
     /// allocation ends with one marker (issued, or void and then returned to the shard, which
     /// notes it in `voided`), so a shard with fewer markers than allocations, or more void
@@ -325,19 +340,13 @@ impl DynamoStore {
                 continue;
             }
             let mut pages = self
-                .client
-                .query()
-                .table_name(&self.tables.claims)
+                .marker_query(id)
                 .key_condition_expression("#c = :c AND begins_with(#u, :p)")
-                .expression_attribute_names("#c", "campaign")
-                .expression_attribute_names("#u", "user")
-                .expression_attribute_values(":c", s(id.as_str()))
                 .expression_attribute_values(":p", s(items::marker_prefix(k)))
                 .filter_expression("#st = :void")
                 .expression_attribute_names("#st", "state")
                 .expression_attribute_values(":void", s(items::MARKER_VOID))
                 .select(Select::Count)
-                .consistent_read(true)
                 .into_paginator()
                 .send();
             // Scanned: every marker; counted (the filter): the void ones.
@@ -357,16 +366,10 @@ impl DynamoStore {
     /// The markers of allocations `from..=to` of shard `k`: allocation number -> state.
     async fn markers(&self, id: &CampaignId, k: u32, from: u32, to: u32) -> Result<HashMap<u32, String>, DynamoError> {
         let mut pages = self
-            .client
-            .query()
-            .table_name(&self.tables.claims)
+            .marker_query(id)
             .key_condition_expression("#c = :c AND #u BETWEEN :from AND :to")
-            .expression_attribute_names("#c", "campaign")
-            .expression_attribute_names("#u", "user")
-            .expression_attribute_values(":c", s(id.as_str()))
             .expression_attribute_values(":from", s(items::marker_key(k, from)))
             .expression_attribute_values(":to", s(items::marker_key(k, to)))
-            .consistent_read(true)
             .into_paginator()
             .send();
         let mut out = HashMap::new();
