@@ -13,9 +13,15 @@ pub fn backoff_ms(attempt: u32, retry_after_s: Option<f64>, jitter: f64) -> f64 
     floor + spread * jitter.clamp(0.0, 1.0)
 }
 
-/// `Retry-After` as seconds: the delta-seconds form (an HTTP date is not worth parsing here).
+/// `Retry-After` as seconds: the delta-seconds form, digits only (RFC 9110 10.2.3; the server
+/// sends nothing else, and an HTTP date is not worth parsing here). Parsed as an integer, not a
+/// float: a float parser brings its 10 KB table of powers of five into the page.
 pub fn parse_retry_after(value: &str) -> Option<f64> {
-    value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)
+    let v = value.trim();
+    if v.is_empty() || v.len() > 9 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse::<u32>().ok().map(f64::from)
 }
 
 #[cfg(test)]
@@ -40,6 +46,10 @@ mod tests {
     fn retry_after_parses_seconds_only() {
         assert_eq!(parse_retry_after(" 2 "), Some(2.0));
         assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("1.5"), None, "delta-seconds are whole");
+        assert_eq!(parse_retry_after(""), None);
+        assert_eq!(parse_retry_after("+3"), None);
+        assert_eq!(parse_retry_after("9999999999"), None, "absurdly long");
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 }

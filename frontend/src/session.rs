@@ -8,7 +8,6 @@ use std::cell::RefCell;
 
 use firstcome_wire::site::{IdentityConfig, SiteConfig, cognito};
 use firstcome_wire::{DevTokenRequest, DevTokenResponse};
-use gloo_net::http::RequestBuilder;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -62,15 +61,10 @@ pub async fn dev_sign_in(name: &str) -> Result<Session, Failure> {
 
 /// One call of the Cognito user-pool API (CORS-enabled, unauthenticated for these actions).
 async fn cognito_call<T: DeserializeOwned>(endpoint: &str, action: &str, body: String) -> Result<T, Failure> {
-    let req = RequestBuilder::new(endpoint)
-        .method(gloo_net::http::Method::POST)
-        .header("Content-Type", cognito::CONTENT_TYPE)
-        .header("X-Amz-Target", &cognito::target(action))
-        .body(body)
-        .map_err(|e| Failure::Network(e.to_string()))?;
-    let res = req.send().await.map_err(|e| Failure::Network(e.to_string()))?;
+    let headers = [("Content-Type", cognito::CONTENT_TYPE.to_owned()), ("X-Amz-Target", cognito::target(action))];
+    let res = crate::api::fetch(crate::api::Method::Post, endpoint, &headers, Some(&body), false).await?;
     let status = res.status();
-    let text = res.text().await.map_err(|e| Failure::Network(e.to_string()))?;
+    let text = crate::api::body_text(&res).await?;
     if (200..300).contains(&status) {
         return from_json(&text).ok_or_else(|| Failure::Network("unreadable answer from the user pool".into()));
     }
