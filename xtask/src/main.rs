@@ -88,7 +88,7 @@ enum Task {
     /// The speed targets: server and tool pinned to different cores, each target run --runs
     /// times, figures and medians written to docs/benchmarks.md.
     Bench {
-        /// Which targets (spike, stress, held, bulk, memory, soak; race: the opening on the emulated
+        /// Which targets (spike, spike-open, held, bulk, overload, memory, soak; race: the opening on the emulated
         /// AWS shape against its simulation, and cold-start: the claim function's package and
         /// init, run only when named); default all but those two.
         #[arg(long, value_delimiter = ',')]

@@ -1,7 +1,8 @@
 //! Overload and connection attacks against the real `firstcome-local` binary, every protection
-//! at its default: open-loop claims at three times the measured ceiling, and thousands of idle
+//! at its default: open-loop claims at three times the measured ceiling, claims past what the
+//! store commits (more connections than it admits), and thousands of idle
 //! and slow-header connections held while customers claim. The speed figures these print are
-//! recorded in release builds by `cargo xtask bench` (docs/benchmarks.md: `stress` and `held`);
+//! recorded in release builds by `cargo xtask bench` (docs/benchmarks.md: `overload` and `held`);
 //! here the assertions are on what every answer is and on the invariants.
 
 use firstcome_rehearse::rehearse;
@@ -46,6 +47,46 @@ async fn open_loop_claims_at_three_times_the_ceiling_get_only_decisions_and_shed
         assert!(ALLOWED.contains(&outcome.as_str()), "{n} answers were {outcome:?}: {:?}", report.outcomes);
     }
     assert!(report.requests > 20_000, "the load ran: {}", report.requests);
+}
+
+/// Past what the durable path commits, on a campaign with stock left: more connections than the
+/// server admits at once, so the excess reaches it (with fewer, it would queue in the load tool).
+/// Every answer is a decision or a shed with `Retry-After`, and every coupon answered is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_past_what_the_store_commits_are_decided_or_shed_with_retry_after() {
+    let _one = ONE_LOAD.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
+    let o = options(
+        &server.url,
+        dir.path(),
+        &[
+            "--scenario",
+            "overload",
+            "--calm-rate",
+            "200",
+            "--rate",
+            "4000",
+            "--duration",
+            "5",
+            "--users",
+            "100000",
+            "--stock",
+            "100000",
+            "--connections",
+            "2048",
+        ],
+    );
+    let report = rehearse(o).await.unwrap();
+    eprintln!("{}", report.table());
+    assert_eq!(report.violations, Vec::<String>::new());
+    for (outcome, n) in &report.outcomes {
+        assert!(ALLOWED.contains(&outcome.as_str()), "{n} answers were {outcome:?}: {:?}", report.outcomes);
+    }
+    assert_eq!(report.missing_retry_after, 0, "every 429 and 503 says when to come back");
+    let phases = report.phases.as_ref().expect("an overload run reports its phases");
+    assert!(phases.normal_p99_ms.is_some() && phases.burst_p99_ms.is_some() && phases.recovered_p99_ms.is_some());
+    assert!(report.requests > 10_000, "the load ran: {}", report.requests);
 }
 
 /// The load tool against `url`, waiting up to 30 s for the ledger.

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use load::{Pace, Plan, Req, RunResult, Schedule};
 use net::Target;
-use report::{Latency, Report};
+use report::{Latency, Phases, Report};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -41,6 +41,9 @@ pub enum Scenario {
     Stress,
     /// Open loop at --rate for --duration, watching server RSS and p99 drift.
     Soak,
+    /// Open loop: 3 s at --calm-rate, --duration s at --rate, 4 s at --calm-rate; reports the
+    /// p99 of each phase (`phases`): normal, the burst, and 2-4 s after it.
+    Overload,
 }
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -63,6 +66,17 @@ pub struct Options {
     /// Open loop: requests per second (ramp: the starting rate).
     #[arg(long, value_parser = positive_f64)]
     pub rate: Option<f64>,
+    /// Open loop at this multiple of the /healthz ceiling measured before the scenario (with
+    /// --ceiling), instead of --rate.
+    #[arg(long, value_parser = positive_f64, requires = "ceiling", conflicts_with = "rate")]
+    pub rate_of_ceiling: Option<f64>,
+    /// After the scenario, GET /healthz open loop at the scenario's rate for as long: the
+    /// cheapest answer's latency at the same offered load, reported beside the claims'.
+    #[arg(long)]
+    pub healthz_open: bool,
+    /// Overload: the rate before and after the burst.
+    #[arg(long, default_value_t = 500.0, value_parser = positive_f64)]
+    pub calm_rate: f64,
     /// Seconds the scenario may run (spike: an upper bound; soak default 600, others 10; ramp 20).
     #[arg(long, value_parser = positive_f64)]
     pub duration: Option<f64>,
@@ -357,6 +371,67 @@ async fn ceiling(o: &Options, target: &Target, requests: u64) -> f64 {
     r.requests as f64 / r.elapsed.as_secs_f64()
 }
 
+/// Overload: seconds at --calm-rate before the burst (the first is warm-up) and after it (the
+/// first two are the recovery allowed).
+const CALM_BEFORE_S: usize = 3;
+const CALM_AFTER_S: usize = 4;
+
+impl Phases {
+    /// The p99 of each phase of an overload run, by intended send time (100 ms buckets), and of
+    /// the shed answers (429, 503) over the whole run.
+    fn of(r: &RunResult, burst_s: usize) -> Self {
+        let per_s = (Duration::from_secs(1).as_nanos() / load::BUCKET.as_nanos()) as usize;
+        let p99 = |from_s: usize, to_s: usize| {
+            let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("valid bounds");
+            for b in r.buckets.iter().take(to_s * per_s).skip(from_s * per_s) {
+                h.add(b).expect("same bounds");
+            }
+            (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0)
+        };
+        let burst_end = CALM_BEFORE_S + burst_s;
+        let mut shed = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("valid bounds");
+        for (k, h) in &r.by_outcome {
+            if k.starts_with("429 ") || k.starts_with("503 ") {
+                shed.add(h).expect("same bounds");
+            }
+        }
+        Self {
+            normal_p99_ms: p99(1, CALM_BEFORE_S),
+            burst_p99_ms: p99(CALM_BEFORE_S, burst_end),
+            recovered_p99_ms: p99(burst_end + 2, burst_end + CALM_AFTER_S),
+            shed: shed.len(),
+            shed_p99_ms: (!shed.is_empty()).then(|| shed.value_at_quantile(0.99) as f64 / 1000.0),
+        }
+    }
+}
+
+/// Open-loop GET /healthz at `rate` for `secs`: the cheapest answer's latency at that load.
+async fn healthz_open(o: &Options, target: &Target, rate: f64, secs: f64) -> hdrhistogram::Histogram<u64> {
+    let path = target.path("/healthz");
+    let requests = (rate * secs) as u64;
+    let plan = Plan {
+        target: target.clone(),
+        connections: o.connections,
+        max_requests: requests,
+        max_duration: Duration::from_secs_f64(secs),
+        pace: Pace::Open(Schedule::constant(rate)),
+        request: Box::new(move |_| Req {
+            method: Method::GET,
+            path: path.clone(),
+            auth: None,
+            ticket: None,
+            user: None,
+        }),
+        guard: None,
+    };
+    let done = Arc::new(AtomicU64::new(0));
+    let bar = progress(o, "healthz open loop", requests, done.clone());
+    let r = load::run(plan, Instant::now() + Duration::from_millis(100), done.clone()).await;
+    done.store(u64::MAX, Ordering::Relaxed);
+    let _ = bar.await;
+    r.latency
+}
+
 /// Runs one rehearsal end to end and returns its report (violations included; the caller decides the exit code).
 pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     let tls = net::client_config(o.ca_cert.as_deref())?;
@@ -375,7 +450,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     let max_duration = o.duration.unwrap_or(match o.scenario {
         Scenario::Spike => 120.0,
         Scenario::Ramp => 20.0,
-        Scenario::Stress => 10.0,
+        Scenario::Stress | Scenario::Overload => 10.0,
         Scenario::Soak => 600.0,
     });
     let ceiling_requests = o.ceiling_requests.unwrap_or(match o.scenario {
@@ -384,9 +459,10 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     });
     // Before the plan: stress defaults to a multiple of this ceiling.
     let ceiling_before = if o.ceiling { Some(ceiling(&o, &target, ceiling_requests).await) } else { None };
+    let rate = o.rate.or(o.rate_of_ceiling.zip(ceiling_before).map(|(k, c)| k * c));
 
     let (pace, max_requests) = match o.scenario {
-        Scenario::Spike => (o.rate.map_or(Pace::Closed, |r| Pace::Open(Schedule::constant(r))), users * repeat),
+        Scenario::Spike => (rate.map_or(Pace::Closed, |r| Pace::Open(Schedule::constant(r))), users * repeat),
         Scenario::Ramp => {
             let mut rates = vec![o.rate.unwrap_or(2000.0)];
             while (rates.len() as f64) < max_duration {
@@ -395,8 +471,18 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
             let total: f64 = rates.iter().sum();
             (Pace::Open(Schedule::steps(&rates, Duration::from_secs(1))), total as u64)
         }
+        Scenario::Overload => {
+            let Some(burst) = rate else {
+                return Err(RehearseError::Usage("overload needs --rate or --rate-of-ceiling"));
+            };
+            let mut rates = vec![o.calm_rate; CALM_BEFORE_S];
+            rates.extend(std::iter::repeat_n(burst, max_duration.ceil() as usize));
+            rates.extend(std::iter::repeat_n(o.calm_rate, CALM_AFTER_S));
+            let total: f64 = rates.iter().sum();
+            (Pace::Open(Schedule::steps(&rates, Duration::from_secs(1))), total as u64)
+        }
         Scenario::Stress | Scenario::Soak => {
-            let rate = match (o.rate, o.scenario, ceiling_before) {
+            let rate = match (rate, o.scenario, ceiling_before) {
                 (Some(r), _, _) => r,
                 (None, Scenario::Stress, Some(c)) => 3.0 * c,
                 (None, Scenario::Stress, None) => return Err(RehearseError::Usage("stress needs --rate or --ceiling")),
@@ -452,11 +538,20 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         }
         _ => None,
     };
+    let offered_rps = match (&schedule, o.scenario) {
+        (Some(s), Scenario::Overload) => s.rates().iter().copied().reduce(f64::max),
+        (Some(s), _) => s.rates().first().copied(),
+        (None, _) => None,
+    };
+    let run_for = match o.scenario {
+        Scenario::Overload => max_duration.ceil() + (CALM_BEFORE_S + CALM_AFTER_S) as f64,
+        _ => max_duration,
+    };
     let plan = Plan {
         target: target.clone(),
         connections: o.connections,
         max_requests,
-        max_duration: Duration::from_secs_f64(max_duration),
+        max_duration: Duration::from_secs_f64(run_for),
         pace,
         request: Box::new(request),
         guard,
@@ -512,13 +607,26 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         _ => None,
     };
 
+    // The cheapest answer at the same offered load, on the same connections, right after.
+    let healthz_open = match (o.healthz_open, schedule.as_ref().and_then(|s| s.rates().first().copied())) {
+        (true, Some(r)) => Some(healthz_open(&o, &target, r, run_for).await),
+        _ => None,
+    };
+    let phases = (o.scenario == Scenario::Overload).then(|| Phases::of(&result, max_duration.ceil() as usize));
     let ceiling_after = if o.ceiling { Some(ceiling(&o, &target, ceiling_requests).await) } else { None };
     let ceiling_rps = match (ceiling_before, ceiling_after) {
         (Some(a), Some(b)) => Some((a + b) / 2.0),
         _ => None,
     };
 
-    let users_clicked = users_that_clicked(&result, users, repeat);
+    let users_clicked = match o.scenario {
+        // Shed users (429, 503) were told to come back and did not: the stock owed is what the
+        // users answered with a coupon hold, each of which must be stored.
+        Scenario::Overload => {
+            result.claims.iter().map(|c| c.user).collect::<std::collections::HashSet<_>>().len() as u64
+        }
+        _ => users_that_clicked(&result, users, repeat),
+    };
     let (violations, facts) = check::check(check::CheckInput {
         client: &client,
         base: &base,
@@ -576,6 +684,11 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         ledger_written: facts.ledger_written,
         ledger_drain_s: facts.ledger_drain_s,
         server_outcomes,
+        offered_rps,
+        planned_requests: max_requests,
+        healthz_open_ms: healthz_open.as_ref().map(Latency::of),
+        phases,
+        missing_retry_after: result.missing_retry_after,
         held_connections: (o.hold_idle + o.hold_slow > 0).then(|| report::Held {
             idle: o.hold_idle,
             slow: o.hold_slow,

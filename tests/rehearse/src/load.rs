@@ -161,6 +161,8 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// Per open-loop step: latency histogram and error count (for `ramp`).
     pub steps: Vec<(Histogram<u64>, u64)>,
+    /// 429 and 503 answers without a `Retry-After`: a shed client told nothing of when to return.
+    pub missing_retry_after: u64,
 }
 
 struct Local {
@@ -170,6 +172,7 @@ struct Local {
     claims: Vec<ClaimSeen>,
     buckets: Vec<(usize, u64)>,
     steps: BTreeMap<usize, (Histogram<u64>, u64)>,
+    missing_retry_after: u64,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -200,6 +203,7 @@ pub async fn run(plan: Plan, start: Instant, done: Arc<AtomicU64>) -> RunResult 
         requests: 0,
         elapsed: Duration::ZERO,
         steps: Vec::new(),
+        missing_retry_after: 0,
     };
     let mut steps: BTreeMap<usize, (Histogram<u64>, u64)> = BTreeMap::new();
     for t in tasks {
@@ -212,6 +216,7 @@ pub async fn run(plan: Plan, start: Instant, done: Arc<AtomicU64>) -> RunResult 
             out.by_outcome.entry(k).or_insert_with(coarse).add(&h).expect("same bounds");
         }
         out.claims.extend(local.claims);
+        out.missing_retry_after += local.missing_retry_after;
         for (step, (h, errors)) in local.steps {
             let e = steps.entry(step).or_insert_with(|| (coarse(), 0));
             e.0.add(&h).expect("same bounds");
@@ -258,6 +263,7 @@ async fn connection(
         claims: Vec::new(),
         buckets: Vec::with_capacity(1024),
         steps: BTreeMap::new(),
+        missing_retry_after: 0,
     };
     let mut sender = connect(&plan).await;
     tokio::time::sleep_until(start).await;
@@ -301,7 +307,8 @@ async fn connection(
         };
         let micros = intended.elapsed().as_micros().clamp(1, 60_000_000) as u64;
         let failed = match outcome {
-            Ok((status, body)) => {
+            Ok((status, body, retry_after)) => {
+                local.missing_retry_after += u64::from(matches!(status, 429 | 503) && !retry_after);
                 local.latency.saturating_record(micros);
                 record_answer(&mut local, &req, status, &body, micros);
                 status >= 500
@@ -339,7 +346,8 @@ fn flush(samples: &mut Vec<(usize, u64)>, shared: &Mutex<Vec<Histogram<u64>>>) {
     }
 }
 
-async fn send(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue, req: &Req) -> Result<(u16, Bytes), ()> {
+/// Status, body, and whether the answer carried a `Retry-After`.
+async fn send(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue, req: &Req) -> Result<(u16, Bytes, bool), ()> {
     sender.ready().await.map_err(|_| ())?;
     let mut r = Request::builder().method(req.method.clone()).uri(&*req.path).header(HOST, host.clone());
     if let Some(a) = &req.auth {
@@ -350,8 +358,9 @@ async fn send(sender: &mut SendRequest<Empty<Bytes>>, host: &HeaderValue, req: &
     }
     let res = sender.send_request(r.body(Empty::new()).map_err(|_| ())?).await.map_err(|_| ())?;
     let status = res.status().as_u16();
+    let retry_after = res.headers().contains_key(hyper::header::RETRY_AFTER);
     let body = res.into_body().collect().await.map_err(|_| ())?.to_bytes();
-    Ok((status, body))
+    Ok((status, body, retry_after))
 }
 
 fn record_answer(local: &mut Local, req: &Req, status: u16, body: &[u8], micros: u64) {

@@ -95,6 +95,29 @@ pub struct Report {
     pub server_outcomes: Option<BTreeMap<String, u64>>,
     /// With --hold-idle / --hold-slow: the connection attack run beside the scenario.
     pub held_connections: Option<Held>,
+    /// Open loop: the rate offered (overload: the burst's).
+    pub offered_rps: Option<f64>,
+    /// What the plan would send (open loop: its schedule within --duration), beside `requests`.
+    pub planned_requests: u64,
+    /// `--healthz-open`: GET /healthz at the same offered rate, right after the scenario.
+    pub healthz_open_ms: Option<Latency>,
+    /// Overload: the p99 of each phase.
+    pub phases: Option<Phases>,
+    /// 429 and 503 answers that carried no `Retry-After`.
+    pub missing_retry_after: u64,
+}
+
+/// An overload run's phases, each p99 from the intended send time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phases {
+    /// Calm, before the burst (its first second, the warm-up, left out).
+    pub normal_p99_ms: Option<f64>,
+    pub burst_p99_ms: Option<f64>,
+    /// Calm again, from 2 s after the burst to the end.
+    pub recovered_p99_ms: Option<f64>,
+    /// Answers shed (429, 503) over the run, and their p99: shed at once, or after a wait?
+    pub shed: u64,
+    pub shed_p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -179,6 +202,30 @@ impl Report {
                 "ceiling       {c:.0} req/s on /healthz (before {:.0}, after {:.0}); ratio {r:.3}",
                 self.ceiling_before_rps.unwrap_or(0.0),
                 self.ceiling_after_rps.unwrap_or(0.0)
+            );
+        }
+        if let (Some(r), Some(h)) = (self.offered_rps, &self.healthz_open_ms) {
+            let _ = writeln!(
+                t,
+                "healthz open  at {r:.0} req/s: p50 {:.3}  p99 {:.3} ms (claims p99 {:.3}: x{:.2})",
+                h.p50,
+                h.p99,
+                self.latency_ms.p99,
+                self.latency_ms.p99 / h.p99
+            );
+        }
+        if let Some(p) = &self.phases {
+            let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+            let _ = writeln!(
+                t,
+                "phases        p99 ms: normal {}  burst at {:.0}/s {}  2 s after {}; shed {} (p99 {} ms), without Retry-After {}",
+                ms(p.normal_p99_ms),
+                self.offered_rps.unwrap_or(0.0),
+                ms(p.burst_p99_ms),
+                ms(p.recovered_p99_ms),
+                p.shed,
+                ms(p.shed_p99_ms),
+                self.missing_retry_after
             );
         }
         if let Some(k) = self.knee_rps {

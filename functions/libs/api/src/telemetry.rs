@@ -48,7 +48,7 @@ static HANDLES: LazyLock<Handles> = LazyLock::new(|| {
 });
 
 /// Whether a request is a claim: `POST /api/campaigns/{id}/claims`.
-fn is_claim(method: &Method, path: &str) -> bool {
+pub(crate) fn is_claim(method: &Method, path: &str) -> bool {
     method == Method::POST && path.starts_with("/api/campaigns/") && path.ends_with("/claims")
 }
 

@@ -873,6 +873,24 @@ async fn a_user_over_their_rate_gets_429_with_retry_after_and_others_do_not() {
 }
 
 #[tokio::test]
+async fn claims_over_the_in_flight_limit_are_shed_at_the_door_with_retry_after() {
+    // No claim may be in flight: each is shed before its token is read; nothing else is limited.
+    let limits = LimitConfig { max_claims_in_flight: Some(0), ..LimitConfig::OFF };
+    let app = app_limited("127.0.0.1:40000", true, true, limits);
+    app.create("door", 10, time::Duration::seconds(-1)).await;
+    let (status, headers, body) =
+        app.send("POST", "/api/campaigns/door/claims", Some(&user_token("ann")), &[], None).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded")), "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    let (status, _, body) = app.send("POST", "/api/campaigns/door/claims", Some("not-a-token"), &[], None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "shed before the token is read: {body}");
+    assert_eq!(app.call("GET", "/api/campaigns/door", None, None).await.0, StatusCode::OK);
+    assert_eq!(app.call("GET", "/healthz", None, None).await.0, StatusCode::OK);
+    let view = app.call("GET", "/api/admin/campaigns/door", Some(&admin()), None).await;
+    assert_eq!(view.1["issued"], 0, "{}", view.1);
+}
+
+#[tokio::test]
 async fn a_client_address_over_its_rate_gets_429_and_loopback_is_exempt_unless_asked() {
     let limits = LimitConfig { per_client: firstcome_api::Rate::new(1, 3), ..LimitConfig::OFF };
     let remote = app_limited("203.0.113.7:5000", true, true, limits);
