@@ -345,15 +345,16 @@ fn progress(o: &Options, label: &str, total: u64, done: Arc<AtomicU64>) -> tokio
     })
 }
 
-/// Closed-loop GET /healthz with the scenario's connections: what this server can do at all.
-async fn ceiling(o: &Options, target: &Target, requests: u64) -> f64 {
+/// GET /healthz over the scenario's connections, paced by `pace`: the cheapest answer this
+/// server gives, as a ceiling (closed loop) or as a latency at a given load (open loop).
+async fn healthz(o: &Options, target: &Target, label: &str, requests: u64, secs: f64, pace: Pace) -> RunResult {
     let path = target.path("/healthz");
     let plan = Plan {
         target: target.clone(),
         connections: o.connections,
         max_requests: requests,
-        max_duration: Duration::from_secs(60),
-        pace: Pace::Closed,
+        max_duration: Duration::from_secs_f64(secs),
+        pace,
         request: Box::new(move |_| Req {
             method: Method::GET,
             path: path.clone(),
@@ -364,11 +365,23 @@ async fn ceiling(o: &Options, target: &Target, requests: u64) -> f64 {
         guard: None,
     };
     let done = Arc::new(AtomicU64::new(0));
-    let bar = progress(o, "ceiling", requests, done.clone());
+    let bar = progress(o, label, requests, done.clone());
     let r = load::run(plan, Instant::now() + Duration::from_millis(50), done.clone()).await;
     done.store(u64::MAX, Ordering::Relaxed);
     let _ = bar.await;
+    r
+}
+
+/// Closed-loop GET /healthz with the scenario's connections: what this server can do at all.
+async fn ceiling(o: &Options, target: &Target, requests: u64) -> f64 {
+    let r = healthz(o, target, "ceiling", requests, 60.0, Pace::Closed).await;
     r.requests as f64 / r.elapsed.as_secs_f64()
+}
+
+/// Open-loop GET /healthz at `rate` for `secs`: the cheapest answer's latency at that load.
+async fn healthz_open(o: &Options, target: &Target, rate: f64, secs: f64) -> hdrhistogram::Histogram<u64> {
+    let pace = Pace::Open(Schedule::constant(rate));
+    healthz(o, target, "healthz open loop", (rate * secs) as u64, secs, pace).await.latency
 }
 
 /// Overload: seconds at --calm-rate before the burst (the first is warm-up) and after it (the
@@ -403,33 +416,6 @@ impl Phases {
             shed_p99_ms: (!shed.is_empty()).then(|| shed.value_at_quantile(0.99) as f64 / 1000.0),
         }
     }
-}
-
-/// Open-loop GET /healthz at `rate` for `secs`: the cheapest answer's latency at that load.
-async fn healthz_open(o: &Options, target: &Target, rate: f64, secs: f64) -> hdrhistogram::Histogram<u64> {
-    let path = target.path("/healthz");
-    let requests = (rate * secs) as u64;
-    let plan = Plan {
-        target: target.clone(),
-        connections: o.connections,
-        max_requests: requests,
-        max_duration: Duration::from_secs_f64(secs),
-        pace: Pace::Open(Schedule::constant(rate)),
-        request: Box::new(move |_| Req {
-            method: Method::GET,
-            path: path.clone(),
-            auth: None,
-            ticket: None,
-            user: None,
-        }),
-        guard: None,
-    };
-    let done = Arc::new(AtomicU64::new(0));
-    let bar = progress(o, "healthz open loop", requests, done.clone());
-    let r = load::run(plan, Instant::now() + Duration::from_millis(100), done.clone()).await;
-    done.store(u64::MAX, Ordering::Relaxed);
-    let _ = bar.await;
-    r.latency
 }
 
 /// Runs one rehearsal end to end and returns its report (violations included; the caller decides the exit code).
