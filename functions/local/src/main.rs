@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         origins: args.allow_origin.0,
     };
     let local = firstcome_local::start(config).await.context("starting firstcome-local")?;
-    let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
+    let listener = firstcome_local::serve::bind(args.addr).with_context(|| format!("binding {}", args.addr))?;
     let url = format!("http://{}", listener.local_addr()?);
     println!("firstcome-local listening on {url}");
     println!("admin token: {}", local.admin_token_path.display());

@@ -69,6 +69,22 @@ impl ConnLimits {
     }
 }
 
+/// Connections the kernel completes and queues before `accept` takes them (capped by
+/// `net.core.somaxconn`, 4096 on these machines). Tokio's `bind` asks for 1024; at the opening
+/// second a few thousand clients connect at once, and past a full queue Linux drops the
+/// handshake's last ACK: the client believes it is connected (a silent one forever, since the
+/// server never learns of it) and a client that sends waits for SYN-ACK retries, 1 s and more.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] (what `TcpListener::bind` does, deeper queue).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std's bind does on Unix: a restarted server rebinds at once despite TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
 /// requests finish for up to `limits.shutdown_deadline` and closes whatever is left.
 pub async fn serve(
@@ -161,4 +177,28 @@ async fn refuse(mut stream: TcpStream) {
         stream.shutdown().await
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The opening second's connects all complete while the server is busy: 2,000 clients
+    /// connecting to a listener that accepts none of them yet each finish the handshake at once
+    /// (tokio's default queue of 1,024 would leave the rest waiting for SYN retries, 1 s each).
+    #[tokio::test]
+    async fn two_thousand_connects_queue_while_the_server_is_not_accepting() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects: JoinSet<_> = (0..2000).map(|_| TcpStream::connect(addr)).collect();
+        let clients = tokio::time::timeout(Duration::from_millis(900), connects.join_all()).await;
+        let clients = clients.expect("every connect completed before the first SYN retry");
+        assert!(clients.iter().all(Result::is_ok));
+        // And every one of them is there to accept, none dropped.
+        let mut accepted = Vec::new();
+        while accepted.len() < clients.len() {
+            let next = tokio::time::timeout(Duration::from_millis(500), listener.accept()).await;
+            accepted.push(next.expect("a queued connection to accept").unwrap());
+        }
+    }
 }

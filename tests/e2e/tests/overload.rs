@@ -126,9 +126,12 @@ async fn customers_are_served_while_two_thousand_idle_and_two_hundred_slow_conne
     assert_eq!(report.outcomes.keys().collect::<Vec<_>>(), ["201 issued"], "every customer got a coupon");
     assert!(report.requests >= 4000, "{}", report.requests);
     let held = report.held_connections.as_ref().unwrap();
-    // The header deadline (10 s, counted from accept) closed the squatters and they came back:
-    // at least one close per squatter in the ~32 s held. Not two: a debug server on a slow CI
-    // machine accepts the first 2,000 over seconds, so the second round of closes straddles the
-    // end of the run (CI saw 4,336 idle opens).
-    assert!(held.idle_opened >= 2 * 2000 && held.slow_opened >= 2 * 200, "{held:?}");
+    // The header deadline (10 s, counted from accept) closed the squatters and they came back,
+    // and no connection outlived it by more than a slow client takes to notice (a trickling one
+    // writes once a second) plus a busy debug server's timer lag. Judged by how long each stayed
+    // open, not by how often they reopened: with 2,200 connects at once a slow machine's accept
+    // queue overflows and some connects wait seconds for the kernel's SYN retries (CI saw 3,589
+    // idle opens in one run and 4,336 in another), which says nothing about the deadline.
+    assert!(held.idle_opened > 2000 && held.slow_opened > 200, "{held:?}");
+    assert!(held.longest_open_ms <= 15_000, "a squatter outlived the 10 s header deadline: {held:?}");
 }

@@ -557,7 +557,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         })
     });
     // The connection attack starts now, so it has taken hold by the time the scenario starts.
-    let opened = Arc::new(attack::Opened::default());
+    let opened = Arc::new(attack::Opened::new(o.hold_idle + o.hold_slow));
     let squatters = (o.hold_idle + o.hold_slow > 0)
         .then(|| tokio::spawn(attack::hold(target.addr, o.hold_idle, o.hold_slow, opened.clone())));
     let scraped_before = match (o.scrape_metrics, admin.as_deref()) {
@@ -574,6 +574,8 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     if let Some(w) = watcher {
         w.abort();
     }
+    // Read when the squatters stop: a connection still open then is aged to this moment.
+    let longest_held_ms = opened.longest_open_ms();
     if let Some(s) = squatters {
         s.abort();
         let _ = s.await;
@@ -680,6 +682,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
             slow: o.hold_slow,
             idle_opened: opened.idle.load(Ordering::Relaxed),
             slow_opened: opened.slow.load(Ordering::Relaxed),
+            longest_open_ms: longest_held_ms,
         }),
         tickets: solved.as_ref().map(|s| report::TicketCost {
             bits: s.bits,

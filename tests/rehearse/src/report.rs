@@ -127,6 +127,8 @@ pub struct Held {
     /// Connections opened in all (the server closing them makes these grow past the counts held).
     pub idle_opened: u64,
     pub slow_opened: u64,
+    /// The longest any of them stayed open (closed by the server, or still open at the end).
+    pub longest_open_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,8 +174,12 @@ impl Report {
         if let Some(h) = &self.held_connections {
             let _ = writeln!(
                 t,
-                "held          {} idle and {} slow-header connections throughout ({} and {} opened: the server closed the rest)",
-                h.idle, h.slow, h.idle_opened, h.slow_opened
+                "held          {} idle and {} slow-header connections throughout ({} and {} opened: the server closed the rest; longest open {:.1} s)",
+                h.idle,
+                h.slow,
+                h.idle_opened,
+                h.slow_opened,
+                h.longest_open_ms as f64 / 1000.0
             );
         }
         let _ = writeln!(t, "issued        {} ({:.0}/s)", self.issued, self.issued_per_s);
