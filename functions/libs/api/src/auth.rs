@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, Shared};
 
 pub const ADMIN_ROLE: &str = "admin";
 
@@ -111,7 +111,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .ok_or(ApiError::unauthorized("Authorization must be 'Bearer <token>'"))
 }
 
-fn claims(parts: &Parts, state: &AppState) -> Result<TokenClaims, ApiError> {
+fn claims(parts: &Parts, state: &Shared) -> Result<TokenClaims, ApiError> {
     if let Mode::Gateway = state.auth.0 {
         let id = parts
             .extensions
@@ -134,10 +134,10 @@ fn claims(parts: &Parts, state: &AppState) -> Result<TokenClaims, ApiError> {
 /// token claiming would use up stock meant for customers.
 pub struct User(pub UserId);
 
-impl FromRequestParts<AppState> for User {
+impl FromRequestParts<Shared> for User {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
         let c = claims(parts, state)?;
         if c.role.as_deref() == Some(ADMIN_ROLE) {
             return Err(ApiError::Forbidden("admin tokens cannot claim coupons; sign in as a customer"));
@@ -149,10 +149,10 @@ impl FromRequestParts<AppState> for User {
 /// A signed-in admin (`"role":"admin"`); other valid tokens get 403.
 pub struct Admin;
 
-impl FromRequestParts<AppState> for Admin {
+impl FromRequestParts<Shared> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
         match claims(parts, state)?.role.as_deref() {
             Some(ADMIN_ROLE) => Ok(Admin),
             _ => Err(ApiError::Forbidden("this needs an admin token")),

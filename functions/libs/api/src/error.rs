@@ -121,6 +121,28 @@ impl From<IssuerError> for ApiError {
 #[derive(Debug, Clone)]
 pub struct Failure(pub String);
 
+/// The bodies of the refusals whose message never changes and which are answered most (every
+/// loser of a sold-out campaign, every shed), rendered once by the same serialiser as the rest:
+/// each answer is then a static slice instead of a message formatted and serialised per request.
+fn fixed_body(e: &ApiError) -> Option<&'static [u8]> {
+    use std::sync::LazyLock;
+    fn render(e: ApiError) -> &'static [u8] {
+        let body = ErrorBody { error: e.code(), message: e.to_string(), field: None };
+        serde_json::to_vec(&body).expect("an error body serialises").leak()
+    }
+    static SOLD_OUT: LazyLock<&[u8]> = LazyLock::new(|| render(ApiError::SoldOut));
+    static NOT_OPEN: LazyLock<&[u8]> = LazyLock::new(|| render(ApiError::NotOpen));
+    static CLOSED: LazyLock<&[u8]> = LazyLock::new(|| render(ApiError::Closed));
+    static OVERLOADED: LazyLock<&[u8]> = LazyLock::new(|| render(ApiError::Overloaded));
+    Some(match e {
+        ApiError::SoldOut => *SOLD_OUT,
+        ApiError::NotOpen => *NOT_OPEN,
+        ApiError::Closed => *CLOSED,
+        ApiError::Overloaded => *OVERLOADED,
+        _ => return None,
+    })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.code();
@@ -136,8 +158,14 @@ impl IntoResponse for ApiError {
             }
             Failure(chain)
         });
-        let mut res = (status, axum::Json(ErrorBody { error: code, message: self.to_string(), field: self.field() }))
-            .into_response();
+        let mut res = match fixed_body(&self) {
+            Some(body) => {
+                let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+                (status, json, axum::body::Body::from(body)).into_response()
+            }
+            None => (status, axum::Json(ErrorBody { error: code, message: self.to_string(), field: self.field() }))
+                .into_response(),
+        };
         // For the metrics layer: which refusal this was, without reading the body back, and the
         // failure to log there, beside the request's id.
         res.extensions_mut().insert(code);
@@ -154,5 +182,20 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pre-rendered bodies say exactly what the general path would.
+    #[test]
+    fn fixed_bodies_are_the_error_bodies_the_general_path_writes() {
+        for e in [ApiError::SoldOut, ApiError::NotOpen, ApiError::Closed, ApiError::Overloaded] {
+            let fixed: ErrorBody = serde_json::from_slice(fixed_body(&e).unwrap()).unwrap();
+            assert_eq!((fixed.error, fixed.message.as_str(), fixed.field), (e.code(), e.to_string().as_str(), None));
+        }
+        assert!(fixed_body(&ApiError::RateLimited { retry_after: 3 }).is_none(), "its message carries a number");
     }
 }

@@ -50,6 +50,10 @@ pub struct AppState {
     pub metrics: Option<&'static Exposition>,
 }
 
+/// The state the routes share: one `Arc`, so the clone axum makes per request (and per
+/// extractor) is one count, not one per field.
+pub(crate) type Shared = Arc<AppState>;
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "firstcome", description = "First-come-first-served coupon issuance."),
@@ -68,7 +72,7 @@ impl Modify for BearerAuth {
 
 /// Routes and their OpenAPI description, built together so no route goes undocumented.
 /// The dev token route exists only when this deployment can sign tokens (local mode).
-fn documented(state: &AppState) -> OpenApiRouter<AppState> {
+fn documented(state: &AppState) -> OpenApiRouter<Shared> {
     let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::healthz))
         .routes(routes!(routes::public_campaigns))
@@ -99,7 +103,9 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with_site(state: AppState, site: Option<Router>) -> Router {
     let (router, api) = documented(&state).split_for_parts();
     let api = Arc::new(api);
-    router
+    let limits = state.limits.clone();
+    let cors = cors(&state.origins);
+    let routes = router
         .route("/api/openapi.json", axum::routing::get(move || async move { axum::Json(api.as_ref().clone()) }))
         .fallback(move |req: axum::extract::Request| async move {
             let path = req.uri().path();
@@ -113,20 +119,28 @@ pub fn router_with_site(state: AppState, site: Option<Router>) -> Router {
             }
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::Timeout }))
-                .layer(tower::timeout::TimeoutLayer::new(state.limits.config().request_timeout)),
-        )
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(Arc::new(state));
+    // The layers wrap the routes once, outside them, not each route (`Router::layer`): axum
+    // clones a matched route's service per request, and with the layers inside it that was a
+    // boxed clone per layer plus the CORS lists (perf, spike: `clone_box` 4.5 %, `Vec::clone`
+    // and `CorsLayer::clone` 1.4 %, `bytes` shared clone/drop 1.9 %).
+    let stack = tower::ServiceBuilder::new()
+        .layer(telemetry::ObserveLayer)
+        .map_response(IntoResponse::into_response)
+        // 5xx are logged by `ObserveLayer` when they are failures (with their error chain); a
+        // shed (503 `overloaded`) is counted, not logged: in a flood of them a line each would
+        // be a write per shed on the core that is already saturated.
+        .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
+        .layer(cors)
+        .layer(limits::FrontDoorLayer(limits.clone()))
         // Everything but the public campaign view (which sets its own) is per user or per
         // moment: never stored by a CDN or browser.
         .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .layer(limits::FrontDoorLayer(state.limits.clone()))
-        .layer(cors(&state.origins))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(telemetry::ObserveLayer)
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async { ApiError::Timeout }))
+        .layer(tower::timeout::TimeoutLayer::new(limits.config().request_timeout))
+        .service(routes);
+    Router::new().fallback_service(stack)
 }
 
 /// Every request's span carries its id, at debug: an info span per claim cost the spike about a
@@ -147,7 +161,12 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
 fn cors(origins: &[HeaderValue]) -> tower_http::cors::CorsLayer {
     use axum::http::{Method, header};
     tower_http::cors::CorsLayer::new()
-        .allow_origin(tower_http::cors::AllowOrigin::list(origins.iter().cloned()))
+        // A predicate over a shared list rather than `AllowOrigin::list`, whose `Vec` the layer's
+        // per-request clone would copy.
+        .allow_origin(tower_http::cors::AllowOrigin::predicate({
+            let origins: Arc<[HeaderValue]> = origins.into();
+            move |origin: &HeaderValue, _: &axum::http::request::Parts| origins.contains(origin)
+        }))
         .allow_methods([Method::GET, Method::POST, Method::PATCH])
         .allow_headers([
             header::AUTHORIZATION,

@@ -140,7 +140,11 @@ impl Default for Limits {
 /// The limiters of one router instance.
 pub struct Limits {
     config: LimitConfig,
-    users: Option<Keyed<String>>,
+    /// Keyed by a hash of the user id, not the id: a check then copies no string (the id was
+    /// copied into a `String` key per claim). The hasher is seeded per process, so no one can
+    /// choose two ids that share a key, and two real users sharing one of 2^64 keys is not a case.
+    users: Option<Keyed<u64>>,
+    user_keys: std::hash::RandomState,
     clients: Option<Keyed<IpAddr>>,
     claims_in_flight: Arc<AtomicUsize>,
 }
@@ -150,6 +154,7 @@ impl Limits {
         Self {
             config,
             users: config.per_user.map(Keyed::new),
+            user_keys: std::hash::RandomState::new(),
             clients: config.per_client.map(Keyed::new),
             claims_in_flight: Arc::default(),
         }
@@ -167,7 +172,7 @@ impl Limits {
 
     pub fn check_user(&self, user: &str) -> Result<(), ApiError> {
         match &self.users {
-            Some(k) => k.check(&user.to_owned()),
+            Some(k) => k.check(&std::hash::BuildHasher::hash_one(&self.user_keys, user)),
             None => Ok(()),
         }
     }

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use crate::auth::{Admin, User};
 use crate::convert;
 use crate::extract::{ApiJson, CampaignPath, CouponPageQuery, IdParam, IfMatch, Page, PageQuery, Peer, Ticket, etag};
-use crate::{ApiError, AppState};
+use crate::{ApiError, Shared};
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
@@ -53,7 +53,7 @@ pub async fn healthz() -> Json<Health> {
         (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
     ),
 )]
-pub async fn public_campaigns(State(s): State<AppState>) -> Result<Response, ApiError> {
+pub async fn public_campaigns(State(s): State<Shared>) -> Result<Response, ApiError> {
     let now = now();
     let views = s.issuer.listing(now, MAX_LISTED).await?;
     let campaigns = views.iter().map(|v| convert::campaign(v, now)).collect();
@@ -81,7 +81,7 @@ pub async fn public_campaigns(State(s): State<AppState>) -> Result<Response, Api
         (status = 503, description = "the store is unavailable; see Retry-After", body = ErrorBody),
     ),
 )]
-pub async fn get_campaign(State(s): State<AppState>, CampaignPath(id): CampaignPath) -> Result<Response, ApiError> {
+pub async fn get_campaign(State(s): State<Shared>, CampaignPath(id): CampaignPath) -> Result<Response, ApiError> {
     let now = now();
     let view = s.issuer.view(&id, now).await?;
     let mut res = Json(convert::campaign(&view, now)).into_response();
@@ -114,7 +114,7 @@ pub async fn get_campaign(State(s): State<AppState>, CampaignPath(id): CampaignP
     ),
 )]
 pub async fn claim(
-    State(s): State<AppState>,
+    State(s): State<Shared>,
     CampaignPath(id): CampaignPath,
     User(user): User,
     Ticket(ticket): Ticket,
@@ -154,7 +154,7 @@ pub async fn claim(
     ),
 )]
 pub async fn my_claim(
-    State(s): State<AppState>,
+    State(s): State<Shared>,
     CampaignPath(id): CampaignPath,
     User(user): User,
 ) -> Result<Json<Coupon>, ApiError> {
@@ -178,7 +178,7 @@ pub async fn my_claim(
     ),
 )]
 pub async fn list_campaigns(
-    State(s): State<AppState>,
+    State(s): State<Shared>,
     _: Admin,
     Page(q): Page<PageQuery>,
 ) -> Result<Json<AdminCampaignPage>, ApiError> {
@@ -211,7 +211,7 @@ fn keep_page<T>(items: &mut Vec<T>, limit: usize) -> bool {
 }
 
 /// One campaign as the admin sees it right now, with its version as the ETag.
-async fn admin_view(s: &AppState, id: &CampaignId, status: StatusCode) -> Result<Response, ApiError> {
+async fn admin_view(s: &Shared, id: &CampaignId, status: StatusCode) -> Result<Response, ApiError> {
     let now = now();
     let (view, written) = s.issuer.admin_get(id, now).await?;
     let mut res = (status, Json(convert::admin_campaign(&view, written, now))).into_response();
@@ -234,7 +234,7 @@ async fn admin_view(s: &AppState, id: &CampaignId, status: StatusCode) -> Result
     ),
 )]
 pub async fn create_campaign(
-    State(s): State<AppState>,
+    State(s): State<Shared>,
     _: Admin,
     ApiJson(body): ApiJson<CreateCampaign>,
 ) -> Result<Response, ApiError> {
@@ -267,7 +267,7 @@ pub async fn create_campaign(
     ),
 )]
 pub async fn admin_campaign(
-    State(s): State<AppState>,
+    State(s): State<Shared>,
     _: Admin,
     CampaignPath(id): CampaignPath,
 ) -> Result<Response, ApiError> {
@@ -295,7 +295,7 @@ pub async fn admin_campaign(
     ),
 )]
 pub async fn patch_campaign(
-    State(s): State<AppState>,
+    State(s): State<Shared>,
     _: Admin,
     CampaignPath(id): CampaignPath,
     IfMatch(version): IfMatch,
@@ -330,7 +330,7 @@ pub async fn patch_campaign(
     ),
 )]
 pub async fn end_campaign(
-    State(s): State<AppState>,
+    State(s): State<Shared>,
     _: Admin,
     CampaignPath(id): CampaignPath,
 ) -> Result<Response, ApiError> {
@@ -354,7 +354,7 @@ pub async fn end_campaign(
     ),
 )]
 pub async fn coupons(
-    State(s): State<AppState>,
+    State(s): State<Shared>,
     _: Admin,
     CampaignPath(id): CampaignPath,
     Page(q): Page<CouponPageQuery>,
@@ -386,7 +386,7 @@ pub async fn coupons(
     ),
 )]
 pub async fn coupons_csv(
-    State(s): State<AppState>,
+    State(s): State<Shared>,
     _: Admin,
     CampaignPath(id): CampaignPath,
 ) -> Result<Response, ApiError> {
@@ -450,7 +450,7 @@ fn csv_cell(cell: &str) -> String {
     ),
 )]
 pub async fn dev_token(
-    State(s): State<AppState>,
+    State(s): State<Shared>,
     Peer(peer): Peer,
     ApiJson(body): ApiJson<DevTokenRequest>,
 ) -> Result<Json<DevTokenResponse>, ApiError> {
@@ -483,7 +483,7 @@ const NO_METRICS: &str = "this deployment keeps its metrics in CloudWatch (the s
         (status = 404, description = "this deployment keeps no metrics of its own (Lambda)", body = ErrorBody),
     ),
 )]
-pub async fn live(State(s): State<AppState>, _: Admin) -> Result<Json<LiveView>, ApiError> {
+pub async fn live(State(s): State<Shared>, _: Admin) -> Result<Json<LiveView>, ApiError> {
     let exposition = s.metrics.as_ref().ok_or_else(|| ApiError::NotFound(NO_METRICS.into()))?;
     Ok(Json(exposition.live(now())))
 }
@@ -501,7 +501,7 @@ pub async fn live(State(s): State<AppState>, _: Admin) -> Result<Json<LiveView>,
         (status = 404, description = "this deployment keeps no metrics of its own (Lambda)", body = ErrorBody),
     ),
 )]
-pub async fn metrics(State(s): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+pub async fn metrics(State(s): State<Shared>, _: Admin) -> Result<Response, ApiError> {
     let exposition = s.metrics.as_ref().ok_or_else(|| ApiError::NotFound(NO_METRICS.into()))?;
     let mut res = exposition.render().into_response();
     res.headers_mut()
