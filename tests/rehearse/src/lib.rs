@@ -299,6 +299,18 @@ pub fn rss_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU seconds this process has used (user + system), from /proc/self/stat: the load tool's own
+/// share of its core is how a run tells "the server is slow" from "this tool cannot send faster".
+fn own_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux on every architecture this runs on.
+    Some(ticks / 100.0)
+}
+
 /// The pid listening on `port` on this machine, via /proc/net/tcp{,6} and /proc/*/fd.
 pub fn pid_listening_on(port: u16) -> Option<u32> {
     let mut inodes = Vec::new();
@@ -567,7 +579,14 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     let start = c.opens.max(Instant::now() + Duration::from_millis(if squatters.is_some() { 2000 } else { 100 }));
     let done = Arc::new(AtomicU64::new(0));
     let bar = progress(&o, &format!("{:?}", o.scenario).to_lowercase(), max_requests, done.clone());
+    let cpu_before = own_cpu_secs();
     let result = load::run(plan, start, done.clone()).await;
+    // Over the run from the moment it was due to start (the wait before T0 is idle).
+    let fired_for = start.elapsed().as_secs_f64();
+    let tool_cpu_cores = match (cpu_before, own_cpu_secs()) {
+        (Some(a), Some(b)) if fired_for > 0.0 => Some((b - a) / fired_for),
+        _ => None,
+    };
     done.store(u64::MAX, Ordering::Relaxed);
     let _ = bar.await;
     let server_rss_mb = server_pid.and_then(rss_mb);
@@ -673,6 +692,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         ledger_drain_s: facts.ledger_drain_s,
         server_outcomes,
         offered_rps,
+        tool_cpu_cores,
         planned_requests: max_requests,
         healthz_open_ms: healthz_open.as_ref().map(Latency::of),
         phases,

@@ -97,6 +97,9 @@ pub struct Report {
     pub held_connections: Option<Held>,
     /// Open loop: the rate offered (overload: the burst's).
     pub offered_rps: Option<f64>,
+    /// Cores this tool kept busy while firing (its CPU seconds over the run's wall time): near 1
+    /// when pinned to one core means the tool, not the server, set the pace.
+    pub tool_cpu_cores: Option<f64>,
     /// What the plan would send (open loop: its schedule within --duration), beside `requests`.
     pub planned_requests: u64,
     /// `--healthz-open`: GET /healthz at the same offered rate, right after the scenario.
@@ -152,6 +155,13 @@ impl Report {
             self.scenario, self.campaign, self.stock, self.users, self.repeat, self.connections
         );
         let _ = writeln!(t, "requests      {} in {:.2} s = {:.0} req/s", self.requests, self.duration_s, self.rps);
+        if let (Some(r), Some(cores)) = (self.offered_rps, self.tool_cpu_cores) {
+            let _ = writeln!(
+                t,
+                "offered       {r:.0} req/s planned, {} of {} sent; this tool used {cores:.2} cores",
+                self.requests, self.planned_requests
+            );
+        }
         let _ = writeln!(
             t,
             "latency ms    p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
