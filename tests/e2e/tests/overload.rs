@@ -17,35 +17,24 @@ const ALLOWED: [&str; 6] =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_claims_at_three_times_the_ceiling_get_only_decisions_and_sheds() {
-    let _one = ONE_LOAD.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
-    let o = options(
-        &server.url,
-        dir.path(),
-        &[
-            "--scenario",
-            "stress",
-            "--ceiling",
-            "--ceiling-requests",
-            "30000",
-            "--duration",
-            "20",
-            "--users",
-            "100000",
-            "--stock",
-            "1000",
-            "--connections",
-            "256",
-        ],
-    );
-    let report = rehearse(o).await.unwrap();
-    eprintln!("{}", report.table());
-    assert_eq!(report.violations, Vec::<String>::new());
+    let report = load_on_a_fresh_server(&[
+        "--scenario",
+        "stress",
+        "--ceiling",
+        "--ceiling-requests",
+        "30000",
+        "--duration",
+        "20",
+        "--users",
+        "100000",
+        "--stock",
+        "1000",
+        "--connections",
+        "256",
+    ])
+    .await;
+    assert_only_decisions(&report);
     assert_eq!(report.issued, 1000, "the stock, exactly");
-    for (outcome, n) in &report.outcomes {
-        assert!(ALLOWED.contains(&outcome.as_str()), "{n} answers were {outcome:?}: {:?}", report.outcomes);
-    }
     assert!(report.requests > 20_000, "the load ran: {}", report.requests);
 }
 
@@ -54,39 +43,46 @@ async fn open_loop_claims_at_three_times_the_ceiling_get_only_decisions_and_shed
 /// Every answer is a decision or a shed with `Retry-After`, and every coupon answered is durable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_past_what_the_store_commits_are_decided_or_shed_with_retry_after() {
-    let _one = ONE_LOAD.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
-    let o = options(
-        &server.url,
-        dir.path(),
-        &[
-            "--scenario",
-            "overload",
-            "--calm-rate",
-            "200",
-            "--rate",
-            "4000",
-            "--duration",
-            "5",
-            "--users",
-            "100000",
-            "--stock",
-            "100000",
-            "--connections",
-            "2048",
-        ],
-    );
-    let report = rehearse(o).await.unwrap();
-    eprintln!("{}", report.table());
-    assert_eq!(report.violations, Vec::<String>::new());
-    for (outcome, n) in &report.outcomes {
-        assert!(ALLOWED.contains(&outcome.as_str()), "{n} answers were {outcome:?}: {:?}", report.outcomes);
-    }
+    let report = load_on_a_fresh_server(&[
+        "--scenario",
+        "overload",
+        "--calm-rate",
+        "200",
+        "--rate",
+        "4000",
+        "--duration",
+        "5",
+        "--users",
+        "100000",
+        "--stock",
+        "100000",
+        "--connections",
+        "2048",
+    ])
+    .await;
+    assert_only_decisions(&report);
     assert_eq!(report.missing_retry_after, 0, "every 429 and 503 says when to come back");
     let phases = report.phases.as_ref().expect("an overload run reports its phases");
     assert!(phases.normal_p99_ms.is_some() && phases.burst_p99_ms.is_some() && phases.recovered_p99_ms.is_some());
     assert!(report.requests > 10_000, "the load ran: {}", report.requests);
+}
+
+/// One load at a time, on a server of its own: the load tool with `args`, its report printed.
+async fn load_on_a_fresh_server(args: &[&str]) -> firstcome_rehearse::report::Report {
+    let _one = ONE_LOAD.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
+    let report = rehearse(options(&server.url, dir.path(), args)).await.unwrap();
+    eprintln!("{}", report.table());
+    report
+}
+
+/// No invariant broken, and every answer one an overloaded server may give.
+fn assert_only_decisions(report: &firstcome_rehearse::report::Report) {
+    assert_eq!(report.violations, Vec::<String>::new());
+    for (outcome, n) in &report.outcomes {
+        assert!(ALLOWED.contains(&outcome.as_str()), "{n} answers were {outcome:?}: {:?}", report.outcomes);
+    }
 }
 
 /// The load tool against `url`, waiting up to 30 s for the ledger.
@@ -98,9 +94,6 @@ fn options(url: &str, dir: &std::path::Path, extra: &[&str]) -> firstcome_rehear
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customers_are_served_while_two_thousand_idle_and_two_hundred_slow_connections_are_held() {
-    let _one = ONE_LOAD.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = LocalProcess::start(&local_binary(), dir.path(), &[]);
     // 30 s of customers at 150 claims/s, each a new user, while the connections are squatted.
     let args = [
         "--scenario",
@@ -120,8 +113,7 @@ async fn customers_are_served_while_two_thousand_idle_and_two_hundred_slow_conne
         "--hold-slow",
         "200",
     ];
-    let report = rehearse(options(&server.url, dir.path(), &args)).await.unwrap();
-    eprintln!("{}", report.table());
+    let report = load_on_a_fresh_server(&args).await;
     assert_eq!(report.violations, Vec::<String>::new());
     assert_eq!(report.outcomes.keys().collect::<Vec<_>>(), ["201 issued"], "every customer got a coupon");
     assert!(report.requests >= 4000, "{}", report.requests);
@@ -129,9 +121,9 @@ async fn customers_are_served_while_two_thousand_idle_and_two_hundred_slow_conne
     // The header deadline (10 s, counted from accept) closed the squatters and they came back,
     // and no connection outlived it by more than a slow client takes to notice (a trickling one
     // writes once a second) plus a busy debug server's timer lag. Judged by how long each stayed
-    // open, not by how often they reopened: with 2,200 connects at once a slow machine's accept
-    // queue overflows and some connects wait seconds for the kernel's SYN retries (CI saw 3,589
-    // idle opens in one run and 4,336 in another), which says nothing about the deadline.
+    // open, not by how often they reopened, which also counts how fast the machine let them in
+    // (CI saw 3,589 idle opens in one run and 4,336 in another while the server's accept queue,
+    // then 1,024 deep, overflowed; `serve::LISTEN_BACKLOG`).
     assert!(held.idle_opened > 2000 && held.slow_opened > 200, "{held:?}");
     assert!(held.longest_open_ms <= 15_000, "a squatter outlived the 10 s header deadline: {held:?}");
 }
