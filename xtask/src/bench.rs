@@ -63,7 +63,7 @@ fn overload_rate(root: &Path, probe: Probe<'_>) -> anyhow::Result<Vec<String>> {
         let r = probe(&args)?;
         let (sent, planned) = (f(&r, &["requests"]), f(&r, &["planned_requests"]));
         let cores = f(&r, &["tool_cpu_cores"]);
-        if sent < 0.95 * planned && cores >= 0.9 {
+        if !sent_its_plan(&r) && cores >= 0.9 {
             note = format!(
                 "{OVERLOAD_X_BULK} x bulk's issued/s is {asked:.0}/s, more than the load tool sends from its core with 4,096 connections (at {rate:.0}/s it sent {sent:.0} of {planned:.0} planned, using {cores:.2} cores): the burst was lowered to {:.0}/s. ",
                 rate * 0.75
@@ -93,6 +93,11 @@ static OVERLOAD_NOTE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 const OVERLOAD_X_BULK: f64 = 1.25;
 const OVERLOAD_PROBES: usize = 4;
+
+/// Whether the load tool sent at least 95 % of what its plan asked for.
+fn sent_its_plan(v: &Value) -> bool {
+    f(v, &["requests"]) >= 0.95 * f(v, &["planned_requests"])
+}
 
 fn f(v: &Value, path: &[&str]) -> f64 {
     path.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN)
@@ -160,7 +165,7 @@ fn targets(soak_secs: u64) -> Vec<Target> {
                 let shed_ok = f(v, &["phases", "shed"]) == 0.0 || f(v, &["phases", "shed_p99_ms"]) <= 150.0;
                 // A run this tool could not send is no measure of the server (see overload_rate).
                 only_allowed(v)
-                    && f(v, &["requests"]) >= 0.95 * f(v, &["planned_requests"])
+                    && sent_its_plan(v)
                     && f(v, &["missing_retry_after"]) == 0.0
                     && f(v, &["latency_ms", "p99"]) <= 150.0
                     && shed_ok
