@@ -316,6 +316,15 @@ pub fn run(root: &Path, only: &[String], runs: usize, soak_secs: u64) -> anyhow:
                 f(&medians, &["latency_ms", "p99"]) / f(&medians, &["healthz_open_ms", "p99"]),
             );
         }
+        if medians["send_lag_ms"].is_object() {
+            let _ = writeln!(
+                md,
+                "Sent late (the tool had no free connection at a request's intended time; counted in the latency): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms.\n",
+                f(&medians, &["send_lag_ms", "p50"]),
+                f(&medians, &["send_lag_ms", "p99"]),
+                f(&medians, &["send_lag_ms", "max"]),
+            );
+        }
         if medians["phases"].is_object() {
             let p = |k: &str| f(&medians, &["phases", k]);
             let _ = writeln!(
@@ -396,15 +405,15 @@ fn write_section(md: &mut String, t: &Target, results: &[(Value, PathBuf)], medi
     );
     let _ = writeln!(
         md,
-        "| run | requests | req/s | ceiling req/s | ratio | issued | issued/s | p50 ms | p99 ms | p99.9 ms | max ms | RSS MB | RSS growth | p99 drift | violations |"
+        "| run | requests | req/s | ceiling req/s | ratio | issued | issued/s | p50 ms | p99 ms | p99.9 ms | max ms | RSS MB | RSS growth | p99 drift | steal % (worst s) | violations |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, (v, _)) in results.iter().enumerate() {
         let mark = if std::ptr::eq(v, median) { " (median)" } else { "" };
         let opt = |x: f64, d: usize| if x.is_nan() { "–".to_owned() } else { format!("{x:.d$}") };
         let _ = writeln!(
             md,
-            "| {}{mark} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {}{mark} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} |",
             i + 1,
             opt(f(v, &["requests"]), 0),
             opt(f(v, &["rps"]), 0),
@@ -419,6 +428,8 @@ fn write_section(md: &mut String, t: &Target, results: &[(Value, PathBuf)], medi
             opt(f(v, &["server_rss_mb"]), 1),
             opt(f(v, &["rss_growth_pct"]), 1) + if f(v, &["rss_growth_pct"]).is_nan() { "" } else { "%" },
             opt(f(v, &["p99_drift"]), 2),
+            opt(f(v, &["steal", "run_pct"]), 1),
+            opt(f(v, &["steal", "worst_second_pct"]), 1),
             v["violations"].as_array().map_or(0, Vec::len),
         );
     }
@@ -459,7 +470,9 @@ are noisy (the same configuration swings ±40% between runs), so throughput is j
 the same server's ceiling (`GET /healthz`, same connections, measured before and after the scenario)\n\
 within one run. Latency in closed-loop runs is per request; in open-loop runs it counts from the\n\
 intended send time (no coordinated omission). Rows are sorted by the judged figure, not by run order;\n\
-RSS growth is from 10% into a run to its end, which only means something for the soak.\n\n";
+RSS growth is from 10% into a run to its end, which only means something for the soak. Steal is the share of\n\
+the machine's CPU time the hypervisor took while the tool fired (/proc/stat), over the run and in its worst second:\n\
+on these shared VMs it comes in bursts, and a latency tail during one is the host's, not the server's.\n\n";
 
 /// `race`: the opening on the emulated AWS shape — `containers` claim processes under `cargo
 /// lambda watch`, DynamoDB Local behind the latency layer (`aws` round trips) — rehearsed with

@@ -311,6 +311,46 @@ fn own_cpu_secs() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// The machine's CPU time so far, from /proc/stat's `cpu` line: (stolen by the hypervisor, all),
+/// in ticks. On a shared VM the host takes whole slices of a core now and then, and a latency
+/// tail may be that rather than this server: each run says how much was taken.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> =
+        stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already inside user).
+    Some((*f.get(7)?, f.iter().take(8).sum()))
+}
+
+/// Steal over consecutive samples of `cpu_ticks`: over the whole run and in its worst second.
+fn steal_of(samples: &[(u64, u64)]) -> Option<report::Steal> {
+    let pct = |a: &(u64, u64), b: &(u64, u64)| {
+        let all = b.1.saturating_sub(a.1);
+        (all > 0).then(|| b.0.saturating_sub(a.0) as f64 / all as f64 * 100.0)
+    };
+    let run_pct = pct(samples.first()?, samples.last()?)?;
+    let worst_second_pct = samples.windows(2).filter_map(|w| pct(&w[0], &w[1])).fold(0.0, f64::max);
+    Some(report::Steal { run_pct, worst_second_pct })
+}
+
+/// What the once-a-second sampler saw while the scenario ran.
+#[derive(Default)]
+struct Samples {
+    rss_mb: Vec<f64>,
+    cpu: Vec<(u64, u64)>,
+}
+
+impl Samples {
+    fn take(&mut self, server_pid: Option<u32>) {
+        if let Some(mb) = server_pid.and_then(rss_mb) {
+            self.rss_mb.push(mb);
+        }
+        if let Some(t) = cpu_ticks() {
+            self.cpu.push(t);
+        }
+    }
+}
+
 /// The pid listening on `port` on this machine, via /proc/net/tcp{,6} and /proc/*/fd.
 pub fn pid_listening_on(port: u16) -> Option<u32> {
     let mut inodes = Vec::new();
@@ -555,19 +595,18 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         guard,
     };
 
-    // Watch RSS once a second while the scenario runs.
-    let rss_samples = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
-    let watcher = server_pid.map(|pid| {
-        let samples = rss_samples.clone();
+    // Once a second while the scenario runs: the server's RSS (when its pid is known) and the
+    // machine's CPU ticks, for the time the hypervisor stole.
+    let samples = Arc::new(std::sync::Mutex::new(Samples::default()));
+    let sampler = {
+        let samples = samples.clone();
         tokio::spawn(async move {
             loop {
-                if let Some(mb) = rss_mb(pid) {
-                    samples.lock().expect("rss lock").push(mb);
-                }
+                samples.lock().expect("sample lock").take(server_pid);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
-    });
+    };
     // The connection attack starts now, so it has taken hold by the time the scenario starts.
     let opened = Arc::new(attack::Opened::new(o.hold_idle + o.hold_slow));
     let squatters = (o.hold_idle + o.hold_slow > 0)
@@ -590,9 +629,12 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     done.store(u64::MAX, Ordering::Relaxed);
     let _ = bar.await;
     let server_rss_mb = server_pid.and_then(rss_mb);
-    if let Some(w) = watcher {
-        w.abort();
-    }
+    sampler.abort();
+    let (rss, steal) = {
+        let mut s = samples.lock().expect("sample lock");
+        s.take(None);
+        (std::mem::take(&mut s.rss_mb), steal_of(&s.cpu))
+    };
     // Read when the squatters stop: a connection still open then is aged to this moment.
     let longest_held_ms = opened.longest_open_ms();
     if let Some(s) = squatters {
@@ -653,7 +695,6 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     }
     let secs = result.elapsed.as_secs_f64().max(1e-9);
     let rps = result.requests as f64 / secs;
-    let rss = rss_samples.lock().expect("rss lock").clone();
     let (p99_first, p99_last) = drift(&result);
     let report = Report {
         scenario: format!("{:?}", o.scenario).to_lowercase(),
@@ -693,6 +734,8 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         server_outcomes,
         offered_rps,
         tool_cpu_cores,
+        steal,
+        send_lag_ms: result.send_lag.as_ref().map(Latency::of),
         planned_requests: max_requests,
         healthz_open_ms: healthz_open.as_ref().map(Latency::of),
         phases,
@@ -789,4 +832,20 @@ fn knee(r: &RunResult, s: &Schedule, p99_bound_ms: f64) -> f64 {
         knee = rates.get(i).copied().unwrap_or(knee);
     }
     knee
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steal_is_the_hypervisors_share_of_the_machine_over_the_run_and_its_worst_second() {
+        // (steal, all) ticks: a quiet second, then one with 30 of 100 ticks taken.
+        let samples = [(5, 1_000), (5, 1_100), (35, 1_200)];
+        let s = steal_of(&samples).unwrap();
+        assert!((s.run_pct - 15.0).abs() < 1e-9, "{}", s.run_pct);
+        assert!((s.worst_second_pct - 30.0).abs() < 1e-9, "{}", s.worst_second_pct);
+        assert!(steal_of(&samples[..1]).is_none(), "one sample spans no time");
+        assert!(cpu_ticks().is_some_and(|(steal, all)| steal <= all && all > 0), "this machine's /proc/stat");
+    }
 }

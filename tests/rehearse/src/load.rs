@@ -163,6 +163,11 @@ pub struct RunResult {
     pub steps: Vec<(Histogram<u64>, u64)>,
     /// 429 and 503 answers without a `Retry-After`: a shed client told nothing of when to return.
     pub missing_retry_after: u64,
+    /// Open loop: how late each request left this tool, because no connection was free at its
+    /// intended time (every one waiting on an answer). Its tail is this tool's own queue: the
+    /// latency figures count it (no coordinated omission), but it is not the server's doing
+    /// beyond the answers that held the connections.
+    pub send_lag: Option<Histogram<u64>>,
 }
 
 struct Local {
@@ -173,6 +178,7 @@ struct Local {
     buckets: Vec<(usize, u64)>,
     steps: BTreeMap<usize, (Histogram<u64>, u64)>,
     missing_retry_after: u64,
+    send_lag: Histogram<u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -204,6 +210,7 @@ pub async fn run(plan: Plan, start: Instant, done: Arc<AtomicU64>) -> RunResult 
         elapsed: Duration::ZERO,
         steps: Vec::new(),
         missing_retry_after: 0,
+        send_lag: matches!(plan.pace, Pace::Open(_)).then(histogram),
     };
     let mut steps: BTreeMap<usize, (Histogram<u64>, u64)> = BTreeMap::new();
     for t in tasks {
@@ -217,6 +224,9 @@ pub async fn run(plan: Plan, start: Instant, done: Arc<AtomicU64>) -> RunResult 
         }
         out.claims.extend(local.claims);
         out.missing_retry_after += local.missing_retry_after;
+        if let Some(lag) = out.send_lag.as_mut() {
+            lag.add(&local.send_lag).expect("same bounds");
+        }
         for (step, (h, errors)) in local.steps {
             let e = steps.entry(step).or_insert_with(|| (coarse(), 0));
             e.0.add(&h).expect("same bounds");
@@ -264,6 +274,7 @@ async fn connection(
         buckets: Vec::with_capacity(1024),
         steps: BTreeMap::new(),
         missing_retry_after: 0,
+        send_lag: histogram(),
     };
     let mut sender = connect(&plan).await;
     tokio::time::sleep_until(start).await;
@@ -281,6 +292,7 @@ async fn connection(
                     break;
                 }
                 tokio::time::sleep_until(t).await;
+                local.send_lag.saturating_record(t.elapsed().as_micros().clamp(1, 60_000_000) as u64);
                 (t, Some(s.step_of(i)))
             }
         };

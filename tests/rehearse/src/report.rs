@@ -100,6 +100,11 @@ pub struct Report {
     /// Cores this tool kept busy while firing (its CPU seconds over the run's wall time): near 1
     /// when pinned to one core means the tool, not the server, set the pace.
     pub tool_cpu_cores: Option<f64>,
+    /// The machine's CPU time the hypervisor took while firing (both cores, from /proc/stat).
+    pub steal: Option<Steal>,
+    /// Open loop: how late requests left this tool for want of a free connection (its timer's
+    /// 1 ms granularity included). A tail here is the tool's own queue inside the latency.
+    pub send_lag_ms: Option<Latency>,
     /// What the plan would send (open loop: its schedule within --duration), beside `requests`.
     pub planned_requests: u64,
     /// `--healthz-open`: GET /healthz at the same offered rate, right after the scenario.
@@ -108,6 +113,13 @@ pub struct Report {
     pub phases: Option<Phases>,
     /// 429 and 503 answers that carried no `Retry-After`.
     pub missing_retry_after: u64,
+}
+
+/// CPU time stolen by the hypervisor, as a share of all the machine's CPU time.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Steal {
+    pub run_pct: f64,
+    pub worst_second_pct: f64,
 }
 
 /// An overload run's phases, each p99 from the intended send time.
@@ -162,11 +174,25 @@ impl Report {
                 self.requests, self.planned_requests
             );
         }
+        if let Some(s) = self.steal {
+            let _ = writeln!(
+                t,
+                "steal         {:.1} % of the machine's CPU taken by the hypervisor while firing (worst second {:.1} %)",
+                s.run_pct, s.worst_second_pct
+            );
+        }
         let _ = writeln!(
             t,
             "latency ms    p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
             l.p50, l.p90, l.p99, l.p999, l.max
         );
+        if let Some(g) = &self.send_lag_ms {
+            let _ = writeln!(
+                t,
+                "sent late ms  p50 {:.3}  p99 {:.3}  max {:.3} after the intended time (no connection free)",
+                g.p50, g.p99, g.max
+            );
+        }
         if let Some(k) = &self.tickets {
             let _ = writeln!(
                 t,
