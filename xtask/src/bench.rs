@@ -325,6 +325,15 @@ pub fn run(root: &Path, only: &[String], runs: usize, soak_secs: u64) -> anyhow:
                 f(&medians, &["send_lag_ms", "max"]),
             );
         }
+        if medians["tool_lateness_ms"].is_object() {
+            let _ = writeln!(
+                md,
+                "The load tool's own runtime ran a 10 ms timer late by p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms: answers waited that long for the tool to read them, inside the latency figures.\n",
+                f(&medians, &["tool_lateness_ms", "p50"]),
+                f(&medians, &["tool_lateness_ms", "p99"]),
+                f(&medians, &["tool_lateness_ms", "max"]),
+            );
+        }
         if medians["phases"].is_object() {
             let p = |k: &str| f(&medians, &["phases", k]);
             let _ = writeln!(

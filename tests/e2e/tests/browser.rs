@@ -182,6 +182,12 @@ async fn sign_in(b: &Browser, name: &str) {
 
 /// Polls until the claim button is enabled; returns when (on this machine's clock, which is
 /// the server's: same host).
+/// How far ahead the T0 tests schedule their campaign: long enough for Chromium to start, load
+/// the page and sign in before it opens on a slow machine (5 s was not, once: the button was
+/// rightly enabled before the "locked before T0" check), short enough that the countdown still
+/// reads 00:00:0x.
+const OPENS_IN: time::Duration = time::Duration::seconds(9);
+
 async fn wait_enabled(b: &Browser, secs: u64) -> OffsetDateTime {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
@@ -236,7 +242,7 @@ async fn page_timings(b: &Browser, opens_at: OffsetDateTime) {
 async fn the_button_unlocks_at_t0_without_a_reload_and_shows_the_durable_code() {
     let _one = ONE_BROWSER.lock().await;
     let server = serve(FirstClaim::Normal).await;
-    let opens_at = server.campaign("unlock", 3, time::Duration::seconds(5)).await;
+    let opens_at = server.campaign("unlock", 3, OPENS_IN).await;
     let b = Browser::start("unlock").await;
     b.goto(&format!("{}/e/unlock", server.url)).await;
     sign_in(&b, "alice").await;
@@ -522,7 +528,7 @@ async fn bad_admin_input_shows_the_api_message_beside_the_field() {
 async fn a_phone_ten_minutes_fast_still_unlocks_at_the_servers_t0() {
     let _one = ONE_BROWSER.lock().await;
     let server = serve(FirstClaim::Normal).await;
-    let opens_at = server.campaign("skew", 3, time::Duration::seconds(5)).await;
+    let opens_at = server.campaign("skew", 3, OPENS_IN).await;
     let b = Browser::start("skew").await;
     b.before_every_page("(() => { const real = Date.now.bind(Date); Date.now = () => real() + 600000; })();").await;
     b.goto(&format!("{}/e/skew", server.url)).await;

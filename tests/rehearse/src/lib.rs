@@ -607,6 +607,26 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
             }
         })
     };
+    // And how late this tool's own runtime runs a timer due every 10 ms: with every connection
+    // busy, answers wait for this tool to read them too, and that wait is in its figures.
+    let tool_lateness = Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"),
+    ));
+    let lateness_ticker = {
+        let h = tool_lateness.clone();
+        tokio::spawn(async move {
+            let tick = Duration::from_millis(10);
+            let mut due = Instant::now() + tick;
+            loop {
+                tokio::time::sleep_until(due).await;
+                let now = Instant::now();
+                h.lock()
+                    .expect("lateness lock")
+                    .saturating_record(now.saturating_duration_since(due).as_micros().max(1) as u64);
+                due = now + tick;
+            }
+        })
+    };
     // The connection attack starts now, so it has taken hold by the time the scenario starts.
     let opened = Arc::new(attack::Opened::new(o.hold_idle + o.hold_slow));
     let squatters = (o.hold_idle + o.hold_slow > 0)
@@ -630,6 +650,8 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     let _ = bar.await;
     let server_rss_mb = server_pid.and_then(rss_mb);
     sampler.abort();
+    lateness_ticker.abort();
+    let tool_lateness_ms = Latency::of(&tool_lateness.lock().expect("lateness lock"));
     let (rss, steal) = {
         let mut s = samples.lock().expect("sample lock");
         s.take(None);
@@ -734,6 +756,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         server_outcomes,
         offered_rps,
         tool_cpu_cores,
+        tool_lateness_ms: Some(tool_lateness_ms),
         steal,
         send_lag_ms: result.send_lag.as_ref().map(Latency::of),
         planned_requests: max_requests,

@@ -100,6 +100,9 @@ pub struct Report {
     /// Cores this tool kept busy while firing (its CPU seconds over the run's wall time): near 1
     /// when pinned to one core means the tool, not the server, set the pace.
     pub tool_cpu_cores: Option<f64>,
+    /// How late this tool's runtime ran a timer due every 10 ms while firing: a tail here is
+    /// this tool's own backlog (answers it had not read yet), inside every latency figure.
+    pub tool_lateness_ms: Option<Latency>,
     /// The machine's CPU time the hypervisor took while firing (both cores, from /proc/stat).
     pub steal: Option<Steal>,
     /// Open loop: how late requests left this tool for want of a free connection (its timer's
@@ -172,6 +175,13 @@ impl Report {
                 t,
                 "offered       {r:.0} req/s planned, {} of {} sent; this tool used {cores:.2} cores",
                 self.requests, self.planned_requests
+            );
+        }
+        if let Some(g) = &self.tool_lateness_ms {
+            let _ = writeln!(
+                t,
+                "tool late ms  p50 {:.3}  p99 {:.3}  max {:.3} (this tool's runtime, a 10 ms timer)",
+                g.p50, g.p99, g.max
             );
         }
         if let Some(s) = self.steal {
