@@ -210,7 +210,7 @@ pub async fn run(plan: Plan, start: Instant, done: Arc<AtomicU64>) -> RunResult 
         elapsed: Duration::ZERO,
         steps: Vec::new(),
         missing_retry_after: 0,
-        send_lag: matches!(plan.pace, Pace::Open(_)).then(histogram),
+        send_lag: matches!(plan.pace, Pace::Open(_)).then(coarse),
     };
     let mut steps: BTreeMap<usize, (Histogram<u64>, u64)> = BTreeMap::new();
     for t in tasks {
@@ -274,7 +274,7 @@ async fn connection(
         buckets: Vec::with_capacity(1024),
         steps: BTreeMap::new(),
         missing_retry_after: 0,
-        send_lag: histogram(),
+        send_lag: coarse(),
     };
     let mut sender = connect(&plan).await;
     tokio::time::sleep_until(start).await;
