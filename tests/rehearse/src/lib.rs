@@ -609,9 +609,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     };
     // And how late this tool's own runtime runs a timer due every 10 ms: with every connection
     // busy, answers wait for this tool to read them too, and that wait is in its figures.
-    let tool_lateness = Arc::new(std::sync::Mutex::new(
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"),
-    ));
+    let tool_lateness = Arc::new(std::sync::Mutex::new(load::coarse()));
     let lateness_ticker = {
         let h = tool_lateness.clone();
         tokio::spawn(async move {
