@@ -277,6 +277,11 @@ async fn connection(
         send_lag: coarse(),
     };
     let mut sender = connect(&plan).await;
+    // Fault the histograms' pages in now: they come zeroed and untouched from the allocator,
+    // and with thousands of connections their first touches (~140 KB each) would otherwise
+    // fall inside the run, as page faults on this tool's one core.
+    local.latency.clear();
+    local.send_lag.clear();
     tokio::time::sleep_until(start).await;
     let end = start + plan.max_duration;
     loop {
