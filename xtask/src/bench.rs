@@ -329,23 +329,22 @@ pub fn run(root: &Path, only: &[String], runs: usize, soak_secs: u64) -> anyhow:
                 f(&medians, &["latency_ms", "p99"]) / f(&medians, &["healthz_open_ms", "p99"]),
             );
         }
-        if medians["send_lag_ms"].is_object() {
-            let _ = writeln!(
-                md,
-                "Sent late (the tool had no free connection at a request's intended time; counted in the latency): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms.\n",
-                f(&medians, &["send_lag_ms", "p50"]),
-                f(&medians, &["send_lag_ms", "p99"]),
-                f(&medians, &["send_lag_ms", "max"]),
-            );
-        }
-        if medians["tool_lateness_ms"].is_object() {
-            let _ = writeln!(
-                md,
-                "The load tool's own runtime ran a 10 ms timer late by p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms: answers waited that long for the tool to read them, inside the latency figures.\n",
-                f(&medians, &["tool_lateness_ms", "p50"]),
-                f(&medians, &["tool_lateness_ms", "p99"]),
-                f(&medians, &["tool_lateness_ms", "max"]),
-            );
+        // What else is inside the open loop's latency: this tool's own waits.
+        for (key, what) in [
+            (
+                "send_lag_ms",
+                "Sent late (the tool had no free connection at a request's intended time; counted in the latency)",
+            ),
+            (
+                "tool_lateness_ms",
+                "The load tool's own runtime ran a 10 ms timer late (answers waited that long for the tool to read them, inside the latency figures)",
+            ),
+        ] {
+            if medians[key].is_object() {
+                let q = |k: &str| f(&medians, &[key, k]);
+                let _ =
+                    writeln!(md, "{what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms.\n", q("p50"), q("p99"), q("max"));
+            }
         }
         if medians["phases"].is_object() {
             let p = |k: &str| f(&medians, &["phases", k]);
