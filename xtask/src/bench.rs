@@ -42,8 +42,8 @@ fn only_allowed(v: &Value) -> bool {
 /// (run just before when both are run together), adjusted by probe runs, at most OVERLOAD_PROBES:
 /// lowered x0.75 while this tool cannot send what it is asked on time (it sent under 95 % of its
 /// plan with its core saturated, or its own runtime ran late, `tool_on_time`: the p99 "from the
-/// intended send time" would then be this tool's own backlog, not the server's answer), raised x1.5 while the durable path absorbs it (nothing
-/// shed). What was done is said in the section (`OVERLOAD_NOTE`).
+/// intended send time" would then be this tool's own backlog, not the server's answer), raised
+/// x1.5 while the durable path absorbs it (nothing shed). What was done is said in the section (`OVERLOAD_NOTE`).
 fn overload_rate(root: &Path, probe: Probe<'_>) -> anyhow::Result<Vec<String>> {
     let bulk = root.join("docs/bench/bulk.json");
     let v: Value = serde_json::from_str(

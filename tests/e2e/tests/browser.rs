@@ -180,14 +180,14 @@ async fn sign_in(b: &Browser, name: &str) {
     b.wait_text("status", 10, |t| !t.contains("로그인하세요") && !t.contains("Sign in")).await;
 }
 
-/// Polls until the claim button is enabled; returns when (on this machine's clock, which is
-/// the server's: same host).
 /// How far ahead the T0 tests schedule their campaign: long enough for Chromium to start, load
 /// the page and sign in before it opens on a slow machine (5 s was not, once: the button was
 /// rightly enabled before the "locked before T0" check), short enough that the countdown still
 /// reads 00:00:0x.
 const OPENS_IN: time::Duration = time::Duration::seconds(9);
 
+/// Polls until the claim button is enabled; returns when (on this machine's clock, which is
+/// the server's: same host).
 async fn wait_enabled(b: &Browser, secs: u64) -> OffsetDateTime {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {

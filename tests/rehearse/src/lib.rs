@@ -754,7 +754,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         server_outcomes,
         offered_rps,
         tool_cpu_cores,
-        tool_lateness_ms: Some(tool_lateness_ms),
+        tool_lateness_ms,
         steal,
         send_lag_ms: result.send_lag.as_ref().map(Latency::of),
         planned_requests: max_requests,

@@ -102,7 +102,7 @@ pub struct Report {
     pub tool_cpu_cores: Option<f64>,
     /// How late this tool's runtime ran a timer due every 10 ms while firing: a tail here is
     /// this tool's own backlog (answers it had not read yet), inside every latency figure.
-    pub tool_lateness_ms: Option<Latency>,
+    pub tool_lateness_ms: Latency,
     /// The machine's CPU time the hypervisor took while firing (both cores, from /proc/stat).
     pub steal: Option<Steal>,
     /// Open loop: how late requests left this tool for want of a free connection (its timer's
@@ -177,13 +177,12 @@ impl Report {
                 self.requests, self.planned_requests
             );
         }
-        if let Some(g) = &self.tool_lateness_ms {
-            let _ = writeln!(
-                t,
-                "tool late ms  p50 {:.3}  p99 {:.3}  max {:.3} (this tool's runtime, a 10 ms timer)",
-                g.p50, g.p99, g.max
-            );
-        }
+        let g = &self.tool_lateness_ms;
+        let _ = writeln!(
+            t,
+            "tool late ms  p50 {:.3}  p99 {:.3}  max {:.3} (this tool's runtime, a 10 ms timer)",
+            g.p50, g.p99, g.max
+        );
         if let Some(s) = self.steal {
             let _ = writeln!(
                 t,
