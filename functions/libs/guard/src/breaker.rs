@@ -109,9 +109,9 @@ impl Breaker {
     /// A ticket for one call, or `None` while open (or while the half-open probes are all out).
     pub fn admit(&self) -> Option<Ticket<'_>> {
         let mut inner = self.inner.lock();
-        let now = Instant::now();
+        // The clock is read only while open: closed, this runs on every store call.
         if let State::Open { until } = inner.state {
-            if now < until {
+            if Instant::now() < until {
                 return None;
             }
             inner.state = State::HalfOpen { admitted: 0, done: 0, failed: 0 };

@@ -179,8 +179,9 @@ impl<S> Guarded<S> {
             Effect::Read => self.config.read_timeout,
             Effect::Write => self.config.call_timeout,
         };
-        let started = std::time::Instant::now();
-        let result = tokio::time::timeout(after, work).await;
+        // One clock read for both the deadline and the latency (`timeout` would read it again).
+        let started = tokio::time::Instant::now();
+        let result = tokio::time::timeout_at(started + after, work).await;
         self.seconds(op).record(started.elapsed().as_secs_f64());
         match result {
             Ok(result) => {
