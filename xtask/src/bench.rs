@@ -137,9 +137,7 @@ fn targets(soak_secs: u64) -> Vec<Target> {
                 "--scenario spike --users 600000 --repeat 1 --stock 1000 --connections 256 --ceiling --ceiling-requests 200000 --rate-of-ceiling 0.5 --duration 10 --lead 15 --healthz-open",
             ),
             key: |v| f(v, &["latency_ms", "p99"]) / f(v, &["healthz_open_ms", "p99"]),
-            pass: |v| {
-                f(v, &["latency_ms", "p99"]) <= 1.5 * f(v, &["healthz_open_ms", "p99"]) && f(v, &["issued"]) == 1000.0
-            },
+            pass: |v| f(v, &["judged"]) <= 1.5 && f(v, &["issued"]) == 1000.0,
             extra: no_extra,
         },
         Target {
@@ -157,11 +155,7 @@ fn targets(soak_secs: u64) -> Vec<Target> {
             goal: "100,000 coupons, 100,000 users: issued/s >= 0.5 x ceiling, p99 <= 25 ms, every issued fsync'd, 0 violations",
             args: s("--scenario spike --users 100000 --repeat 1 --stock 100000 --connections 256 --ceiling"),
             key: |v| f(v, &["issued_per_s"]) / f(v, &["ceiling_rps"]),
-            pass: |v| {
-                f(v, &["issued_per_s"]) >= 0.5 * f(v, &["ceiling_rps"])
-                    && f(v, &["latency_ms", "p99"]) <= 25.0
-                    && f(v, &["issued"]) == 100000.0
-            },
+            pass: |v| f(v, &["judged"]) >= 0.5 && f(v, &["latency_ms", "p99"]) <= 25.0 && f(v, &["issued"]) == 100000.0,
             extra: no_extra,
         },
         Target {
@@ -286,7 +280,9 @@ pub fn run(root: &Path, only: &[String], runs: usize, soak_secs: u64) -> anyhow:
         let extra = (t.extra)(root, &|args| once(args, "probe").map(|(v, _)| v))?;
         let mut results: Vec<(Value, PathBuf)> = Vec::new();
         for i in 1..=runs {
-            results.push(once(&extra, &format!("{i}"))?);
+            let (mut v, json) = once(&extra, &format!("{i}"))?;
+            with_judged(&t, &mut v);
+            results.push((v, json));
         }
         t.args.extend(extra);
         results.sort_by(|a, b| (t.key)(&a.0).total_cmp(&(t.key)(&b.0)));
@@ -313,7 +309,7 @@ pub fn run(root: &Path, only: &[String], runs: usize, soak_secs: u64) -> anyhow:
         write_section(&mut md, &t, &results, median);
         let _ = writeln!(
             md,
-            "Judged on the median of each figure: ratio {:.3}, p99 {:.2} ms, issued/s {:.0}, RSS {:.1} MB.\n",
+            "Judged on the median of each figure (a ratio: of the runs' own ratios): ratio {:.3}, p99 {:.2} ms, issued/s {:.0}, RSS {:.1} MB.\n",
             f(&medians, &["ratio_to_ceiling"]),
             f(&medians, &["latency_ms", "p99"]),
             f(&medians, &["issued_per_s"]),
@@ -322,11 +318,11 @@ pub fn run(root: &Path, only: &[String], runs: usize, soak_secs: u64) -> anyhow:
         if medians["healthz_open_ms"].is_object() {
             let _ = writeln!(
                 md,
-                "Open loop at {:.0} req/s: claims p99 {:.2} ms, GET /healthz p99 {:.2} ms at the same rate: x{:.2}.\n",
+                "Open loop at {:.0} req/s: claims p99 {:.2} ms, GET /healthz p99 {:.2} ms at the same rate; the median of the runs' own ratios: x{:.2}.\n",
                 f(&medians, &["offered_rps"]),
                 f(&medians, &["latency_ms", "p99"]),
                 f(&medians, &["healthz_open_ms", "p99"]),
-                f(&medians, &["latency_ms", "p99"]) / f(&medians, &["healthz_open_ms", "p99"]),
+                f(&medians, &["judged"]),
             );
         }
         // What else is inside the open loop's latency: this tool's own waits.
@@ -377,6 +373,14 @@ pub fn run(root: &Path, only: &[String], runs: usize, soak_secs: u64) -> anyhow:
         bail!("a target was missed; see docs/benchmarks.md");
     }
     Ok(())
+}
+
+/// Adds the figure the target is about to one run's report, as `judged`: a ratio is taken within
+/// one run (claims and ceiling of the same server, minutes apart at most), and the median of the
+/// runs' own ratios is judged, never the ratio of two medians from different runs (bulk at 22:13
+/// on 2026-12-04: runs 0.450, 0.496, 0.505; median issued/s over median ceiling 0.504).
+fn with_judged(t: &Target, v: &mut Value) {
+    v["judged"] = serde_json::json!((t.key)(v));
 }
 
 /// The runs' reports with every number replaced by that number's median across the runs.
@@ -827,5 +831,34 @@ mod tests {
         let m = per_figure_median(&runs.iter().collect::<Vec<_>>());
         assert_eq!(f(&m, &["ratio_to_ceiling"]), 0.82);
         assert_eq!(f(&m, &["latency_ms", "p99"]), 10.7, "not the p99 of the run with the median ratio");
+    }
+
+    #[test]
+    fn a_ratio_is_judged_within_each_run_not_across_medians() {
+        let target = |name| targets(60).into_iter().find(|t| t.name == name).expect("a target");
+        let judged = |t: &Target, runs: &[Value]| {
+            let runs: Vec<Value> = runs
+                .iter()
+                .map(|v| {
+                    let mut v = v.clone();
+                    with_judged(t, &mut v);
+                    v
+                })
+                .collect();
+            (t.pass)(&per_figure_median(&runs.iter().collect::<Vec<_>>()))
+        };
+        // bulk as recorded at 22:13 on 2026-12-04: ratios 0.450, 0.496, 0.505; the median of
+        // issued/s over the median of the ceilings is 0.504, which is no run's ratio.
+        let bulk = |issued: f64, ceiling: f64| json!({"issued_per_s": issued, "ceiling_rps": ceiling, "issued": 100000.0, "latency_ms": {"p99": 9.8}});
+        let runs = [bulk(39011.0, 86626.0), bulk(43745.0, 88160.0), bulk(43664.0, 86421.0)];
+        assert!(!judged(&target("bulk"), &runs), "median ratio 0.496 < 0.5");
+        let runs = [bulk(39011.0, 86626.0), bulk(44200.0, 88160.0), bulk(43664.0, 86421.0)];
+        assert!(judged(&target("bulk"), &runs), "median ratio 0.501");
+        let open = |p99: f64, healthz: f64| json!({"latency_ms": {"p99": p99}, "healthz_open_ms": {"p99": healthz}, "issued": 1000.0});
+        // Ratios 1.6, 1.6, 1.0; medians 4.0 / 3.0 = 1.33 would pass.
+        let runs = [open(4.0, 2.5), open(4.8, 3.0), open(3.5, 3.5)];
+        assert!(!judged(&target("spike-open"), &runs));
+        let runs = [open(4.0, 2.5), open(4.2, 3.0), open(3.5, 3.5)];
+        assert!(judged(&target("spike-open"), &runs), "ratios 1.6, 1.4, 1.0");
     }
 }
