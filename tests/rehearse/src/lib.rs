@@ -436,6 +436,18 @@ async fn healthz_open(o: &Options, target: &Target, rate: f64, secs: f64) -> hdr
     healthz(o, target, "healthz open loop", (rate * secs) as u64, secs, pace).await.latency
 }
 
+/// How late each tick of a `tick`-periodic timer first due at `due` ran, when the runtime got to
+/// it at `now`: every tick that fell due meanwhile counts, each with its own lateness, so one
+/// stall of 500 ms is fifty late ticks (10-500 ms), not one. Counted once, a stall was one
+/// sample in thousands: at 41,011/s with 4,096 connections this tool stalled 13 times for
+/// 100-700 ms in 27 s while its lateness p99 read 6.7 ms, and the overload run's p99 was the
+/// stalls'.
+fn lateness_of_ticks(due: Instant, tick: Duration, now: Instant) -> impl Iterator<Item = u64> {
+    std::iter::successors(Some(due), move |d| Some(*d + tick))
+        .take_while(move |d| *d <= now)
+        .map(move |d| now.saturating_duration_since(d).as_micros().max(1) as u64)
+}
+
 /// Overload: seconds at --calm-rate before the burst (the first is warm-up) and after it (the
 /// first two are the recovery allowed).
 const CALM_BEFORE_S: usize = 3;
@@ -618,9 +630,11 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
             loop {
                 tokio::time::sleep_until(due).await;
                 let now = Instant::now();
-                h.lock()
-                    .expect("lateness lock")
-                    .saturating_record(now.saturating_duration_since(due).as_micros().max(1) as u64);
+                let mut h = h.lock().expect("lateness lock");
+                for late in lateness_of_ticks(due, tick, now) {
+                    h.saturating_record(late);
+                }
+                drop(h);
                 due = now + tick;
             }
         })
@@ -676,9 +690,13 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         _ => None,
     };
 
-    // The cheapest answer at the same offered load, on the same connections, right after.
-    let healthz_open = match (o.healthz_open, schedule.as_ref().and_then(|s| s.rates().first().copied())) {
-        (true, Some(r)) => Some(healthz_open(&o, &target, r, run_for).await),
+    // The cheapest answer at the same offered load (overload: the burst's, for the burst's
+    // length), on the same connections, right after.
+    let healthz_open = match (o.healthz_open, offered_rps) {
+        (true, Some(r)) => {
+            let secs = if o.scenario == Scenario::Overload { max_duration.ceil() } else { run_for };
+            Some(healthz_open(&o, &target, r, secs).await)
+        }
         _ => None,
     };
     let phases = (o.scenario == Scenario::Overload).then(|| Phases::of(&result, max_duration.ceil() as usize));
@@ -858,6 +876,18 @@ fn knee(r: &RunResult, s: &Schedule, p99_bound_ms: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stall_of_the_runtime_counts_every_tick_it_swallowed() {
+        let due = Instant::now();
+        let tick = Duration::from_millis(10);
+        let on_time: Vec<u64> = lateness_of_ticks(due, tick, due + Duration::from_micros(300)).collect();
+        assert_eq!(on_time, [300]);
+        let stalled: Vec<u64> = lateness_of_ticks(due, tick, due + Duration::from_millis(500)).collect();
+        assert_eq!(stalled.len(), 51, "due at 0, 10, ..., 500 ms");
+        assert_eq!((stalled[0], stalled[50]), (500_000, 1), "the first 500 ms late, the last just due");
+        assert_eq!(lateness_of_ticks(due, tick, due - Duration::from_micros(1)).count(), 0, "woken early: none due");
+    }
 
     #[test]
     fn steal_is_the_hypervisors_share_of_the_machine_over_the_run_and_its_worst_second() {
