@@ -125,8 +125,11 @@ pub async fn claim(
         ClaimOutcome::Issued(c) => {
             // One line per coupon (bounded by the stock); the rest are debug, or a bot's flood
             // of repeats would be a flood of log lines. Never the whole code.
-            let request_id = request_id.map_or_else(String::new, |r| r.0.to_string());
-            tracing::info!(request_id, campaign = %id, seq = c.seq, code = %c.code.redacted(), "issued");
+            // The id is formatted only when the line is written (not under RUST_LOG=warn).
+            if tracing::enabled!(tracing::Level::INFO) {
+                let request_id = request_id.map_or_else(String::new, |r| r.0.to_string());
+                tracing::info!(request_id, campaign = %id, seq = c.seq, code = %c.code.redacted(), "issued");
+            }
             (StatusCode::CREATED, firstcome_wire::ClaimOutcome::Issued, c)
         }
         ClaimOutcome::AlreadyIssued(c) => {
