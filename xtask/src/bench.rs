@@ -41,7 +41,7 @@ fn only_allowed(v: &Value) -> bool {
 /// Overload's burst: from 1.25 x the issued/s of the bulk run recorded in docs/bench/bulk.json
 /// (run just before when both are run together), adjusted by probe runs, at most OVERLOAD_PROBES:
 /// lowered x0.75 while this tool cannot send what it is asked on time (it sent under 95 % of its
-/// plan with its core saturated, or its own runtime ran late, at any moment of the probe: the p99 "from the
+/// plan with its core saturated, or its own runtime ran over 25 ms late at any moment of the probe: the p99 "from the
 /// intended send time" would then be this tool's own backlog, not the server's answer), raised
 /// x1.5 while the durable path absorbs it (nothing shed). What was done is said in the section (`OVERLOAD_NOTE`).
 fn overload_rate(root: &Path, probe: Probe<'_>) -> anyhow::Result<Vec<String>> {
@@ -65,11 +65,12 @@ fn overload_rate(root: &Path, probe: Probe<'_>) -> anyhow::Result<Vec<String>> {
         let cores = f(&r, &["tool_cpu_cores"]);
         let late = f(&r, &["tool_lateness_ms", "p99"]);
         let worst = f(&r, &["tool_lateness_ms", "max"]);
-        // A probe must keep time throughout (never TOOL_LATE_MS late), not only at p99: near the
-        // tool's limit its lateness swings from run to run (at 37,321/s a probe ran p99 22 ms,
-        // max 92 ms late, and the three runs after it p99 169-315 ms), so a rate accepted at p99
-        // alone leaves the runs that follow to the tool's stalls.
-        let kept_time = tool_on_time(&r) && f(&r, &["tool_lateness_ms", "max"]) <= TOOL_LATE_MS;
+        // A probe must keep time throughout with margin (never half of TOOL_LATE_MS late), not
+        // only at p99: near the tool's limit its lateness swings from run to run (a probe at
+        // 37,321/s ran p99 22 ms, max 92 ms late, and the three runs after it p99 169-315 ms; one
+        // at 38,309/s max 48 ms, and the runs after it p99 182-383 ms), so a rate accepted on less
+        // leaves the runs that follow to the tool's stalls.
+        let kept_time = tool_on_time(&r) && f(&r, &["tool_lateness_ms", "max"]) <= TOOL_LATE_MS / 2.0;
         if (!sent_its_plan(&r) && cores >= 0.9) || !kept_time {
             note = format!(
                 "{OVERLOAD_X_BULK} x bulk's issued/s is {asked:.0}/s, more than the load tool sends on time from its core with 4,096 connections (at {rate:.0}/s it sent {sent:.0} of {planned:.0} planned, using {cores:.2} cores, its own runtime p99 {late:.0} ms late, at worst {worst:.0} ms): the burst was lowered to {:.0}/s. ",
