@@ -1,6 +1,7 @@
-//! Identity. Locally: bearer JWTs verified here with `jsonwebtoken` (`sub` is the user id; admins
-//! carry `"role":"admin"`). Behind API Gateway: its JWT authorizer has verified the token, and the
-//! Lambda glue hands the verified claims over as a [`GatewayIdentity`] request extension.
+//! Identity. Locally: bearer HS256 JWTs, verified here and signed with `jsonwebtoken` (`sub` is
+//! the user id; admins carry `"role":"admin"`). Behind API Gateway: its JWT authorizer has verified
+//! the token, and the Lambda glue hands the verified claims over as a [`GatewayIdentity`] request
+//! extension.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
