@@ -20,6 +20,8 @@ struct Calls {
     claim: AtomicUsize,
     campaign: AtomicUsize,
     issued: AtomicUsize,
+    /// Milliseconds each campaign read takes, so readers overlap.
+    campaign_ms: std::sync::atomic::AtomicU64,
 }
 
 struct Counting {
@@ -65,6 +67,10 @@ impl CampaignStore for Counting {
     }
     async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, StoreError> {
         self.calls.campaign.fetch_add(1, Ordering::SeqCst);
+        let ms = self.calls.campaign_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(StdDuration::from_millis(ms)).await;
+        }
         self.inner.campaign(id).await
     }
     async fn campaigns(&self, after: Option<&CampaignId>, limit: usize) -> Result<Vec<Campaign>, StoreError> {
@@ -133,6 +139,40 @@ async fn after_sell_out_one_claim_per_ttl_asks_the_store_again() {
         assert_eq!(issuer.claim(&c.id, &user(u), t0).await.unwrap(), ClaimOutcome::SoldOut);
     }
     assert_eq!(claims(), 3, "one store attempt per ttl, the others from memory meanwhile");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_the_opening_one_claim_rereads_the_campaign_and_the_rest_wait_for_it_even_if_it_is_abandoned() {
+    let (issuer, store) = issuer(CacheConfig::default());
+    let issuer = Arc::new(issuer);
+    let t0 = now();
+    let c = campaign_at("opening", 5, t0 + Duration::hours(1));
+    store.inner.insert_campaign(&c).await.unwrap();
+    let reads = || count(&store.calls.campaign);
+    assert_eq!(issuer.claim(&c.id, &user(0), t0).await.unwrap(), ClaimOutcome::NotOpen);
+    assert_eq!(reads(), 1, "cached while scheduled");
+
+    store.calls.campaign_ms.store(100, Ordering::SeqCst);
+    let open = c.opens_at + Duration::seconds(1);
+    // The first reader gives up mid-read (its client went away): the others must not hang on it.
+    let abandoned = tokio::time::timeout(StdDuration::from_millis(20), issuer.claim(&c.id, &user(1), open)).await;
+    assert!(abandoned.is_err(), "still reading when dropped");
+    let claims: Vec<_> = (2..102)
+        .map(|u| {
+            let (issuer, id) = (issuer.clone(), c.id.clone());
+            tokio::spawn(async move { issuer.claim(&id, &user(u), open).await })
+        })
+        .collect();
+    let mut issued = 0;
+    for h in claims {
+        match tokio::time::timeout(StdDuration::from_secs(5), h).await.expect("no claim hangs").unwrap().unwrap() {
+            ClaimOutcome::Issued(_) => issued += 1,
+            ClaimOutcome::SoldOut => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(issued, 5);
+    assert_eq!(reads(), 3, "the abandoned read, then one read for the 100 claims that came at the opening");
 }
 
 #[tokio::test]
