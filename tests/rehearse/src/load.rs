@@ -366,13 +366,13 @@ async fn connection(
 fn flush(samples: &mut Vec<Sample>, shared: &Mutex<Shared>) {
     let mut shared = shared.lock().expect("shared histograms lock");
     for s in samples.drain(..) {
-        while shared.buckets.len() <= s.bucket {
-            shared.buckets.push(coarse());
+        if shared.buckets.len() <= s.bucket {
+            shared.buckets.resize_with(s.bucket + 1, coarse);
         }
         shared.buckets[s.bucket].saturating_record(s.micros);
         if let Some(step) = s.step {
-            while shared.steps.len() <= step {
-                shared.steps.push((coarse(), 0));
+            if shared.steps.len() <= step {
+                shared.steps.resize_with(step + 1, || (coarse(), 0));
             }
             shared.steps[step].0.saturating_record(s.micros);
             shared.steps[step].1 += u64::from(s.failed);
