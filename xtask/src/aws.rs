@@ -329,7 +329,7 @@ impl Watch {
     }
 }
 
-/// Every function answers its shipped events (infra/events) as the README says it does, run by
+/// Every function answers its shipped events (infra/events) as docs/deploy.md says it does, run by
 /// `cargo lambda` against the emulated tables and queues.
 /// The origin secret the shipped API events carry (`x-firstcome-origin`): start `cargo lambda
 /// watch` with `FIRSTCOME_ORIGIN_SECRET` set to it to invoke them by hand.
@@ -425,7 +425,7 @@ impl Stack {
         };
         let data_dir = root.join(format!("target/aws/{name}"));
         std::fs::create_dir_all(&data_dir)?;
-        // Marketing's account: made by an operator on AWS (README), here with a fresh password.
+        // Marketing's account: made by an operator on AWS (docs/deploy.md), here with a fresh password.
         let mut secret = [0u8; 12];
         std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut secret)?;
         let password = format!("Fc-{}-Aa9", secret.iter().map(|b| format!("{b:02x}")).collect::<String>());

@@ -13,7 +13,7 @@ use crate::{cargo, run};
 
 /// binaryen from npm: Debian's binaryen 108 produces a module that silently breaks the page.
 const BINARYEN: &str = "binaryen@132";
-/// What one visitor may download for the page, gzip (README: the page's size).
+/// What one visitor may download for the page, gzip (docs/page.md: the page's size).
 const PAGE_BUDGET_KIB: f64 = 150.0;
 /// The toolchain the page is built with: a pinned nightly, for two things stable cannot do that
 /// take 35 KiB gzip off each bundle (measured on the customer bundle: 180.5 -> 163.9 KiB for the

@@ -211,7 +211,7 @@ fn assert_unlocked_at_t0(opens_at: OffsetDateTime, enabled_at: OffsetDateTime) {
 /// a customer sees the event, and how soon after the server's T0 the button is enabled (the page's
 /// mark, not this test's 10 ms poll). Checked (each present, within 5 s of navigation; enabled
 /// between 100 ms before and 1.5 s after T0), printed, and written to `target/page-timings.txt`
-/// beside `target/page-sizes.txt` (README: the page's size and timings).
+/// beside `target/page-sizes.txt` (docs/page.md: the page's size and timings).
 async fn page_timings(b: &Browser, opens_at: OffsetDateTime) {
     let t = b
         .eval(

@@ -143,9 +143,10 @@ pub fn router_with_site(state: AppState, site: Option<Router>) -> Router {
     Router::new().fallback_service(stack)
 }
 
-/// Every request's span carries its id, at debug: an info span per claim cost the spike about a
-/// fifth of its throughput (the subscriber formats each span's fields), so the lines that matter
-/// name the id themselves (`issued`, and every 5xx, logged by the metrics layer).
+/// Every request's span carries its id, at debug: an info span per claim costs the spike
+/// throughput (the subscriber formats each span's fields; docs/observability.md has the figure),
+/// so the lines that matter name the id themselves (`issued`, and every 5xx, logged by the
+/// metrics layer).
 fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     // Field values are only evaluated when the span is enabled.
     tracing::debug_span!(

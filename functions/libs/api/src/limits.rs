@@ -47,7 +47,7 @@ impl Rate {
 /// The limits of one deployment; `None` turns a limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitConfig {
-    /// Claims (and "my coupon" checks) per user. Note 004's limiter allowed 5 a second.
+    /// Claims (and "my coupon" checks) per user: 5 a second by default, a person's fastest clicking.
     pub per_user: Option<Rate>,
     /// Requests per client address, on every API route.
     pub per_client: Option<Rate>,

@@ -1,16 +1,7 @@
-//! The claim engine. It owns invariant 4 (fast fail from memory) and the campaign cache, and
-//! delegates every decision that must hold across instances (stock, window, dedup, durability,
-//! edits) to the stores.
-//!
-//! Many `Issuer`s (one per Lambda container) share one store, so the cache is read-through:
-//! a miss reads the store; unknown ids are remembered briefly (bounded) so a flood of bogus ids
-//! cannot hammer it; a scheduled campaign is re-read after `scheduled_ttl` (it may still be
-//! edited elsewhere); a campaign read once it had opened has final terms (the store refuses
-//! edits from then on) except that marketing may end it early, so it is re-read only every
-//! `opened_ttl`, by one reader while the rest use the old copy, keeping its sold-out flag. The
-//! cache only ever decides *refusals* (`not_open`, `closed`, `sold_out`); an issue is always the
-//! store's decision, on its own copy, so a stale copy can refuse wrongly for at most a TTL but
-//! can never issue wrongly.
+//! The claim engine: answers refusals (`not_open`, `closed`, `sold_out`) from a read-through
+//! campaign cache and hands every decision that must hold across instances (stock, window,
+//! dedup, durability, edits) to the stores. A stale copy can refuse wrongly for at most a TTL but
+//! can never issue wrongly. The cache's rules, and why: docs/engine.md.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -22,7 +22,7 @@ pub struct BreakerConfig {
 }
 
 impl Default for BreakerConfig {
-    /// Note 004's settings: window 100, 50 %, 5 s open, 10 half-open calls.
+    /// Window 100, 50 %, 5 s open, 10 half-open calls: resilience4j's usual count-based settings.
     fn default() -> Self {
         Self { window: 100, min_calls: 100, failure_rate: 0.5, open_for: Duration::from_secs(5), probes: 10 }
     }

@@ -1,11 +1,11 @@
 //! `Guarded<S>`: any store adapter behind admission, a timeout per call and a circuit breaker,
 //! so a slow or failing store costs its callers milliseconds, not their connections.
 //!
-//! Note 004's outage is the model: the store's pool filled, every call waited 30 s, and the
-//! service went down with it. Here a call that cannot start at once waits briefly in a short
+//! The failure it guards against: a store's connection pool fills, every call waits 30 s, and
+//! the service goes down with it. Here a call that cannot start at once waits briefly in a short
 //! queue or is shed (`Overloaded`); a call that starts gets `call_timeout`; and when half of the
 //! last 100 calls failed, the breaker answers `Unavailable` at once for 5 s, then lets 10 probes
-//! through and closes again if they succeed (note 004's resilience4j settings).
+//! through and closes again if they succeed (resilience4j's usual count-based settings).
 
 mod breaker;
 #[cfg(feature = "testkit")]

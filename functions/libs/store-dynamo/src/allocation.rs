@@ -6,7 +6,7 @@
 //! back: its marker is written void, then the shard takes its seq back. Recorded and given back
 //! exclude each other through that one marker item, so nothing is issued twice, and recovery
 //! (`recover_allocations`, from the reconciler) gives back what a dead claimant left, so
-//! nothing leaks. Why this shape, with the figures: ARCHITECTURE.md, "The opening second on
+//! nothing leaks. Why this shape, with the figures: docs/aws.md, "The opening second on
 //! DynamoDB".
 
 use std::collections::HashMap;

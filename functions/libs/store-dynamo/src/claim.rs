@@ -1,6 +1,6 @@
 //! The claim path (pick a shard, allocate from it, record the allocation: `allocation`), and the
 //! reads of claims (a user's coupon, the winners list, the issued count). Why the claim is
-//! shaped this way, with the figures: ARCHITECTURE.md, "The opening second on DynamoDB".
+//! shaped this way, with the figures: docs/aws.md, "The opening second on DynamoDB".
 
 use std::collections::HashMap;
 use std::sync::Arc;

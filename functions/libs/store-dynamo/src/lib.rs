@@ -3,7 +3,7 @@
 //! conditional single-item write and records it with the user's claim item and the
 //! allocation's marker in one transaction, so it can never over-issue or double-issue, and an
 //! allocation never recorded is given back, so nothing leaks. Table layout and the reasoning:
-//! ARCHITECTURE.md, "DynamoDB tables" and "The opening second on DynamoDB".
+//! docs/aws.md, "DynamoDB tables" and "The opening second on DynamoDB".
 //!
 //! Modules by concern: `campaigns` (create, edit, end, list), `allocation` (allocate, record,
 //! give back, recovery), `claim` (the claim's steps and the reads of claims), `ledger` (the
@@ -45,7 +45,7 @@ const CLAIM_DEADLINE: Duration = Duration::from_secs(3);
 /// burst. Allocations never conflict, so the item's throughput, not contention, is what limits
 /// a shard; the reference event (10,000 claims/s from 200 containers on 1,000 coupons) needs
 /// fewer shards than this gives in the simulation (`cargo xtask capacity`; its test fails if
-/// this figure would give fewer than the simulation needs). See ARCHITECTURE.md, "The opening
+/// this figure would give fewer than the simulation needs). See docs/aws.md, "The opening
 /// second on DynamoDB".
 pub const CLAIMS_PER_SHARD_S: u32 = 500;
 
