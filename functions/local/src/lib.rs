@@ -10,8 +10,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use firstcome_api::{AppState, Auth, Exposition, LimitConfig, Limits};
-use firstcome_core::{CacheConfig, CampaignId, CampaignStore, CouponTemplate, Issuer, NewCampaign, Status, StoreError};
+use firstcome_api::{AppState, Auth, Exposition, LimitConfig};
+use firstcome_core::{CampaignId, CampaignStore, CouponTemplate, Issuer, NewCampaign, Status, StoreError};
 use firstcome_guard::{GuardConfig, Guarded};
 use firstcome_store_sqlite::{SqliteError, SqliteStore};
 use firstcome_wire::site::{IdentityConfig, SiteConfig};
@@ -44,6 +44,26 @@ pub struct Config {
     pub limits: LimitConfig,
     /// Origins whose pages may call the API from a browser (CORS); empty = same-origin only.
     pub origins: Vec<axum::http::HeaderValue>,
+}
+
+impl Config {
+    /// The local server's defaults for a data dir: what `firstcome-local --data-dir DIR` runs
+    /// with (no demo, no dev tokens, 5,000 ledger writes a second, API only, every protection at
+    /// its default). Change fields with struct update syntax: `Config { demo: true, ..Config::new(dir) }`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            jwt_secret: None,
+            demo: false,
+            dev_tokens: false,
+            ledger_rate: NonZeroU32::new(5000).expect("non-zero"),
+            site_dir: None,
+            conns: serve::ConnLimits::default(),
+            guard: GuardConfig::local(),
+            limits: LimitConfig::default(),
+            origins: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,12 +107,12 @@ pub async fn start(config: Config) -> Result<Local, LocalError> {
     if secret.len() < 32 {
         return Err(LocalError::WeakSecret);
     }
-    let auth = Arc::new(Auth::hs256(&secret, true));
+    let auth = Arc::new(Auth::hs256_signing(&secret));
     // Before anything registers a metric (the breaker's gauge, the engine's), or it would
     // register with the no-op recorder and never be seen.
     let metrics = Exposition::install().map_err(LocalError::Metrics)?;
     let guarded = Arc::new(Guarded::new(store.clone(), config.guard));
-    let issuer = Arc::new(Issuer::new(guarded.clone(), guarded.clone(), guarded, CacheConfig::default()));
+    let issuer = Arc::new(Issuer::with_store(guarded));
 
     let admin_token_path = config.data_dir.join("admin-token");
     let admin = auth
@@ -101,14 +121,11 @@ pub async fn start(config: Config) -> Result<Local, LocalError> {
     write_private(&admin_token_path, admin.as_bytes())?;
 
     let demo = if config.demo { Some(demo_campaign(&store, &issuer).await?) } else { None };
-    let state = AppState {
-        issuer,
-        auth,
-        dev_tokens: config.dev_tokens,
-        limits: Arc::new(Limits::new(config.limits)),
-        origins: config.origins.clone().into(),
-        metrics: Some(metrics),
-    };
+    let state = AppState::new(issuer, auth)
+        .with_dev_tokens(config.dev_tokens)
+        .with_limits(config.limits)
+        .with_origins(config.origins.clone())
+        .with_metrics(metrics);
     Ok(Local { state, store, config, admin_token_path, demo })
 }
 

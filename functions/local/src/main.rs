@@ -111,7 +111,6 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let config = firstcome_local::Config {
-        data_dir: args.data_dir,
         jwt_secret: args.jwt_secret,
         demo: args.demo,
         dev_tokens: args.dev_tokens,
@@ -122,9 +121,8 @@ async fn main() -> anyhow::Result<()> {
             header_read: Duration::from_secs(args.header_timeout_secs.max(1)),
             shutdown_deadline: Duration::from_secs(args.shutdown_deadline_secs),
         },
-        guard: firstcome_guard::GuardConfig::local(),
-        limits: Default::default(),
         origins: args.allow_origin.0,
+        ..firstcome_local::Config::new(args.data_dir)
     };
     let local = firstcome_local::start(config).await.context("starting firstcome-local")?;
     let listener = firstcome_local::serve::bind(args.addr).with_context(|| format!("binding {}", args.addr))?;

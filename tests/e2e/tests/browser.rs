@@ -67,16 +67,10 @@ fn stale_copy(stored: &[u8]) -> axum::response::Response {
 async fn serve_with(first: FirstClaim, edge: Edge) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = firstcome_local::Config {
-        data_dir: dir.path().join("data"),
-        jwt_secret: None,
-        demo: false,
         dev_tokens: true,
         ledger_rate: std::num::NonZeroU32::new(2000).unwrap(),
-        conns: Default::default(),
-        guard: firstcome_guard::GuardConfig::local(),
-        limits: Default::default(),
-        origins: Vec::new(),
         site_dir: Some(site_dir()),
+        ..firstcome_local::Config::new(dir.path().join("data"))
     };
     let local = firstcome_local::start(config).await.unwrap();
     let admin = std::fs::read_to_string(&local.admin_token_path).unwrap().trim().to_owned();

@@ -247,17 +247,12 @@ async fn ten_thousand_hostile_requests_change_nothing_and_break_nothing() {
     let secret = "hostile-secret-hostile-secret-0123";
     std::fs::write(dir.path().join("jwt-secret"), secret).unwrap();
     let config = Config {
-        data_dir: dir.path().to_owned(),
-        jwt_secret: None,
-        demo: false,
         dev_tokens: true,
         ledger_rate: NonZeroU32::new(1000).unwrap(),
         // Short deadlines, so the slow attacks finish within the test.
         conns: ConnLimits { header_read: Duration::from_secs(1), ..ConnLimits::default() },
-        guard: firstcome_guard::GuardConfig::local(),
         limits: firstcome_api::LimitConfig { request_timeout: Duration::from_secs(1), ..Default::default() },
-        origins: Vec::new(),
-        site_dir: None,
+        ..Config::new(dir.path())
     };
     let local = firstcome_local::start(config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

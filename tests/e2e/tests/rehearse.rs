@@ -73,16 +73,9 @@ async fn the_checker_catches_a_server_that_double_issues() {
     let broken = Arc::new(DoubleIssuing { inner: store.clone(), doubled: AtomicUsize::new(0) });
     let store = Arc::new(store);
     let issuer = Issuer::new(store.clone(), broken.clone(), store, CacheConfig::default());
-    let auth = Arc::new(Auth::hs256(SECRET.as_bytes(), true));
+    let auth = Arc::new(Auth::hs256_signing(SECRET.as_bytes()));
     write_secrets(dir.path(), &auth);
-    let app = firstcome_api::router(AppState {
-        issuer: Arc::new(issuer),
-        auth,
-        dev_tokens: false,
-        limits: Default::default(),
-        origins: Arc::new([]),
-        metrics: None,
-    });
+    let app = firstcome_api::router(AppState::new(issuer, auth));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -134,17 +127,10 @@ async fn serve_tls(dir: &Path) -> (String, String, tokio::sync::watch::Sender<bo
     let (stop_worker, stop) = tokio::sync::watch::channel(false);
     let rate = std::num::NonZeroU32::new(5000).unwrap();
     tokio::spawn(firstcome_local::ledger_worker::run(store.clone(), store.clone(), rate, || false, stop));
-    let issuer = Issuer::new(store.clone(), store.clone(), store, CacheConfig::default());
-    let auth = Arc::new(Auth::hs256(SECRET.as_bytes(), true));
+    let issuer = Issuer::with_store(store);
+    let auth = Arc::new(Auth::hs256_signing(SECRET.as_bytes()));
     write_secrets(dir, &auth);
-    let app = firstcome_api::router(AppState {
-        issuer: Arc::new(issuer),
-        auth,
-        dev_tokens: false,
-        limits: Default::default(),
-        origins: Arc::new([]),
-        metrics: None,
-    });
+    let app = firstcome_api::router(AppState::new(issuer, auth));
 
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());

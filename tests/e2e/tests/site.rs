@@ -15,16 +15,9 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
 async fn app_with(site: std::path::PathBuf) -> (axum::Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = firstcome_local::Config {
-        data_dir: dir.path().join("data"),
-        jwt_secret: None,
-        demo: false,
-        dev_tokens: false,
         ledger_rate: std::num::NonZeroU32::new(100).unwrap(),
-        conns: Default::default(),
-        guard: firstcome_guard::GuardConfig::local(),
-        limits: Default::default(),
-        origins: Vec::new(),
         site_dir: Some(site),
+        ..firstcome_local::Config::new(dir.path().join("data"))
     };
     let local = firstcome_local::start(config).await.unwrap();
     (firstcome_local::app(&local), dir)

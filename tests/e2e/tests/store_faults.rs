@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use firstcome_api::{AppState, Auth};
-use firstcome_core::{CacheConfig, Issuer};
+use firstcome_core::Issuer;
 use firstcome_guard::faulty::{Fault, FaultSwitch, Faulty};
 use firstcome_guard::{BreakerConfig, BreakerState, GuardConfig, Guarded};
 use firstcome_local::serve::ConnLimits;
@@ -43,17 +43,10 @@ async fn service() -> Service {
         ..GuardConfig::local()
     };
     let store = Arc::new(Guarded::new(faulty, config));
-    let issuer = Arc::new(Issuer::new(store.clone(), store.clone(), store.clone(), CacheConfig::default()));
-    let auth = Arc::new(Auth::hs256(b"faults-test-secret-faults-test-secret-0123", true));
+    let issuer = Arc::new(Issuer::with_store(store.clone()));
+    let auth = Arc::new(Auth::hs256_signing(b"faults-test-secret-faults-test-secret-0123"));
     let admin = auth.sign("admin", Some(firstcome_api::auth::ADMIN_ROLE), time::Duration::hours(1)).unwrap();
-    let app = firstcome_api::router(AppState {
-        issuer,
-        auth: auth.clone(),
-        dev_tokens: false,
-        limits: Default::default(),
-        origins: Arc::new([]),
-        metrics: None,
-    });
+    let app = firstcome_api::router(AppState::new(issuer, auth.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(firstcome_local::serve::serve(listener, app, ConnLimits::default(), std::future::pending()));

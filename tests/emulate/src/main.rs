@@ -361,7 +361,7 @@ async fn main() -> anyhow::Result<()> {
             s
         }
     };
-    let dev = Arc::new(Auth::hs256(secret.as_bytes(), true));
+    let dev = Arc::new(Auth::hs256_signing(secret.as_bytes()));
     let admin_token = dev.sign("emulate-admin", Some(firstcome_api::auth::ADMIN_ROLE), time::Duration::days(30));
     std::fs::write(args.data_dir.join("admin-token"), admin_token.context("signing the admin token")?)?;
     let client = Client::builder(TokioExecutor::new()).build_http();

@@ -53,9 +53,15 @@ enum Mode {
 }
 
 impl Auth {
-    /// HS256 with a shared secret. `can_sign` is true only in local mode.
-    pub fn hs256(secret: &[u8], can_sign: bool) -> Self {
-        Self(Mode::Hs256 { verifier: Hs256::new(secret), encoding: can_sign.then(|| EncodingKey::from_secret(secret)) })
+    /// HS256 with a shared secret that this process also signs with: local mode, whose dev
+    /// tokens it issues itself.
+    pub fn hs256_signing(secret: &[u8]) -> Self {
+        Self(Mode::Hs256 { verifier: Hs256::new(secret), encoding: Some(EncodingKey::from_secret(secret)) })
+    }
+
+    /// HS256 that only verifies: tokens come from elsewhere, and `POST /api/dev/token` refuses.
+    pub fn hs256_verifying(secret: &[u8]) -> Self {
+        Self(Mode::Hs256 { verifier: Hs256::new(secret), encoding: None })
     }
 
     /// Behind API Gateway's JWT authorizer: a request without a `GatewayIdentity` is anonymous.

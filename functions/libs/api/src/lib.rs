@@ -50,6 +50,44 @@ pub struct AppState {
     pub metrics: Option<&'static Exposition>,
 }
 
+impl AppState {
+    /// The router's state with the defaults a deployment starts from: no dev tokens, the default
+    /// limits, same-origin only, no local metrics. The `with_*` methods change one each.
+    pub fn new(issuer: impl Into<Arc<Issuer>>, auth: impl Into<Arc<Auth>>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            auth: auth.into(),
+            dev_tokens: false,
+            limits: Arc::new(Limits::default()),
+            origins: Arc::new([]),
+            metrics: None,
+        }
+    }
+
+    /// Serve `POST /api/dev/token` to loopback peers (local mode's `--dev-tokens`).
+    pub fn with_dev_tokens(mut self, serve: bool) -> Self {
+        self.dev_tokens = serve;
+        self
+    }
+
+    pub fn with_limits(mut self, config: LimitConfig) -> Self {
+        self.limits = Arc::new(Limits::new(config));
+        self
+    }
+
+    /// Origins whose pages may call the API from a browser (CORS).
+    pub fn with_origins(mut self, origins: impl Into<Arc<[HeaderValue]>>) -> Self {
+        self.origins = origins.into();
+        self
+    }
+
+    /// `/metrics` and the live view from this process's recorder (local mode).
+    pub fn with_metrics(mut self, metrics: &'static Exposition) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+}
+
 /// The state the routes share: one `Arc`, so the clone axum makes per request (and per
 /// extractor) is one count, not one per field.
 pub(crate) type Shared = Arc<AppState>;

@@ -9,11 +9,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode};
-use firstcome_api::{AppState, Auth, LimitConfig, Limits, router, sign_hs256};
+use firstcome_api::{AppState, Auth, LimitConfig, router, sign_hs256};
 use firstcome_core::testkit::MemoryStore;
 use firstcome_core::{
-    CacheConfig, Campaign, CampaignId, CampaignStore, ClaimStore, Coupon, CouponCode, EndOutcome, IssuanceRecord,
-    Issuer, LedgerStore, LedgerWrite, StoreClaim, StoreError, UserId,
+    Campaign, CampaignId, CampaignStore, ClaimStore, Coupon, CouponCode, EndOutcome, IssuanceRecord, Issuer,
+    LedgerStore, LedgerWrite, StoreClaim, StoreError, UserId,
 };
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -27,35 +27,42 @@ struct App {
     router: Router,
 }
 
-fn app_from(peer: &str, dev_tokens: bool, can_sign: bool) -> App {
-    app_limited(peer, dev_tokens, can_sign, LimitConfig::OFF)
+/// How a test app hands out tokens: the local server's dev tokens (the usual case), none at all,
+/// or served by a deployment whose secret only verifies (it cannot sign one).
+#[derive(Clone, Copy)]
+enum DevTokens {
+    Served,
+    Off,
+    CannotSign,
 }
 
-fn app_limited(peer: &str, dev_tokens: bool, can_sign: bool, limits: LimitConfig) -> App {
-    app_over(Arc::new(MemoryStore::new()), peer, dev_tokens, can_sign, limits)
+fn app_from(peer: &str, tokens: DevTokens) -> App {
+    app_over(Arc::new(MemoryStore::new()), peer, tokens, LimitConfig::OFF)
+}
+
+fn app_limited(peer: &str, limits: LimitConfig) -> App {
+    app_over(Arc::new(MemoryStore::new()), peer, DevTokens::Served, limits)
 }
 
 fn app_over<S: CampaignStore + ClaimStore + LedgerStore + 'static>(
     store: Arc<S>,
     peer: &str,
-    dev_tokens: bool,
-    can_sign: bool,
+    tokens: DevTokens,
     limits: LimitConfig,
 ) -> App {
-    let issuer = Issuer::new(store.clone(), store.clone(), store, CacheConfig::default());
-    let state = AppState {
-        issuer: Arc::new(issuer),
-        auth: Arc::new(Auth::hs256(SECRET, can_sign)),
-        dev_tokens,
-        limits: Arc::new(Limits::new(limits)),
-        origins: firstcome_api::parse_origins("https://shop.example").unwrap().into(),
-        metrics: None,
+    let auth = match tokens {
+        DevTokens::CannotSign => Auth::hs256_verifying(SECRET),
+        DevTokens::Served | DevTokens::Off => Auth::hs256_signing(SECRET),
     };
+    let state = AppState::new(Issuer::with_store(store), auth)
+        .with_dev_tokens(!matches!(tokens, DevTokens::Off))
+        .with_limits(limits)
+        .with_origins(firstcome_api::parse_origins("https://shop.example").unwrap());
     App { router: router(state).layer(MockConnectInfo(peer.parse::<std::net::SocketAddr>().unwrap())) }
 }
 
 async fn app() -> App {
-    app_from("127.0.0.1:40000", true, true)
+    app_from("127.0.0.1:40000", DevTokens::Served)
 }
 
 fn admin() -> String {
@@ -600,14 +607,14 @@ async fn dev_tokens_sign_users_in_but_never_admins() {
     );
 
     // Only to this machine: anyone who can reach the port must not become any user.
-    let remote = app_from("192.0.2.7:40000", true, true);
+    let remote = app_from("192.0.2.7:40000", DevTokens::Served);
     assert_error(
         remote.json("POST", "/api/dev/token", None, &json!({"user_id": "x"})).await,
         StatusCode::FORBIDDEN,
         "forbidden",
     );
     // Off unless asked for (--dev-tokens), and a deployment that cannot sign (Lambda) has no such route.
-    for off in [app_from("127.0.0.1:1", false, true), app_from("127.0.0.1:1", true, false)] {
+    for off in [app_from("127.0.0.1:1", DevTokens::Off), app_from("127.0.0.1:1", DevTokens::CannotSign)] {
         assert_error(
             off.json("POST", "/api/dev/token", None, &json!({"user_id": "x"})).await,
             StatusCode::NOT_FOUND,
@@ -809,15 +816,8 @@ const BODY: usize = firstcome_api::BODY_LIMIT;
 async fn behind_the_gateway_identity_comes_from_the_authorizer_only() {
     use firstcome_api::GatewayIdentity;
     let store = Arc::new(MemoryStore::new());
-    let issuer = Arc::new(Issuer::new(store.clone(), store.clone(), store, CacheConfig::default()));
-    let app = router(AppState {
-        issuer,
-        auth: Arc::new(Auth::gateway()),
-        dev_tokens: true,
-        limits: Arc::new(Limits::new(LimitConfig::OFF)),
-        origins: Arc::new([]),
-        metrics: None,
-    });
+    let issuer = Arc::new(Issuer::with_store(store));
+    let app = router(AppState::new(issuer, Auth::gateway()).with_dev_tokens(true).with_limits(LimitConfig::OFF));
     let send = |method: &str, path: &str, id: Option<GatewayIdentity>, body: Option<Value>| {
         let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
         if id.is_none() {
@@ -857,7 +857,7 @@ async fn behind_the_gateway_identity_comes_from_the_authorizer_only() {
 #[tokio::test]
 async fn a_user_over_their_rate_gets_429_with_retry_after_and_others_do_not() {
     let limits = LimitConfig { per_user: firstcome_api::Rate::new(1, 3), ..LimitConfig::OFF };
-    let app = app_limited("127.0.0.1:40000", true, true, limits);
+    let app = app_limited("127.0.0.1:40000", limits);
     app.create("limited", 100, time::Duration::seconds(-1)).await;
     let (me, other) = (user_token("eager"), user_token("calm"));
     for _ in 0..3 {
@@ -876,7 +876,7 @@ async fn a_user_over_their_rate_gets_429_with_retry_after_and_others_do_not() {
 async fn claims_over_the_in_flight_limit_are_shed_at_the_door_with_retry_after() {
     // No claim may be in flight: each is shed before its token is read; nothing else is limited.
     let limits = LimitConfig { max_claims_in_flight: Some(0), ..LimitConfig::OFF };
-    let app = app_limited("127.0.0.1:40000", true, true, limits);
+    let app = app_limited("127.0.0.1:40000", limits);
     app.create("door", 10, time::Duration::seconds(-1)).await;
     let (status, headers, body) =
         app.send("POST", "/api/campaigns/door/claims", Some(&user_token("ann")), &[], None).await;
@@ -893,7 +893,7 @@ async fn claims_over_the_in_flight_limit_are_shed_at_the_door_with_retry_after()
 #[tokio::test]
 async fn a_client_address_over_its_rate_gets_429_and_loopback_is_exempt_unless_asked() {
     let limits = LimitConfig { per_client: firstcome_api::Rate::new(1, 3), ..LimitConfig::OFF };
-    let remote = app_limited("203.0.113.7:5000", true, true, limits);
+    let remote = app_limited("203.0.113.7:5000", limits);
     for _ in 0..3 {
         assert_eq!(remote.call("GET", "/healthz", None, None).await.0, StatusCode::OK);
     }
@@ -901,11 +901,11 @@ async fn a_client_address_over_its_rate_gets_429_and_loopback_is_exempt_unless_a
     assert_eq!((status, body["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{body}");
     assert!(headers.contains_key("retry-after"));
 
-    let local = app_limited("127.0.0.1:5000", true, true, limits);
+    let local = app_limited("127.0.0.1:5000", limits);
     for _ in 0..10 {
         assert_eq!(local.call("GET", "/healthz", None, None).await.0, StatusCode::OK, "loopback is exempt");
     }
-    let counted = app_limited("127.0.0.1:5000", true, true, LimitConfig { limit_loopback: true, ..limits });
+    let counted = app_limited("127.0.0.1:5000", LimitConfig { limit_loopback: true, ..limits });
     let statuses: Vec<StatusCode> =
         futures::future::join_all((0..5).map(|_| counted.call("GET", "/healthz", None, None)))
             .await
@@ -919,7 +919,7 @@ async fn a_client_address_over_its_rate_gets_429_and_loopback_is_exempt_unless_a
 async fn the_address_api_gateway_saw_is_the_one_limited() {
     let limits = LimitConfig { per_client: firstcome_api::Rate::new(1, 1), ..LimitConfig::OFF };
     // The connection is API Gateway's (loopback here); the client is who it says.
-    let app = app_limited("127.0.0.1:5000", true, true, limits);
+    let app = app_limited("127.0.0.1:5000", limits);
     let send = |ip: &'static str| {
         let router = app.router.clone();
         async move {
@@ -1131,7 +1131,7 @@ impl LedgerStore for LaggingWinners {
 #[tokio::test]
 async fn a_winners_list_shorter_than_the_issued_count_says_so() {
     let store = Arc::new(LaggingWinners { inner: MemoryStore::new(), lagging: true.into() });
-    let app = app_over(store.clone(), "127.0.0.1:40000", true, true, LimitConfig::OFF);
+    let app = app_over(store.clone(), "127.0.0.1:40000", DevTokens::Served, LimitConfig::OFF);
     app.create("lag", 5, time::Duration::seconds(-5)).await;
     for u in ["alice", "bob", "carol"] {
         assert_eq!(app.claim("lag", u).await.0, StatusCode::CREATED);

@@ -10,9 +10,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::Request;
-use firstcome_api::{AppState, Auth, LimitConfig, Limits, router, sign_hs256};
+use firstcome_api::{AppState, Auth, LimitConfig, router, sign_hs256};
+use firstcome_core::Issuer;
 use firstcome_core::testkit::MemoryStore;
-use firstcome_core::{CacheConfig, Issuer};
 use firstcome_wire::ErrorBody;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
@@ -25,7 +25,7 @@ const SECRET: &[u8] = b"fuzz-secret-fuzz-secret-fuzz-secret";
 /// needs a ticket, so that fuzzed claims and edits reach the engine.
 async fn app() -> Router {
     let store = Arc::new(MemoryStore::new());
-    let issuer = Issuer::new(store.clone(), store.clone(), store, CacheConfig::default());
+    let issuer = Issuer::with_store(store);
     let now = time::OffsetDateTime::now_utc();
     for (id, opens_in, pow_bits) in [("open", -1, 0), ("later", 3600, 0), ("ticketed", -1, 4)] {
         let c = firstcome_core::NewCampaign {
@@ -41,14 +41,10 @@ async fn app() -> Router {
         .unwrap();
         issuer.create(c, now).await.unwrap();
     }
-    let state = AppState {
-        issuer: Arc::new(issuer),
-        auth: Arc::new(Auth::hs256(SECRET, true)),
-        dev_tokens: true,
-        limits: Arc::new(Limits::new(LimitConfig::OFF)),
-        origins: firstcome_api::parse_origins("https://shop.example").unwrap().into(),
-        metrics: None,
-    };
+    let state = AppState::new(issuer, Auth::hs256_signing(SECRET))
+        .with_dev_tokens(true)
+        .with_limits(LimitConfig::OFF)
+        .with_origins(firstcome_api::parse_origins("https://shop.example").unwrap());
     router(state).layer(MockConnectInfo("127.0.0.1:40000".parse::<std::net::SocketAddr>().unwrap()))
 }
 

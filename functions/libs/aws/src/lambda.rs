@@ -92,14 +92,9 @@ pub async fn serve_api() -> Result<(), Error> {
     // New coupons go to the ledger queue outside the guard, with their own timeout.
     let claims = Arc::new(crate::SendsIssued::new(guarded.clone(), store, queue));
     let issuer = Arc::new(Issuer::new(guarded.clone(), claims, guarded, CacheConfig::default()));
-    let app = firstcome_api::router(AppState {
-        issuer,
-        auth: Arc::new(Auth::gateway()),
-        dev_tokens: false,
-        limits: Arc::new(firstcome_api::Limits::new(limits())),
-        origins: config.origins.clone().into(),
-        metrics: None,
-    });
+    let app = firstcome_api::router(
+        AppState::new(issuer, Auth::gateway()).with_limits(limits()).with_origins(config.origins.clone()),
+    );
     metrics_cloudwatch_embedded::lambda::service::run_http(
         metrics,
         service_fn(move |mut req: lambda_http::Request| {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::Request;
-use firstcome_api::{AppState, Auth, GatewayIdentity, LimitConfig, Limits, router};
+use firstcome_api::{AppState, Auth, GatewayIdentity, LimitConfig, router};
 use firstcome_core::testkit::MemoryStore;
-use firstcome_core::{CacheConfig, CouponTemplate, Issuer, NewCampaign};
+use firstcome_core::{CouponTemplate, Issuer, NewCampaign};
 use firstcome_guard::{GuardConfig, Guarded};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -92,7 +92,7 @@ async fn the_functions_metrics_are_valid_emf_and_count_every_claim() {
     let collector = firstcome_aws::lambda::init_metrics().unwrap();
     // As on Lambda: the guard around the store, the router trusting the gateway's identity.
     let store = Arc::new(Guarded::new(MemoryStore::new(), GuardConfig::lambda()));
-    let issuer = Arc::new(Issuer::new(store.clone(), store.clone(), store, CacheConfig::default()));
+    let issuer = Arc::new(Issuer::with_store(store));
     let now = time::OffsetDateTime::now_utc();
     let campaign = NewCampaign {
         id: "emf".into(),
@@ -107,14 +107,7 @@ async fn the_functions_metrics_are_valid_emf_and_count_every_claim() {
     .unwrap();
     issuer.create(campaign, now).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let app = router(AppState {
-        issuer,
-        auth: Arc::new(Auth::gateway()),
-        dev_tokens: false,
-        limits: Arc::new(Limits::new(LimitConfig::OFF)),
-        origins: Arc::new([]),
-        metrics: None,
-    });
+    let app = router(AppState::new(issuer, Auth::gateway()).with_limits(LimitConfig::OFF));
     let mut lines = Vec::new();
     // Each claim is one invocation: flushed after it, as the functions' MetricsLayer does.
     for user in ["a", "b", "a", "c", "d"] {

@@ -4,9 +4,11 @@
 //! can never issue wrongly. The cache's rules, and why: docs/engine.md.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
 
 use time::OffsetDateTime;
 
@@ -132,7 +134,7 @@ impl Entry {
     /// that is past, this caller asks the store again (and restarts the wait, so the others go
     /// on answering from memory meanwhile).
     fn answers_sold_out(&self, ttl: Duration) -> bool {
-        let mut at = self.sold_out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut at = self.sold_out.lock();
         match *at {
             Some(t) if t.elapsed() < ttl => true,
             Some(_) => {
@@ -144,13 +146,13 @@ impl Entry {
     }
 
     fn saw_sold_out(&self) {
-        *self.sold_out.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *self.sold_out.lock() = Some(Instant::now());
     }
 
     /// A claim's answer tells us at least `seq` coupons exist: keeps this instance's view
     /// current during the rush without a read.
     fn saw_issued(&self, seq: u32) {
-        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut issued = self.issued.lock();
         let n = match &mut *issued {
             Some((n, _)) => {
                 *n = (*n).max(u64::from(seq));
@@ -198,7 +200,20 @@ pub struct Issuer {
 const LISTING_PAGE: usize = 200;
 
 impl Issuer {
-    /// Builds the engine. Nothing is read up front: campaigns are read on first use.
+    /// The engine over one store that serves every port (as every adapter does), with the
+    /// default cache. Nothing is read up front: campaigns are read on first use.
+    pub fn with_store<S: CampaignStore + ClaimStore + LedgerStore + 'static>(store: Arc<S>) -> Self {
+        Self::new(store.clone(), store.clone(), store, CacheConfig::default())
+    }
+
+    /// The same engine with another cache configuration (tests shorten its TTLs).
+    pub fn with_cache(mut self, config: CacheConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Builds the engine over separate ports (a test that puts one of them behind a fault, or the
+    /// Lambdas, whose new coupons also go to SQS). Nothing is read up front.
     pub fn new(
         campaigns: Arc<dyn CampaignStore>,
         claims: Arc<dyn ClaimStore>,
@@ -217,7 +232,7 @@ impl Issuer {
     }
 
     fn cached(&self, id: &CampaignId) -> Option<Arc<Entry>> {
-        self.cache.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.cache.read().get(id).cloned()
     }
 
     fn put(&self, campaign: Campaign, now: OffsetDateTime) -> Arc<Entry> {
@@ -228,30 +243,28 @@ impl Issuer {
             && old.frozen
             && old.campaign.total == entry.campaign.total
         {
-            *entry.sold_out.lock().unwrap_or_else(|p| p.into_inner()) =
-                *old.sold_out.lock().unwrap_or_else(|p| p.into_inner());
-            *entry.issued.lock().unwrap_or_else(|p| p.into_inner()) =
-                *old.issued.lock().unwrap_or_else(|p| p.into_inner());
+            *entry.sold_out.lock() = *old.sold_out.lock();
+            *entry.issued.lock() = *old.issued.lock();
         }
         let entry = Arc::new(entry);
-        self.cache.write().unwrap_or_else(|p| p.into_inner()).insert(entry.campaign.id.clone(), entry.clone());
-        self.unknown.lock().unwrap_or_else(|p| p.into_inner()).remove(&entry.campaign.id);
+        self.cache.write().insert(entry.campaign.id.clone(), entry.clone());
+        self.unknown.lock().remove(&entry.campaign.id);
         entry
     }
 
     /// Drops what this instance believed about `id`, after the store contradicted it.
     fn forget(&self, id: &CampaignId) {
-        self.cache.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.cache.write().remove(id);
     }
 
     fn known_unknown(&self, id: &CampaignId) -> bool {
-        let unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        let unknown = self.unknown.lock();
         unknown.get(id).is_some_and(|at| at.elapsed() < self.config.unknown_ttl)
     }
 
     fn remember_unknown(&self, id: &CampaignId) {
         self.forget(id);
-        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        let mut unknown = self.unknown.lock();
         if unknown.len() >= self.config.unknown_capacity {
             let ttl = self.config.unknown_ttl;
             unknown.retain(|_, at| at.elapsed() < ttl);
@@ -428,7 +441,7 @@ impl Issuer {
     pub async fn view(&self, id: &CampaignId, now: OffsetDateTime) -> Result<CampaignView, IssuerError> {
         let entry = self.entry(id, now).await?;
         let c = &entry.campaign;
-        let sold_out = *entry.sold_out.lock().unwrap_or_else(|p| p.into_inner());
+        let sold_out = *entry.sold_out.lock();
         let issued = if sold_out.is_some_and(|t| t.elapsed() < self.config.sold_out_ttl) {
             u64::from(c.total)
         } else if c.window_at(now) == Status::Scheduled {
@@ -440,7 +453,7 @@ impl Issuer {
     }
 
     async fn cached_issued(&self, entry: &Entry) -> Result<u64, IssuerError> {
-        let last = *entry.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let last = *entry.issued.lock();
         if let Some((n, at)) = last
             && at.elapsed() < self.config.issued_ttl
         {
@@ -453,7 +466,7 @@ impl Issuer {
             (None, None) => None,
         };
         let n = self.claims.issued(&entry.campaign.id).await?;
-        let mut issued = entry.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut issued = entry.issued.lock();
         // A claim answer may have told us of more in the meantime; counts only grow.
         let n = issued.map_or(n, |(m, _)| n.max(m));
         *issued = Some((n, Instant::now()));
@@ -521,7 +534,7 @@ impl Issuer {
     /// it costs the store one listing per TTL per instance, not one per visitor.
     pub async fn listing(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<CampaignView>, IssuerError> {
         let ids = {
-            let snapshot = self.listing.lock().unwrap_or_else(|p| p.into_inner());
+            let snapshot = self.listing.lock();
             match &*snapshot {
                 Some((at, ids)) if at.elapsed() < self.config.scheduled_ttl => Some(ids.clone()),
                 _ => None,
@@ -541,7 +554,7 @@ impl Issuer {
                         break;
                     }
                 }
-                *self.listing.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ids.clone()));
+                *self.listing.lock() = Some((Instant::now(), ids.clone()));
                 ids
             }
         };

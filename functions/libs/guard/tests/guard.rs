@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use firstcome_core::testkit::{MemoryStore, open_campaign, user};
-use firstcome_core::{
-    CacheConfig, CampaignStore, ClaimOutcome, ClaimStore, CouponCode, Issuer, IssuerError, StoreError,
-};
+use firstcome_core::{CampaignStore, ClaimOutcome, ClaimStore, CouponCode, Issuer, IssuerError, StoreError};
 use firstcome_guard::faulty::{Fault, FaultSwitch, Faulty};
 use firstcome_guard::{BreakerConfig, BreakerState, GuardConfig, Guarded};
 
@@ -64,7 +62,7 @@ async fn a_stalled_store_answers_within_the_timeout_reads_unavailable_writes_unk
 #[tokio::test]
 async fn a_claim_whose_answer_is_lost_is_read_back_as_issued_never_doubled() {
     let (store, switch, memory) = guarded(config(100));
-    let issuer = Issuer::new(store.clone(), store.clone(), store.clone(), CacheConfig::default());
+    let issuer = Issuer::with_store(store.clone());
     let c = open_campaign("lost-answer", 5);
     store.insert_campaign(&c).await.unwrap();
     let now = firstcome_core::testkit::now();
@@ -158,7 +156,7 @@ async fn admission_sheds_beyond_the_queue_instead_of_waiting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_during_a_rush_never_lose_or_double_a_coupon() {
     let (store, switch, memory) = guarded(config(50));
-    let issuer = Arc::new(Issuer::new(store.clone(), store.clone(), store.clone(), CacheConfig::default()));
+    let issuer = Arc::new(Issuer::with_store(store.clone()));
     let c = open_campaign("rush", 50);
     store.insert_campaign(&c).await.unwrap();
 

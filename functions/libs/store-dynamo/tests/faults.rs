@@ -221,7 +221,7 @@ async fn stores(script: Script, requests: Arc<AtomicUsize>) -> (DynamoStore, Dyn
 
 fn issuer(s: DynamoStore) -> Issuer {
     let s = Arc::new(s);
-    Issuer::new(s.clone(), s.clone(), s, CacheConfig::default())
+    Issuer::with_store(s)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,7 +522,7 @@ async fn a_coupon_given_back_after_sell_out_goes_to_the_next_customer() {
     s.insert_campaign(&c).await.unwrap();
     let ttl = std::time::Duration::from_millis(300);
     let s = Arc::new(s);
-    let engine = Issuer::new(s.clone(), s.clone(), s, CacheConfig { sold_out_ttl: ttl, ..CacheConfig::default() });
+    let engine = Issuer::with_store(s).with_cache(CacheConfig { sold_out_ttl: ttl, ..CacheConfig::default() });
     // The first claim's first allocation is lost: the stock looks gone after one coupon.
     script.lock().unwrap().push_back((Call::Allocate, Fault::LoseAnswer));
     assert!(matches!(engine.claim(&c.id, &user(1), now()).await.unwrap(), ClaimOutcome::Issued(_)));

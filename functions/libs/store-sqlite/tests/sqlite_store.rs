@@ -6,9 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use firstcome_core::testkit::{campaign_at, now, open_campaign, user};
-use firstcome_core::{
-    CacheConfig, CampaignStore, ClaimOutcome, ClaimStore, CouponCode, Issuer, LedgerStore, Outbox, StoreClaim,
-};
+use firstcome_core::{CampaignStore, ClaimOutcome, ClaimStore, CouponCode, Issuer, LedgerStore, Outbox, StoreClaim};
 use firstcome_store_sqlite::{SqliteError, SqliteStore};
 
 async fn fresh() -> (tempfile::TempDir, SqliteStore) {
@@ -41,7 +39,7 @@ async fn reopening_rebuilds_campaigns_stock_winners_and_outbox() {
     assert_eq!(s.campaign(&c.id).await.unwrap(), Some(c.clone()));
     assert_eq!(s.issued(&c.id).await.unwrap(), 2);
     // A fresh engine on the reopened store serves what is on disk.
-    let issuer = Issuer::new(s.clone(), s.clone(), s.clone(), CacheConfig::default());
+    let issuer = Issuer::with_store(s.clone());
     assert_eq!(issuer.claim(&c.id, &user(1), now()).await.unwrap(), ClaimOutcome::AlreadyIssued(first.clone()));
     match s.claim(&c.id, &user(3), CouponCode::generate(), now()).await.unwrap() {
         StoreClaim::Issued(third) => assert_eq!(third.seq, 3, "seq continues without a gap"),

@@ -370,7 +370,7 @@ pub async fn every_issue_leaves_one_outbox_record<S: CampaignStore + ClaimStore 
 pub async fn two_issuers_share_one_store<S: CampaignStore + ClaimStore + LedgerStore + 'static>(s: Arc<S>, _: Spawn) {
     let ttl = std::time::Duration::from_millis(50);
     let config = CacheConfig { scheduled_ttl: ttl, ..Default::default() };
-    let make = || Issuer::new(s.clone(), s.clone(), s.clone(), config.clone());
+    let make = || Issuer::with_store(s.clone()).with_cache(config.clone());
     let (a, b) = (make(), make());
     let t = now();
     let t0 = t + Duration::minutes(10);
@@ -471,7 +471,7 @@ pub async fn a_stale_copy_never_opens_early_or_skips_the_ticket<
     s: Arc<S>,
     _: Spawn,
 ) {
-    let make = || Issuer::new(s.clone(), s.clone(), s.clone(), CacheConfig::default());
+    let make = || Issuer::with_store(s.clone());
     let (a, b) = (make(), make());
     let t0 = now() + Duration::minutes(10);
     let ms = Duration::milliseconds;
