@@ -55,7 +55,13 @@ enum Task {
     },
     /// Every test: formatting, clippy (warnings are errors), the architecture boundaries, then the
     /// whole workspace's tests.
-    Test,
+    Test {
+        /// The quick loop: formatting, clippy on the host, the boundaries, unit tests, the store
+        /// contracts on the memory and SQLite stores and the API tests. No page build, no
+        /// emulator, no browser, no binaries started.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Run firstcome-rehearse (release build) with these arguments, e.g. `-- --scenario spike ...`.
     Rehearse {
         #[arg(last = true)]
@@ -149,7 +155,8 @@ fn main() -> anyhow::Result<()> {
                 .args(args);
             run(&mut cmd)
         }
-        Task::Test => {
+        Task::Test { quick: true } => test_quick(),
+        Task::Test { quick: false } => {
             setup()?;
             site::tools(&root, true)?;
             site::build(&root)?;
@@ -252,6 +259,30 @@ fn cargo_test(cmd: &mut Command, totals: &mut (u64, u64)) -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+/// The quick loop (`cargo xtask test --quick`). Its cargo commands select the whole workspace, as
+/// the full run's do, so the two share their build artifacts.
+fn test_quick() -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    boundaries::check(&std::fs::read_to_string("ARCHITECTURE.md").context("reading ARCHITECTURE.md")?)?;
+    let mut totals = (0, 0);
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--locked", "--lib", "--bins"]);
+    for suite in QUICK_SUITES {
+        cmd.args(["--test", suite]);
+    }
+    cargo_test(&mut cmd, &mut totals)?;
+    println!("{} passed, {} failed (quick: the full run is `cargo xtask test`)", totals.0, totals.1);
+    if totals.0 == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// The integration suites the quick loop runs: the engine and the contracts on `MemoryStore`, the
+/// SQLite store, the guard, and the router (its API tests and the fuzzer).
+const QUICK_SUITES: &[&str] = &["issuer", "memory_store", "sqlite_store", "guard", "api", "fuzz"];
 
 /// Every test target of the workspace (no doc-tests: there are none worth running), then the
 /// shipped events through `cargo lambda invoke` and the claims through the emulated API Gateway,

@@ -3,6 +3,7 @@
 //! Chromium outlives a test) and a fresh profile directory. `cargo xtask test` installs both and
 //! builds the page into `target/page` first.
 
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,11 +16,16 @@ use serde_json::{Value, json};
 /// Where `cargo xtask site` puts the built page.
 pub fn site_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/page");
-    assert!(
-        dir.join("index.html").is_file(),
-        "{} has no index.html: run the tests through `cargo xtask test` (it builds the page first)",
-        dir.display()
-    );
+    if !dir.join("index.html").is_file() {
+        // One line, not a panic per test: the page is built by `cargo xtask site` (and `test`).
+        // Straight to stderr: the test harness captures `eprintln!`, and exiting would lose it.
+        let _ = writeln!(
+            std::io::stderr(),
+            "{} has no index.html: build the page with `cargo xtask site`, or run `cargo xtask test`",
+            dir.display()
+        );
+        std::process::exit(1);
+    }
     dir
 }
 

@@ -4,6 +4,7 @@
 //! of template.yaml as CreateTable inputs), so every test makes its own tables with exactly the
 //! template's keys and indexes.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::{DynamoStore, Shards, Tables};
@@ -14,13 +15,27 @@ use aws_sdk_dynamodb::types::{
 };
 use serde_json::Value;
 
+/// `var`, which `cargo xtask test` sets once the emulated endpoints run. Without it this test
+/// binary stops at once with one line saying so (exit code 1): these suites cannot run without
+/// the emulator, and a test must never pass without having run.
+pub fn emulator_env(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) => v,
+        Err(_) => {
+            // Straight to stderr: the test harness captures `eprintln!`, and exiting would lose it.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{var} is not set: these tests need the emulated AWS endpoints that `cargo xtask test` starts"
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
 /// The SDK configuration for the emulated endpoints; refuses to run against anything else.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     for var in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"] {
-        assert!(
-            std::env::var_os(var).is_some(),
-            "{var} is not set: run these through `cargo xtask test`, which starts the emulated endpoints"
-        );
+        emulator_env(var);
     }
     aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
 }
@@ -32,12 +47,11 @@ pub async fn client() -> Client {
 
 /// DynamoDB Local's address (what `client()` talks to), for tests that put a proxy in front.
 pub fn endpoint() -> String {
-    std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("run through `cargo xtask test`")
+    emulator_env("AWS_ENDPOINT_URL_DYNAMODB")
 }
 
 fn specs() -> Value {
-    let path = std::env::var("FIRSTCOME_TABLE_SPECS")
-        .expect("FIRSTCOME_TABLE_SPECS is not set: run these through `cargo xtask test`");
+    let path = emulator_env("FIRSTCOME_TABLE_SPECS");
     serde_json::from_str(&std::fs::read_to_string(&path).expect("table specs readable")).expect("table specs are JSON")
 }
 
