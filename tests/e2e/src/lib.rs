@@ -1,7 +1,9 @@
-//! Helpers for the black-box tests: a `firstcome-local` child process that can be started,
-//! killed with SIGKILL and restarted, and a real headless Chromium driven over WebDriver
-//! (`browser`). The HTTP client is the load tool's (`firstcome_rehearse::Client`).
+//! Helpers for the black-box tests: `TestApp`, the local service in-process on a free port with
+//! typed calls (`app`); a `firstcome-local` child process that can be started, killed with
+//! SIGKILL and restarted; and a real headless Chromium driven over WebDriver (`browser`). The
+//! HTTP client is the load tool's (`firstcome_rehearse::Client`).
 
+pub mod app;
 pub mod browser;
 
 use std::io::{BufRead, BufReader};
@@ -9,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub use app::{Answer, TestApp, user_token};
 pub use firstcome_rehearse::Client;
 
 /// Builds `firstcome-local` with the profile this test binary was built with (so the child is

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use firstcome_local::Config;
 use firstcome_local::serve::ConnLimits;
+use firstcome_tests::TestApp;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,39 +18,11 @@ fn config(dir: &Path, conns: ConnLimits) -> Config {
 }
 
 fn config_with(dir: &Path, conns: ConnLimits, limits: firstcome_api::LimitConfig) -> Config {
-    Config {
-        data_dir: dir.to_owned(),
-        jwt_secret: None,
-        demo: false,
-        dev_tokens: true,
-        ledger_rate: NonZeroU32::new(1000).unwrap(),
-        conns,
-        guard: firstcome_guard::GuardConfig::local(),
-        limits,
-        origins: Vec::new(),
-        site_dir: None,
-    }
+    Config { dev_tokens: true, ledger_rate: NonZeroU32::new(1000).unwrap(), conns, limits, ..Config::new(dir) }
 }
 
-struct Server {
-    addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-async fn serve(dir: &Path, conns: ConnLimits) -> Server {
-    serve_config(config(dir, conns)).await
-}
-
-async fn serve_config(config: Config) -> Server {
-    let local = firstcome_local::start(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(firstcome_local::run(listener, local, async move {
-        let _ = rx.await;
-    }));
-    Server { addr, stop, task }
+async fn serve(dir: &Path, conns: ConnLimits) -> TestApp {
+    TestApp::spawn(config(dir, conns)).await
 }
 
 /// Reads until the peer closes (Ok(bytes)) or `within` passes (Err).
@@ -113,8 +86,7 @@ async fn silent_idle_and_trickling_connections_are_closed_after_the_header_deadl
 
     // Meanwhile and afterwards, a normal request is served.
     assert!(healthz(server.addr).await.starts_with("HTTP/1.1 200"));
-    let _ = server.stop.send(());
-    server.task.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,8 +117,7 @@ async fn past_the_connection_cap_a_client_gets_a_503_and_service_resumes_when_th
         assert!(Instant::now() < deadline, "slots were not given back: {answer}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = server.stop.send(());
-    server.task.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,10 +142,7 @@ async fn a_trickling_client_cannot_hold_shutdown_past_its_deadline() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let asked = Instant::now();
-    let _ = server.stop.send(());
-    let finished = tokio::time::timeout(Duration::from_secs(8), server.task).await;
-    assert!(finished.is_ok(), "shutdown still waiting on a trickler after 8 s");
-    finished.unwrap().unwrap().unwrap();
+    assert!(server.stop_within(Duration::from_secs(8)).await, "shutdown still waiting on a trickler after 8 s");
     assert!(asked.elapsed() >= Duration::from_millis(900), "in-flight work got its grace period");
     trickler.abort();
 }
@@ -186,7 +154,7 @@ async fn too_many_or_too_large_headers_get_431_and_a_half_sent_body_gets_408() {
         request_timeout: Duration::from_millis(500),
         ..firstcome_api::LimitConfig::default()
     };
-    let server = serve_config(config_with(dir.path(), ConnLimits::default(), limits)).await;
+    let server = TestApp::spawn(config_with(dir.path(), ConnLimits::default(), limits)).await;
     let mut many = b"GET /healthz HTTP/1.1\r\nhost: t\r\n".to_vec();
     for i in 0..=firstcome_local::serve::MAX_HEADERS {
         many.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
@@ -216,6 +184,5 @@ async fn too_many_or_too_large_headers_get_431_and_a_half_sent_body_gets_408() {
 
     // And a normal request still works.
     assert!(healthz(server.addr).await.starts_with("HTTP/1.1 200"));
-    let _ = server.stop.send(());
-    server.task.await.unwrap().unwrap();
+    server.stop().await;
 }

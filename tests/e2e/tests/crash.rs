@@ -24,14 +24,8 @@ async fn kill_9_mid_flight_loses_no_issued_coupon() {
     let mut server = LocalProcess::start(&binary, dir.path(), &["--ledger-rate", "20000"]);
     let client = Client::new();
     let admin = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
-    let secret = std::fs::read_to_string(dir.path().join("jwt-secret")).unwrap();
-    let tokens: Arc<Vec<String>> = Arc::new(
-        (0..USERS)
-            .map(|u| {
-                firstcome_api::sign_hs256(secret.trim().as_bytes(), &format!("u{u}"), None, time::Duration::hours(1))
-            })
-            .collect(),
-    );
+    let tokens: Arc<Vec<String>> =
+        Arc::new((0..USERS).map(|u| firstcome_tests::user_token(dir.path(), &format!("u{u}"))).collect());
     let opens_at = (time::OffsetDateTime::now_utc() - time::Duration::seconds(1)).format(&Rfc3339).unwrap();
     let body = json!({"id": "crash", "title": "Crash", "total": STOCK, "opens_at": opens_at, "pow_bits": 6,
                       "coupon": {"discount": 1000, "currency": "KRW", "valid_days": 1}});

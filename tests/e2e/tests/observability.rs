@@ -5,7 +5,6 @@
 //! never a token, the signing secret or a whole coupon code.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use firstcome_rehearse::rehearse;
@@ -14,10 +13,7 @@ use firstcome_wire::prometheus::{Sample, parse};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
-fn token(dir: &Path, user: &str) -> String {
-    let secret = std::fs::read_to_string(dir.join("jwt-secret")).unwrap();
-    firstcome_api::sign_hs256(secret.trim().as_bytes(), user, None, time::Duration::hours(1))
-}
+use firstcome_tests::user_token as token;
 
 async fn metrics(client: &Client, url: &str, admin: &str) -> Vec<Sample> {
     let (status, text) = client.get_text(&format!("{url}/metrics"), Some(admin)).await.unwrap();
