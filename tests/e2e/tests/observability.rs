@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use firstcome_rehearse::rehearse;
 use firstcome_tests::{Client, LocalProcess, local_binary, rehearse_options};
-use firstcome_wire::prometheus::{Sample, parse};
+use prometheus_parse::Sample;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
@@ -18,19 +18,31 @@ use firstcome_tests::user_token as token;
 async fn metrics(client: &Client, url: &str, admin: &str) -> Vec<Sample> {
     let (status, text) = client.get_text(&format!("{url}/metrics"), Some(admin)).await.unwrap();
     assert_eq!(status, 200, "{text}");
-    parse(&text)
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text").samples
+}
+
+/// A counter's or gauge's value (histograms and summaries have none).
+fn number(s: &Sample) -> Option<f64> {
+    match s.value {
+        prometheus_parse::Value::Counter(n)
+        | prometheus_parse::Value::Gauge(n)
+        | prometheus_parse::Value::Untyped(n) => Some(n),
+        _ => None,
+    }
 }
 
 fn claims(samples: &[Sample]) -> BTreeMap<String, u64> {
     samples
         .iter()
-        .filter(|s| s.name == "firstcome_claims_total" && s.value > 0.0)
-        .map(|s| (s.label("outcome").unwrap().to_owned(), s.value as u64))
+        .filter(|s| s.metric == "firstcome_claims_total")
+        .filter_map(|s| Some((s.labels.get("outcome")?.to_owned(), number(s)?)))
+        .filter(|(_, n)| *n > 0.0)
+        .map(|(outcome, n)| (outcome, n as u64))
         .collect()
 }
 
 fn value(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> Option<f64> {
-    samples.iter().find(|s| s.name == name && label.is_none_or(|(k, v)| s.label(k) == Some(v))).map(|s| s.value)
+    samples.iter().find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v))).and_then(number)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use firstcome_wire::prometheus::quantile_of_counts;
+use firstcome_api::metric_names::quantile_of_counts;
 use firstcome_wire::{AdminCampaign, CouponPage, LiveView};
 use serde::Serialize;
 use time::OffsetDateTime;

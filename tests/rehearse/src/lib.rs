@@ -819,10 +819,18 @@ async fn scrape(client: &Client, base: &str, admin: &str) -> Result<BTreeMap<Str
     if status != 200 {
         return Err(RehearseError::Refused { what: "GET /metrics", status, body: text.chars().take(300).collect() });
     }
-    Ok(firstcome_wire::prometheus::parse(&text)
+    let scraped = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .map_err(|e| RehearseError::Refused { what: "reading GET /metrics", status, body: e.to_string() })?;
+    Ok(scraped
+        .samples
         .into_iter()
-        .filter(|s| s.name == firstcome_api::metric_names::CLAIMS)
-        .filter_map(|s| Some((s.label("outcome")?.to_owned(), s.value as u64)))
+        .filter(|s| s.metric == firstcome_api::metric_names::CLAIMS)
+        .filter_map(|s| match s.value {
+            prometheus_parse::Value::Counter(n) | prometheus_parse::Value::Untyped(n) => {
+                Some((s.labels.get("outcome")?.to_owned(), n as u64))
+            }
+            _ => None,
+        })
         .collect())
 }
 

@@ -1,6 +1,8 @@
 //! The router's metrics: one tower layer counts every claim answer by outcome (the wire's code),
 //! its latency, requests in flight and sheds; `Exposition` serves them as Prometheus text
-//! (`GET /metrics`) and keeps the live view's per-second series, both read from the same recorder.
+//! (`GET /metrics`) and keeps the live view's per-second series. The live view reads the few
+//! figures it shows from the recorder itself (`LiveRecorder` keeps a copy of them as they are
+//! recorded), not by rendering the Prometheus text and parsing it back.
 //!
 //! Counting at the outermost layer means a claim refused by the per-client limit, the request
 //! timeout or an extractor is counted exactly like one the engine answered, so the server's
@@ -8,17 +10,19 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use firstcome_core::telemetry::{self as names, CLAIM_BUCKETS};
-use firstcome_wire::prometheus::{Sample, parse, quantile_of_counts};
+use firstcome_core::telemetry::{self as names, CLAIM_BUCKETS, quantile_of_counts};
 use firstcome_wire::{ErrorCode, LiveSecond, LiveView};
-use metrics::{Counter, Gauge, Histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use parking_lot::Mutex;
 
 /// Handles registered once: the claim path records without a registry lookup per request.
@@ -221,6 +225,7 @@ pub const LIVE_SECONDS: usize = 300;
 #[derive(Clone)]
 pub struct Exposition {
     prometheus: PrometheusHandle,
+    figures: Arc<LiveFigures>,
     live: Arc<Mutex<Live>>,
 }
 
@@ -232,49 +237,163 @@ struct Live {
     last: Option<Reading>,
 }
 
-/// What one scrape said, of the figures the live view shows.
+/// The figures the live view shows, read at one instant.
 #[derive(Default)]
 struct Reading {
-    claims: BTreeMap<String, f64>,
-    buckets: Vec<(f64, f64)>,
+    claims: BTreeMap<String, u64>,
+    /// Claims answered per latency bucket (`CLAIM_BUCKETS`, then one past the last), cumulative
+    /// since the start.
+    buckets: Vec<u64>,
     remaining: BTreeMap<String, u64>,
     ledger_lag: f64,
     breaker: f64,
     in_flight: f64,
 }
 
-impl Reading {
-    fn of(samples: &[Sample]) -> Self {
-        let mut r = Reading::default();
-        let bucket = format!("{}_bucket", names::CLAIM_SECONDS);
-        for s in samples {
-            match s.name.as_str() {
-                n if n == names::CLAIMS => {
-                    if let Some(o) = s.label("outcome") {
-                        r.claims.insert(o.to_owned(), s.value);
-                    }
-                }
-                n if n == bucket => {
-                    let le = match s.label("le") {
-                        Some("+Inf") => f64::INFINITY,
-                        Some(v) => v.parse().unwrap_or(f64::INFINITY),
-                        None => continue,
-                    };
-                    r.buckets.push((le, s.value));
-                }
-                n if n == names::REMAINING => {
-                    if let Some(c) = s.label("campaign") {
-                        r.remaining.insert(c.to_owned(), s.value.max(0.0) as u64);
-                    }
-                }
-                n if n == names::LEDGER_LAG => r.ledger_lag = s.value,
-                n if n == names::BREAKER => r.breaker = s.value,
-                n if n == names::IN_FLIGHT => r.in_flight = s.value,
-                _ => {}
-            }
+/// A gauge's value: an `f64` in an `AtomicU64` (as `metrics` stores one).
+fn gauge_value(g: &AtomicU64) -> f64 {
+    f64::from_bits(g.load(Ordering::Relaxed))
+}
+
+/// The live view's copy of what it shows, written as the metrics are recorded.
+#[derive(Default)]
+struct LiveFigures {
+    claims: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    buckets: LatencyBuckets,
+    remaining: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    ledger_lag: Arc<AtomicU64>,
+    breaker: Arc<AtomicU64>,
+    in_flight: Arc<AtomicU64>,
+}
+
+impl LiveFigures {
+    fn read(&self) -> Reading {
+        let load = |m: &Mutex<BTreeMap<String, Arc<AtomicU64>>>| {
+            m.lock().iter().map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed))).collect::<BTreeMap<_, _>>()
+        };
+        Reading {
+            claims: load(&self.claims),
+            buckets: self.buckets.0.iter().map(|n| n.load(Ordering::Relaxed)).collect(),
+            remaining: self.remaining.lock().iter().map(|(k, v)| (k.clone(), gauge_value(v).max(0.0) as u64)).collect(),
+            ledger_lag: gauge_value(&self.ledger_lag),
+            breaker: gauge_value(&self.breaker),
+            in_flight: gauge_value(&self.in_flight),
         }
-        r.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        r
+    }
+}
+
+/// Claim latencies counted per `CLAIM_BUCKETS` bucket (a value goes in the first bucket whose
+/// bound it does not exceed, as Prometheus' `le` does), with one more past the last bound.
+struct LatencyBuckets(Arc<[AtomicU64]>);
+
+impl Default for LatencyBuckets {
+    fn default() -> Self {
+        Self((0..=CLAIM_BUCKETS.len()).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl HistogramFn for LatencyBuckets {
+    fn record(&self, value: f64) {
+        let i = CLAIM_BUCKETS.partition_point(|le| *le < value);
+        self.0[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A handle that records into the Prometheus recorder's and into the live view's copy.
+struct Both<A, B>(A, B);
+
+impl<B: CounterFn> CounterFn for Both<Counter, B> {
+    fn increment(&self, value: u64) {
+        self.0.increment(value);
+        self.1.increment(value);
+    }
+    fn absolute(&self, value: u64) {
+        self.0.absolute(value);
+        self.1.absolute(value);
+    }
+}
+
+impl<B: GaugeFn> GaugeFn for Both<Gauge, B> {
+    fn increment(&self, value: f64) {
+        self.0.increment(value);
+        self.1.increment(value);
+    }
+    fn decrement(&self, value: f64) {
+        self.0.decrement(value);
+        self.1.decrement(value);
+    }
+    fn set(&self, value: f64) {
+        self.0.set(value);
+        self.1.set(value);
+    }
+}
+
+impl<B: HistogramFn> HistogramFn for Both<Histogram, B> {
+    fn record(&self, value: f64) {
+        self.0.record(value);
+        self.1.record(value);
+    }
+}
+
+/// The process's recorder: Prometheus', with the live view's figures copied as they are
+/// recorded. Handles are registered once (the claim path keeps its own), so the copy costs one
+/// more atomic add per recorded value, nothing per request besides.
+struct LiveRecorder {
+    prometheus: PrometheusRecorder,
+    figures: Arc<LiveFigures>,
+}
+
+fn label<'k>(key: &'k Key, name: &str) -> Option<&'k str> {
+    key.labels().find(|l| l.key() == name).map(|l| l.value())
+}
+
+fn slot(map: &Mutex<BTreeMap<String, Arc<AtomicU64>>>, name: &str) -> Arc<AtomicU64> {
+    map.lock().entry(name.to_owned()).or_default().clone()
+}
+
+impl Recorder for LiveRecorder {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_counter(key, unit, description);
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_gauge(key, unit, description);
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        let counter = self.prometheus.register_counter(key, metadata);
+        match (key.name(), label(key, "outcome")) {
+            (names::CLAIMS, Some(outcome)) => {
+                Counter::from_arc(Arc::new(Both(counter, slot(&self.figures.claims, outcome))))
+            }
+            _ => counter,
+        }
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        let gauge = self.prometheus.register_gauge(key, metadata);
+        let copy = match key.name() {
+            names::REMAINING => label(key, "campaign").map(|c| slot(&self.figures.remaining, c)),
+            names::LEDGER_LAG => Some(self.figures.ledger_lag.clone()),
+            names::BREAKER => Some(self.figures.breaker.clone()),
+            names::IN_FLIGHT => Some(self.figures.in_flight.clone()),
+            _ => None,
+        };
+        match copy {
+            Some(copy) => Gauge::from_arc(Arc::new(Both(gauge, copy))),
+            None => gauge,
+        }
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        let histogram = self.prometheus.register_histogram(key, metadata);
+        if key.name() == names::CLAIM_SECONDS && key.labels().next().is_none() {
+            let copy = LatencyBuckets(self.figures.buckets.0.clone());
+            return Histogram::from_arc(Arc::new(Both(histogram, copy)));
+        }
+        histogram
     }
 }
 
@@ -286,13 +405,16 @@ impl Exposition {
     pub fn install() -> Result<&'static Self, String> {
         EXPOSITION
             .get_or_init(|| {
-                let prometheus = PrometheusBuilder::new()
+                let recorder = PrometheusBuilder::new()
                     .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), CLAIM_BUCKETS)
                     .map_err(|e| e.to_string())?
-                    .install_recorder()
+                    .build_recorder();
+                let prometheus = recorder.handle();
+                let figures = Arc::new(LiveFigures::default());
+                metrics::set_global_recorder(LiveRecorder { prometheus: recorder, figures: figures.clone() })
                     .map_err(|e| e.to_string())?;
                 names::describe();
-                let me = Exposition { prometheus, live: Default::default() };
+                let me = Exposition { prometheus, figures, live: Default::default() };
                 let sampler = me.clone();
                 // A thread of its own, not a task: the recorder outlives whichever runtime
                 // installed it (tests start many), and a sample is a few microseconds of work.
@@ -318,30 +440,21 @@ impl Exposition {
 
     /// One second of the live view: the difference since the last reading.
     fn sample(&self, at: time::OffsetDateTime) {
+        // The Prometheus recorder's own upkeep (its histograms' buffers), due whether or not
+        // anyone scrapes `/metrics`.
         self.prometheus.run_upkeep();
-        let now = Reading::of(&parse(&self.prometheus.render()));
+        let now = self.figures.read();
         let mut live = self.live.lock();
         if let Some(last) = &live.last {
             let claims = now
                 .claims
                 .iter()
-                .map(|(k, v)| (k.clone(), (v - last.claims.get(k).copied().unwrap_or(0.0)).max(0.0) as u64))
+                .map(|(k, v)| (k.clone(), v.saturating_sub(last.claims.get(k).copied().unwrap_or(0))))
                 .filter(|(_, n)| *n > 0)
                 .collect();
-            // Per bucket, not cumulative: this second's difference, less the bucket below's.
-            let mut below = 0.0;
-            let mut latency_counts: Vec<u64> = now
-                .buckets
-                .iter()
-                .map(|(le, n)| {
-                    let cumulative = n - last.buckets.iter().find(|(b, _)| b == le).map_or(0.0, |(_, m)| *m);
-                    let count = (cumulative - below).max(0.0) as u64;
-                    below = cumulative;
-                    count
-                })
-                .collect();
-            let bounds: Vec<f64> = now.buckets.iter().map(|(le, _)| *le).filter(|le| le.is_finite()).collect();
-            let p99_ms = quantile_of_counts(&bounds, &latency_counts, 0.99).map(|s| s * 1000.0);
+            let mut latency_counts: Vec<u64> =
+                now.buckets.iter().zip(&last.buckets).map(|(n, before)| n.saturating_sub(*before)).collect();
+            let p99_ms = quantile_of_counts(CLAIM_BUCKETS, &latency_counts, 0.99).map(|s| s * 1000.0);
             if latency_counts.iter().all(|n| *n == 0) {
                 latency_counts.clear();
             }
@@ -384,6 +497,18 @@ impl Exposition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_latency_goes_in_the_first_bucket_whose_bound_it_does_not_exceed() {
+        let b = LatencyBuckets::default();
+        for v in [0.0, CLAIM_BUCKETS[0], CLAIM_BUCKETS[0] * 1.01, CLAIM_BUCKETS[CLAIM_BUCKETS.len() - 1] * 2.0] {
+            b.record(v);
+        }
+        let counts: Vec<u64> = b.0.iter().map(|n| n.load(Ordering::Relaxed)).collect();
+        assert_eq!(counts.len(), CLAIM_BUCKETS.len() + 1);
+        assert_eq!((counts[0], counts[1], counts[CLAIM_BUCKETS.len()]), (2, 1, 1), "{counts:?}");
+        assert_eq!(counts.iter().sum::<u64>(), 4);
+    }
 
     #[test]
     fn only_posts_to_a_campaigns_claims_are_claims() {

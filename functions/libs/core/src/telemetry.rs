@@ -68,3 +68,58 @@ pub fn ledger_write<E>(write: &Result<crate::LedgerWrite, E>) {
         Err(_) => metrics::counter!(LEDGER_FAILURES).increment(1),
     }
 }
+
+/// The `q` quantile (0..1) of the observations between two readings of one histogram's
+/// cumulative buckets (`(le, count)`, ascending), interpolated linearly within the bucket it
+/// falls in, as Prometheus' `histogram_quantile` does. None when nothing was observed.
+pub fn quantile_between(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let delta: Vec<(f64, f64)> =
+        after.iter().map(|&(le, n)| (le, n - before.iter().find(|(b, _)| *b == le).map_or(0.0, |(_, m)| *m))).collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, n) in &delta {
+        if n >= rank {
+            if le.is_infinite() {
+                return Some(lower.0);
+            }
+            let within = if n > lower.1 { (rank - lower.1) / (n - lower.1) } else { 1.0 };
+            return Some(lower.0 + (le - lower.0) * within);
+        }
+        lower = (le, n);
+    }
+    Some(lower.0)
+}
+
+/// The `q` quantile of observations counted per bucket (`counts[i]` below `bounds[i]`, one more
+/// count past the last bound), interpolated within its bucket. None when nothing was counted.
+pub fn quantile_of_counts(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
+    let mut cumulative = Vec::with_capacity(counts.len());
+    let mut sum = 0.0;
+    for (i, n) in counts.iter().enumerate() {
+        sum += *n as f64;
+        cumulative.push((bounds.get(i).copied().unwrap_or(f64::INFINITY), sum));
+    }
+    let zero: Vec<(f64, f64)> = cumulative.iter().map(|(le, _)| (*le, 0.0)).collect();
+    quantile_between(&zero, &cumulative, q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_the_bucket() {
+        let before = [(0.001, 0.0), (0.01, 0.0), (f64::INFINITY, 0.0)];
+        let after = [(0.001, 50.0), (0.01, 100.0), (f64::INFINITY, 100.0)];
+        assert_eq!(quantile_between(&before, &after, 0.5), Some(0.001));
+        let p99 = quantile_between(&before, &after, 0.99).unwrap();
+        assert!((p99 - (0.001 + 0.009 * 49.0 / 50.0)).abs() < 1e-12, "{p99}");
+        assert_eq!(quantile_between(&after, &after, 0.99), None, "nothing new");
+        assert_eq!(quantile_of_counts(&[0.001, 0.01], &[50, 50, 0], 0.5), Some(0.001));
+        assert_eq!(quantile_of_counts(&[0.001, 0.01], &[0, 0, 0], 0.5), None);
+    }
+}

@@ -5,7 +5,6 @@
 //! time here (utoipa behind the `openapi` feature), so a WASM page can depend on it.
 
 pub mod datetime;
-pub mod prometheus;
 pub mod site;
 
 use serde::{Deserialize, Deserializer, Serialize};
