@@ -17,7 +17,7 @@ pub use campaign::{
 };
 pub use coupon::{Coupon, CouponCode, UserId};
 pub use firstcome_ticket as ticket;
-pub use issuer::{CacheConfig, CampaignView, ClaimOutcome, Issuer, IssuerError};
+pub use issuer::{CacheConfig, CampaignView, ClaimOutcome, Clock, Issuer, IssuerError, SystemClock};
 pub use ledger::{
     IssuanceRecord, LedgerError, ReconcileSettings, Reconciled, consume_issuance, deliver_issuance, reconcile,
 };

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
-use firstcome_core::testkit::{MemoryStore, campaign_at, now, user};
+use firstcome_core::testkit::{ManualClock, MemoryStore, campaign_at, now, user};
 use firstcome_core::{
     CacheConfig, Campaign, CampaignChanges, CampaignId, CampaignStore, ClaimOutcome, ClaimStore, Coupon, CouponCode,
     EndOutcome, Issuer, IssuerError, StoreClaim, StoreError, UserId,
@@ -79,9 +79,16 @@ impl CampaignStore for Counting {
 }
 
 fn issuer(config: CacheConfig) -> (Issuer, Arc<Counting>) {
+    let (issuer, store, _) = issuer_on_a_clock(config);
+    (issuer, store)
+}
+
+/// An engine whose cache ages are measured on a clock the test moves: TTLs without sleeping.
+fn issuer_on_a_clock(config: CacheConfig) -> (Issuer, Arc<Counting>, Arc<ManualClock>) {
     let store = Arc::new(Counting { inner: MemoryStore::new(), calls: Calls::default() });
     let ledger = Arc::new(MemoryStore::new());
-    (Issuer::new(store.clone(), store.clone(), ledger, config), store)
+    let clock = ManualClock::new();
+    (Issuer::new(store.clone(), store.clone(), ledger, config).with_clock(clock.clone()), store, clock)
 }
 
 fn count(c: &AtomicUsize) -> usize {
@@ -122,7 +129,7 @@ async fn refusals_never_reach_the_claim_path() {
 #[tokio::test]
 async fn after_sell_out_one_claim_per_ttl_asks_the_store_again() {
     let ttl = std::time::Duration::from_millis(200);
-    let (issuer, store) = issuer(CacheConfig { sold_out_ttl: ttl, ..CacheConfig::default() });
+    let (issuer, store, clock) = issuer_on_a_clock(CacheConfig { sold_out_ttl: ttl, ..CacheConfig::default() });
     let t0 = now();
     let c = issuer.create(campaign_at("sold-ttl", 1, t0 - Duration::minutes(1)), t0).await.unwrap();
     let claims = || count(&store.calls.claim);
@@ -133,7 +140,7 @@ async fn after_sell_out_one_claim_per_ttl_asks_the_store_again() {
     }
     assert_eq!(claims(), 2, "within the ttl, losers are answered from memory");
     assert_eq!(issuer.view(&c.id, t0).await.unwrap().issued, 1);
-    tokio::time::sleep(ttl + std::time::Duration::from_millis(50)).await;
+    clock.advance(ttl);
     // A coupon a store took back after sell-out would be found now: one claim looks again.
     for u in 100..200 {
         assert_eq!(issuer.claim(&c.id, &user(u), t0).await.unwrap(), ClaimOutcome::SoldOut);
@@ -179,7 +186,7 @@ async fn at_the_opening_one_claim_rereads_the_campaign_and_the_rest_wait_for_it_
 async fn a_scheduled_campaign_is_reread_per_ttl_and_an_open_one_only_per_opened_ttl() {
     let ttl = StdDuration::from_millis(40);
     let config = CacheConfig { scheduled_ttl: ttl, opened_ttl: StdDuration::from_secs(60), ..Default::default() };
-    let (issuer, store) = issuer(config);
+    let (issuer, store, clock) = issuer_on_a_clock(config);
     let t0 = now();
     let c = campaign_at("ttl", 5, t0 + Duration::hours(1));
     store.inner.insert_campaign(&c).await.unwrap();
@@ -189,17 +196,17 @@ async fn a_scheduled_campaign_is_reread_per_ttl_and_an_open_one_only_per_opened_
         assert_eq!(issuer.claim(&c.id, &user(u), t0).await.unwrap(), ClaimOutcome::NotOpen);
     }
     assert_eq!(reads(), 1, "read through once, then cached");
-    std::thread::sleep(ttl + StdDuration::from_millis(5));
+    clock.advance(ttl);
     issuer.view(&c.id, t0).await.unwrap();
     issuer.view(&c.id, t0).await.unwrap();
     assert_eq!(reads(), 2, "a scheduled campaign is re-read once its TTL is up");
 
     // Read at or after opening: only an early end can change it, so it is re-read rarely.
     let open = c.opens_at + Duration::seconds(1);
-    std::thread::sleep(ttl + StdDuration::from_millis(5));
+    clock.advance(ttl);
     assert!(matches!(issuer.claim(&c.id, &user(1), open).await.unwrap(), ClaimOutcome::Issued(_)));
     assert_eq!(reads(), 3);
-    std::thread::sleep(ttl + StdDuration::from_millis(5));
+    clock.advance(ttl);
     for u in 2..20 {
         issuer.claim(&c.id, &user(u), open).await.unwrap();
         issuer.view(&c.id, open).await.unwrap();
@@ -213,8 +220,9 @@ async fn an_early_end_reaches_every_instance_and_sold_out_survives_the_reread() 
     let config = CacheConfig { opened_ttl: ttl, ..Default::default() };
     let store = Arc::new(Counting { inner: MemoryStore::new(), calls: Calls::default() });
     let ledger = Arc::new(MemoryStore::new());
-    let a = Issuer::new(store.clone(), store.clone(), ledger.clone(), config.clone());
-    let b = Issuer::new(store.clone(), store.clone(), ledger, config);
+    let clock = ManualClock::new();
+    let a = Issuer::new(store.clone(), store.clone(), ledger.clone(), config.clone()).with_clock(clock.clone());
+    let b = Issuer::new(store.clone(), store.clone(), ledger, config).with_clock(clock.clone());
     let t0 = now();
     let c = campaign_at("end-early", 1, t0 - Duration::seconds(1));
     store.inner.insert_campaign(&c).await.unwrap();
@@ -224,7 +232,7 @@ async fn an_early_end_reaches_every_instance_and_sold_out_survives_the_reread() 
     assert_eq!(claims(), 2);
 
     // Re-read after opened_ttl with nothing changed: B still answers losers from memory.
-    std::thread::sleep(ttl + StdDuration::from_millis(5));
+    clock.advance(ttl);
     assert_eq!(b.claim(&c.id, &user(3), t0).await.unwrap(), ClaimOutcome::SoldOut);
     assert_eq!(claims(), 2, "the sold-out flag survives the re-read");
 
@@ -233,7 +241,7 @@ async fn an_early_end_reaches_every_instance_and_sold_out_survives_the_reread() 
     let after = t0 + Duration::seconds(2);
     assert_eq!(a.view(&c.id, after).await.unwrap().status, firstcome_core::Status::Closed);
     // B learns of the end within opened_ttl, without a restart.
-    std::thread::sleep(ttl + StdDuration::from_millis(5));
+    clock.advance(ttl);
     assert_eq!(b.view(&c.id, after).await.unwrap().status, firstcome_core::Status::Closed);
     assert!(matches!(b.claim(&c.id, &user(1), after).await.unwrap(), ClaimOutcome::AlreadyIssued(_)));
     assert!(matches!(a.end(&c.id, after).await, Err(IssuerError::AlreadyClosed)));
@@ -271,7 +279,7 @@ async fn the_public_listing_shows_open_then_upcoming_and_is_a_snapshot() {
 #[tokio::test]
 async fn public_views_read_the_issued_count_at_most_once_per_ttl() {
     let ttl = StdDuration::from_millis(40);
-    let (issuer, store) = issuer(CacheConfig { issued_ttl: ttl, ..Default::default() });
+    let (issuer, store, clock) = issuer_on_a_clock(CacheConfig { issued_ttl: ttl, ..Default::default() });
     let t0 = now();
     let c = issuer.create(campaign_at("poll", 3, t0 + Duration::hours(1)), t0).await.unwrap();
     let reads = || count(&store.calls.issued);
@@ -286,7 +294,7 @@ async fn public_views_read_the_issued_count_at_most_once_per_ttl() {
     assert_eq!(reads(), 1, "100 polls, one read");
     // Another instance issues one; this one sees it once the TTL is up.
     store.inner.claim(&c.id, &user(9), CouponCode::generate(), open).await.unwrap();
-    std::thread::sleep(ttl + StdDuration::from_millis(5));
+    clock.advance(ttl);
     assert_eq!(issuer.view(&c.id, open).await.unwrap().remaining, 2);
     assert_eq!(reads(), 2);
     // Its own claims keep its view current without a read.

@@ -522,7 +522,10 @@ async fn a_coupon_given_back_after_sell_out_goes_to_the_next_customer() {
     s.insert_campaign(&c).await.unwrap();
     let ttl = std::time::Duration::from_millis(300);
     let s = Arc::new(s);
-    let engine = Issuer::with_store(s).with_cache(CacheConfig { sold_out_ttl: ttl, ..CacheConfig::default() });
+    let clock = firstcome_core::testkit::ManualClock::new();
+    let engine = Issuer::with_store(s)
+        .with_cache(CacheConfig { sold_out_ttl: ttl, ..CacheConfig::default() })
+        .with_clock(clock.clone());
     // The first claim's first allocation is lost: the stock looks gone after one coupon.
     script.lock().unwrap().push_back((Call::Allocate, Fault::LoseAnswer));
     assert!(matches!(engine.claim(&c.id, &user(1), now()).await.unwrap(), ClaimOutcome::Issued(_)));
@@ -532,7 +535,7 @@ async fn a_coupon_given_back_after_sell_out_goes_to_the_next_customer() {
     assert_eq!(other.recover_allocations().await.unwrap().given_back, 1);
     assert_eq!(engine.claim(&c.id, &user(3), now()).await.unwrap(), ClaimOutcome::SoldOut);
     // Past it, the next customer gets the coupon that came back, and then it is sold out.
-    tokio::time::sleep(ttl).await;
+    clock.advance(ttl);
     assert!(matches!(engine.claim(&c.id, &user(4), now()).await.unwrap(), ClaimOutcome::Issued(_)));
     assert_eq!(engine.claim(&c.id, &user(5), now()).await.unwrap(), ClaimOutcome::SoldOut);
     assert_exact(&other, &c).await;

@@ -16,6 +16,29 @@ use time::{Duration, OffsetDateTime};
 
 pub use memory::MemoryStore;
 
+/// A clock that moves only when told: an engine's cache ages are tested without sleeping
+/// (`Issuer::with_clock`).
+pub struct ManualClock {
+    start: std::time::Instant,
+    offset: Mutex<std::time::Duration>,
+}
+
+impl ManualClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { start: std::time::Instant::now(), offset: Mutex::new(std::time::Duration::ZERO) })
+    }
+
+    pub fn advance(&self, by: std::time::Duration) {
+        *self.offset.lock().expect("not poisoned") += by;
+    }
+}
+
+impl crate::Clock for ManualClock {
+    fn now(&self) -> std::time::Instant {
+        self.start + *self.offset.lock().expect("not poisoned")
+    }
+}
+
 use crate::ports::{CampaignStore, ClaimStore, EndOutcome, LedgerStore, LedgerWrite, Outbox, StoreClaim, StoreError};
 use crate::{
     CacheConfig, Campaign, CampaignChanges, CampaignId, ClaimOutcome, CouponCode, CouponTemplate, IssuanceRecord,
@@ -370,7 +393,8 @@ pub async fn every_issue_leaves_one_outbox_record<S: CampaignStore + ClaimStore 
 pub async fn two_issuers_share_one_store<S: CampaignStore + ClaimStore + LedgerStore + 'static>(s: Arc<S>, _: Spawn) {
     let ttl = std::time::Duration::from_millis(50);
     let config = CacheConfig { scheduled_ttl: ttl, ..Default::default() };
-    let make = || Issuer::with_store(s.clone()).with_cache(config.clone());
+    let clock = ManualClock::new();
+    let make = || Issuer::with_store(s.clone()).with_cache(config.clone()).with_clock(clock.clone());
     let (a, b) = (make(), make());
     let t = now();
     let t0 = t + Duration::minutes(10);
@@ -411,7 +435,7 @@ pub async fn two_issuers_share_one_store<S: CampaignStore + ClaimStore + LedgerS
     let retitle = CampaignChanges { title: Some("Renamed".into()), ..Default::default() };
     b.update(&d.id, retitle.clone(), Some(1), t).await.unwrap();
     assert!(matches!(a.update(&d.id, retitle, Some(1), t).await, Err(IssuerError::VersionConflict { current: 2 })));
-    std::thread::sleep(ttl + std::time::Duration::from_millis(10));
+    clock.advance(ttl);
     assert_eq!(a.view(&d.id, t).await.unwrap().campaign.title, "Renamed");
 
     let ghost = id("two-issuers-ghost");
