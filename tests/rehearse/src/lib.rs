@@ -484,19 +484,70 @@ impl Phases {
 
 /// Runs one rehearsal end to end and returns its report (violations included; the caller decides the exit code).
 pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
+    let setup = prepare(&o).await?;
+    let (plan, planned) = plan(&o, &setup).await?;
+    let monitors = Monitors::start(&o, &setup);
+    let fired = fire(&o, &setup, plan, planned, monitors).await?;
+    let (violations, facts) = check_invariants(&o, &setup, &fired).await;
+    let report = report_of(&o, &setup, &fired, violations, facts);
+    write_reports(&o, &report, &fired.result)?;
+    Ok(report)
+}
+
+/// What every stage needs: where the server is, who the users are, the campaign.
+struct Setup {
+    target: Target,
+    base: String,
+    client: Client,
+    admin: Option<String>,
+    user_ids: Vec<String>,
+    auth: Arc<Vec<HeaderValue>>,
+    campaign: Campaign,
+    server_pid: Option<u32>,
+    users: u64,
+    repeat: u64,
+}
+
+/// Stage 1: the target, the users' tokens and the campaign (created if asked).
+async fn prepare(o: &Options) -> Result<Setup, RehearseError> {
     let tls = net::client_config(o.ca_cert.as_deref())?;
     let target = Target::parse(&o.url, o.allow_remote, &tls)?;
     let (addr, base) = (target.addr, target.base.clone());
     let client = Client::with_tls(&tls);
     let admin = o.admin_token_file.as_ref().map(read).transpose()?;
-    let (user_ids, auth) = user_auth(&o)?;
-    let auth = Arc::new(auth);
-    let c = campaign(&o, &client, &base, admin.as_deref()).await?;
+    let (user_ids, auth) = user_auth(o)?;
+    let campaign = campaign(o, &client, &base, admin.as_deref()).await?;
     let server_pid =
         o.server_pid.or_else(|| if addr.ip().is_loopback() { pid_listening_on(addr.port()) } else { None });
+    Ok(Setup {
+        target,
+        base,
+        client,
+        admin,
+        user_ids,
+        auth: Arc::new(auth),
+        campaign,
+        server_pid,
+        users: u64::from(o.users),
+        repeat: u64::from(o.repeat.max(1)),
+    })
+}
 
-    let repeat = u64::from(o.repeat.max(1));
-    let users = u64::from(o.users);
+/// How the scenario was planned: its bounds and the figures measured to plan it.
+struct Planned {
+    max_requests: u64,
+    max_duration: f64,
+    run_for: f64,
+    ceiling_requests: u64,
+    ceiling_before: Option<f64>,
+    schedule: Option<Schedule>,
+    offered_rps: Option<f64>,
+    solved: Option<tickets::Solved>,
+}
+
+/// Stage 2: the ceiling before (when asked), the pace, the tickets (solved at T0), the requests.
+async fn plan(o: &Options, s: &Setup) -> Result<(Plan, Planned), RehearseError> {
+    let (users, repeat) = (s.users, s.repeat);
     let max_duration = o.duration.unwrap_or(match o.scenario {
         Scenario::Spike => 120.0,
         Scenario::Ramp => 20.0,
@@ -508,7 +559,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         _ => 200_000,
     });
     // Before the plan: stress defaults to a multiple of this ceiling.
-    let ceiling_before = if o.ceiling { Some(ceiling(&o, &target, ceiling_requests).await) } else { None };
+    let ceiling_before = if o.ceiling { Some(ceiling(o, &s.target, ceiling_requests).await) } else { None };
     let rate = o.rate.or(o.rate_of_ceiling.zip(ceiling_before).map(|(k, c)| k * c));
 
     let (pace, max_requests) = match o.scenario {
@@ -545,11 +596,12 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
 
     // Tickets can only be solved once the nonce is out, at T0: every user solves theirs then,
     // in parallel on their own devices; here, on this machine's cores, and the load starts after.
+    let c = &s.campaign;
     let solved = if o.pow || o.pow_bits.is_some_and(|b| b > 0) {
         tokio::time::sleep_until(c.opens).await;
-        let view = format!("{base}/api/campaigns/{}", c.id);
-        let (bits, nonce) = tickets::revealed(&client, &view, Duration::from_secs(10)).await?;
-        let (id, users) = (c.id.clone(), user_ids.clone());
+        let view = format!("{}/api/campaigns/{}", s.base, c.id);
+        let (bits, nonce) = tickets::revealed(&s.client, &view, Duration::from_secs(10)).await?;
+        let (id, users) = (c.id.clone(), s.user_ids.clone());
         let solved = tokio::task::spawn_blocking(move || tickets::solve_all(&id, &users, bits, nonce))
             .await
             .expect("the solver does not panic");
@@ -568,9 +620,9 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     let mut order: Vec<u32> = (0..o.users).collect();
     order.shuffle(&mut rand::rng());
     let order = Arc::new(order);
-    let claim_path = target.path(&format!("/api/campaigns/{}/claims", c.id));
+    let claim_path = s.target.path(&format!("/api/campaigns/{}/claims", c.id));
     let request = {
-        let (auth, order, tickets) = (auth.clone(), order.clone(), ticket_headers.clone());
+        let (auth, order, tickets) = (s.auth.clone(), order.clone(), ticket_headers.clone());
         move |i: u64| {
             let user = order[((i / repeat) % users) as usize];
             Req {
@@ -598,7 +650,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         _ => max_duration,
     };
     let plan = Plan {
-        target: target.clone(),
+        target: s.target.clone(),
         connections: o.connections,
         max_requests,
         max_duration: Duration::from_secs_f64(run_for),
@@ -606,50 +658,130 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         request: Box::new(request),
         guard,
     };
+    Ok((
+        plan,
+        Planned {
+            max_requests,
+            max_duration,
+            run_for,
+            ceiling_requests,
+            ceiling_before,
+            schedule,
+            offered_rps,
+            solved,
+        },
+    ))
+}
 
-    // Once a second while the scenario runs: the server's RSS (when its pid is known) and the
-    // machine's CPU ticks, for the time the hypervisor stole.
-    let samples = Arc::new(std::sync::Mutex::new(Samples::default()));
-    let sampler = {
-        let samples = samples.clone();
-        tokio::spawn(async move {
-            loop {
-                samples.lock().expect("sample lock").take(server_pid);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
-    // And how late this tool's own runtime runs a timer due every 10 ms: with every connection
-    // busy, answers wait for this tool to read them too, and that wait is in its figures.
-    let tool_lateness = Arc::new(std::sync::Mutex::new(load::coarse()));
-    let lateness_ticker = {
-        let h = tool_lateness.clone();
-        tokio::spawn(async move {
-            let tick = Duration::from_millis(10);
-            let mut due = Instant::now() + tick;
-            loop {
-                tokio::time::sleep_until(due).await;
-                let now = Instant::now();
-                let mut h = h.lock().expect("lateness lock");
-                for late in lateness_of_ticks(due, tick, now) {
-                    h.saturating_record(late);
+/// Stage 3: what watches the run besides the load itself.
+struct Monitors {
+    /// Once a second: the server's RSS (when its pid is known) and the machine's CPU ticks, for
+    /// the time the hypervisor stole.
+    samples: Arc<std::sync::Mutex<Samples>>,
+    sampler: tokio::task::JoinHandle<()>,
+    /// How late this tool's own runtime runs a timer due every 10 ms: with every connection
+    /// busy, answers wait for this tool to read them too, and that wait is in its figures.
+    lateness: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+    lateness_ticker: tokio::task::JoinHandle<()>,
+    /// The connection attack, started now so it has taken hold by the time the scenario starts.
+    opened: Arc<attack::Opened>,
+    squatters: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the monitors saw, once stopped.
+struct Monitored {
+    rss: Vec<f64>,
+    steal: Option<report::Steal>,
+    tool_lateness_ms: Latency,
+    longest_held_ms: u64,
+    opened: Arc<attack::Opened>,
+}
+
+impl Monitors {
+    fn start(o: &Options, s: &Setup) -> Self {
+        let samples = Arc::new(std::sync::Mutex::new(Samples::default()));
+        let sampler = {
+            let (samples, server_pid) = (samples.clone(), s.server_pid);
+            tokio::spawn(async move {
+                loop {
+                    samples.lock().expect("sample lock").take(server_pid);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                drop(h);
-                due = now + tick;
-            }
-        })
-    };
-    // The connection attack starts now, so it has taken hold by the time the scenario starts.
-    let opened = Arc::new(attack::Opened::new(o.hold_idle + o.hold_slow));
-    let squatters = (o.hold_idle + o.hold_slow > 0)
-        .then(|| tokio::spawn(attack::hold(target.addr, o.hold_idle, o.hold_slow, opened.clone())));
-    let scraped_before = match (o.scrape_metrics, admin.as_deref()) {
-        (true, Some(token)) => Some(scrape(&client, &base, token).await?),
+            })
+        };
+        let lateness = Arc::new(std::sync::Mutex::new(load::coarse()));
+        let lateness_ticker = {
+            let h = lateness.clone();
+            tokio::spawn(async move {
+                let tick = Duration::from_millis(10);
+                let mut due = Instant::now() + tick;
+                loop {
+                    tokio::time::sleep_until(due).await;
+                    let now = Instant::now();
+                    let mut h = h.lock().expect("lateness lock");
+                    for late in lateness_of_ticks(due, tick, now) {
+                        h.saturating_record(late);
+                    }
+                    drop(h);
+                    due = now + tick;
+                }
+            })
+        };
+        let opened = Arc::new(attack::Opened::new(o.hold_idle + o.hold_slow));
+        let squatters = (o.hold_idle + o.hold_slow > 0)
+            .then(|| tokio::spawn(attack::hold(s.target.addr, o.hold_idle, o.hold_slow, opened.clone())));
+        Self { samples, sampler, lateness, lateness_ticker, opened, squatters }
+    }
+
+    async fn stop(self) -> Monitored {
+        self.sampler.abort();
+        self.lateness_ticker.abort();
+        let tool_lateness_ms = Latency::of(&self.lateness.lock().expect("lateness lock"));
+        let (rss, steal) = {
+            let mut s = self.samples.lock().expect("sample lock");
+            s.take(None);
+            (std::mem::take(&mut s.rss_mb), steal_of(&s.cpu))
+        };
+        // Read when the squatters stop: a connection still open then is aged to this moment.
+        let longest_held_ms = self.opened.longest_open_ms();
+        if let Some(s) = self.squatters {
+            s.abort();
+            let _ = s.await;
+        }
+        Monitored { rss, steal, tool_lateness_ms, longest_held_ms, opened: self.opened }
+    }
+}
+
+/// What the run measured.
+struct Fired {
+    planned: Planned,
+    result: RunResult,
+    tool_cpu_cores: Option<f64>,
+    server_rss_mb: Option<f64>,
+    monitored: Monitored,
+    server_outcomes: Option<BTreeMap<String, u64>>,
+    healthz_open: Option<hdrhistogram::Histogram<u64>>,
+    phases: Option<Phases>,
+    ceiling_after: Option<f64>,
+}
+
+/// Stage 4: the scenario itself, then what is measured right after it (the server's own counts,
+/// `/healthz` at the same load, the ceiling after).
+async fn fire(
+    o: &Options,
+    s: &Setup,
+    plan: Plan,
+    planned: Planned,
+    monitors: Monitors,
+) -> Result<Fired, RehearseError> {
+    let scraped_before = match (o.scrape_metrics, s.admin.as_deref()) {
+        (true, Some(token)) => Some(scrape(&s.client, &s.base, token).await?),
         _ => None,
     };
-    let start = c.opens.max(Instant::now() + Duration::from_millis(if squatters.is_some() { 2000 } else { 100 }));
+    let lead = Duration::from_millis(if monitors.squatters.is_some() { 2000 } else { 100 });
+    let start = s.campaign.opens.max(Instant::now() + lead);
     let done = Arc::new(AtomicU64::new(0));
-    let bar = progress(&o, &format!("{:?}", o.scenario).to_lowercase(), max_requests, done.clone());
+    let bar = progress(o, &format!("{:?}", o.scenario).to_lowercase(), planned.max_requests, done.clone());
     let cpu_before = own_cpu_secs();
     let result = load::run(plan, start, done.clone()).await;
     // Over the run from the moment it was due to start (the wait before T0 is idle).
@@ -660,25 +792,12 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
     };
     done.store(u64::MAX, Ordering::Relaxed);
     let _ = bar.await;
-    let server_rss_mb = server_pid.and_then(rss_mb);
-    sampler.abort();
-    lateness_ticker.abort();
-    let tool_lateness_ms = Latency::of(&tool_lateness.lock().expect("lateness lock"));
-    let (rss, steal) = {
-        let mut s = samples.lock().expect("sample lock");
-        s.take(None);
-        (std::mem::take(&mut s.rss_mb), steal_of(&s.cpu))
-    };
-    // Read when the squatters stop: a connection still open then is aged to this moment.
-    let longest_held_ms = opened.longest_open_ms();
-    if let Some(s) = squatters {
-        s.abort();
-        let _ = s.await;
-    }
+    let server_rss_mb = s.server_pid.and_then(rss_mb);
+    let monitored = monitors.stop().await;
 
-    let server_outcomes = match (scraped_before, admin.as_deref()) {
+    let server_outcomes = match (scraped_before, s.admin.as_deref()) {
         (Some(before), Some(token)) => {
-            let after = scrape(&client, &base, token).await?;
+            let after = scrape(&s.client, &s.base, token).await?;
             Some(
                 after
                     .into_iter()
@@ -692,49 +811,68 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
 
     // The cheapest answer at the same offered load (overload: the burst's, for the burst's
     // length), on the same connections, right after.
-    let healthz_open = match (o.healthz_open, offered_rps) {
+    let healthz_open = match (o.healthz_open, planned.offered_rps) {
         (true, Some(r)) => {
-            let secs = if o.scenario == Scenario::Overload { max_duration.ceil() } else { run_for };
-            Some(healthz_open(&o, &target, r, secs).await)
+            let secs = if o.scenario == Scenario::Overload { planned.max_duration.ceil() } else { planned.run_for };
+            Some(healthz_open(o, &s.target, r, secs).await)
         }
         _ => None,
     };
-    let phases = (o.scenario == Scenario::Overload).then(|| Phases::of(&result, max_duration.ceil() as usize));
-    let ceiling_after = if o.ceiling { Some(ceiling(&o, &target, ceiling_requests).await) } else { None };
-    let ceiling_rps = match (ceiling_before, ceiling_after) {
-        (Some(a), Some(b)) => Some((a + b) / 2.0),
-        _ => None,
-    };
+    let phases = (o.scenario == Scenario::Overload).then(|| Phases::of(&result, planned.max_duration.ceil() as usize));
+    let ceiling_after = if o.ceiling { Some(ceiling(o, &s.target, planned.ceiling_requests).await) } else { None };
+    Ok(Fired {
+        planned,
+        result,
+        tool_cpu_cores,
+        server_rss_mb,
+        monitored,
+        server_outcomes,
+        healthz_open,
+        phases,
+        ceiling_after,
+    })
+}
 
+/// Stage 5: the issuance invariants, checked against the server and the answers seen.
+async fn check_invariants(o: &Options, s: &Setup, f: &Fired) -> (Vec<String>, check::Facts) {
     let users_clicked = match o.scenario {
         // Shed users (429, 503) were told to come back and did not: the stock owed is what the
         // users answered with a coupon hold, each of which must be stored.
         Scenario::Overload => {
-            result.claims.iter().map(|c| c.user).collect::<std::collections::HashSet<_>>().len() as u64
+            f.result.claims.iter().map(|c| c.user).collect::<std::collections::HashSet<_>>().len() as u64
         }
-        _ => users_that_clicked(&result, users, repeat),
+        _ => users_that_clicked(&f.result, s.users, s.repeat),
     };
-    let (violations, facts) = check::check(check::CheckInput {
-        client: &client,
-        base: &base,
-        campaign: &c.id,
-        total: c.total,
-        claims: &result.claims,
+    let (mut violations, facts) = check::check(check::CheckInput {
+        client: &s.client,
+        base: &s.base,
+        campaign: &s.campaign.id,
+        total: s.campaign.total,
+        claims: &f.result.claims,
         users_answered: users_clicked,
-        auth: &auth,
-        admin_token: admin.as_deref(),
+        auth: &s.auth,
+        admin_token: s.admin.as_deref(),
         drain_timeout: Duration::from_secs_f64(o.drain_timeout),
     })
     .await;
-
-    let mut violations = violations;
-    if let Some(server) = &server_outcomes {
-        violations.extend(report::disagreements(&result.outcomes, server));
+    if let Some(server) = &f.server_outcomes {
+        violations.extend(report::disagreements(&f.result.outcomes, server));
     }
+    (violations, facts)
+}
+
+/// Stage 6: the report.
+fn report_of(o: &Options, s: &Setup, f: &Fired, violations: Vec<String>, facts: check::Facts) -> Report {
+    let (result, planned, monitored) = (&f.result, &f.planned, &f.monitored);
+    let ceiling_rps = match (planned.ceiling_before, f.ceiling_after) {
+        (Some(a), Some(b)) => Some((a + b) / 2.0),
+        _ => None,
+    };
     let secs = result.elapsed.as_secs_f64().max(1e-9);
     let rps = result.requests as f64 / secs;
-    let (p99_first, p99_last) = drift(&result);
-    let report = Report {
+    let (p99_first, p99_last) = drift(result);
+    let rss = &monitored.rss;
+    Report {
         scenario: format!("{:?}", o.scenario).to_lowercase(),
         requests: result.requests,
         duration_s: secs,
@@ -745,17 +883,21 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         violations,
         ceiling_rps,
         ratio_to_ceiling: ceiling_rps.map(|c| rps / c),
-        server_rss_mb,
-        campaign: c.id.clone(),
-        stock: c.total,
-        users,
-        repeat: repeat as u32,
+        server_rss_mb: f.server_rss_mb,
+        campaign: s.campaign.id.clone(),
+        stock: s.campaign.total,
+        users: s.users,
+        repeat: s.repeat as u32,
         connections: o.connections,
         issued: facts.issued,
         issued_per_s: facts.issued_answers as f64 / secs,
-        ceiling_before_rps: ceiling_before,
-        ceiling_after_rps: ceiling_after,
-        knee_rps: schedule.as_ref().filter(|_| o.scenario == Scenario::Ramp).map(|s| knee(&result, s, o.p99_bound_ms)),
+        ceiling_before_rps: planned.ceiling_before,
+        ceiling_after_rps: f.ceiling_after,
+        knee_rps: planned
+            .schedule
+            .as_ref()
+            .filter(|_| o.scenario == Scenario::Ramp)
+            .map(|sch| knee(result, sch, o.p99_bound_ms)),
         server_rss_start_mb: rss.first().copied(),
         // Growth over the steady state: from 10% into the run (buffers, pools and the winners
         // map have warmed up by then) to the end.
@@ -769,33 +911,37 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         p99_drift: p99_first.zip(p99_last).map(|(a, b)| b / a),
         ledger_written: facts.ledger_written,
         ledger_drain_s: facts.ledger_drain_s,
-        server_outcomes,
-        offered_rps,
-        tool_cpu_cores,
-        tool_lateness_ms,
-        steal,
+        server_outcomes: f.server_outcomes.clone(),
+        offered_rps: planned.offered_rps,
+        tool_cpu_cores: f.tool_cpu_cores,
+        tool_lateness_ms: monitored.tool_lateness_ms.clone(),
+        steal: monitored.steal,
         send_lag_ms: result.send_lag.as_ref().map(Latency::of),
-        planned_requests: max_requests,
-        healthz_open_ms: healthz_open.as_ref().map(Latency::of),
-        phases,
+        planned_requests: planned.max_requests,
+        healthz_open_ms: f.healthz_open.as_ref().map(Latency::of),
+        phases: f.phases.clone(),
         missing_retry_after: result.missing_retry_after,
         held_connections: (o.hold_idle + o.hold_slow > 0).then(|| report::Held {
             idle: o.hold_idle,
             slow: o.hold_slow,
-            idle_opened: opened.idle.load(Ordering::Relaxed),
-            slow_opened: opened.slow.load(Ordering::Relaxed),
-            longest_open_ms: longest_held_ms,
+            idle_opened: monitored.opened.idle.load(Ordering::Relaxed),
+            slow_opened: monitored.opened.slow.load(Ordering::Relaxed),
+            longest_open_ms: monitored.longest_held_ms,
         }),
-        tickets: solved.as_ref().map(|s| report::TicketCost {
-            bits: s.bits,
-            per_ticket_ms: Latency::of(&s.per_ticket),
-            mean_ms: s.per_ticket.mean() / 1000.0,
-            all_users_s: s.wall.as_secs_f64(),
-            threads: s.threads,
+        tickets: planned.solved.as_ref().map(|t| report::TicketCost {
+            bits: t.bits,
+            per_ticket_ms: Latency::of(&t.per_ticket),
+            mean_ms: t.per_ticket.mean() / 1000.0,
+            all_users_s: t.wall.as_secs_f64(),
+            threads: t.threads,
         }),
-    };
+    }
+}
+
+/// Stage 7: the JSON report and the per-100 ms chart, where asked.
+fn write_reports(o: &Options, report: &Report, result: &RunResult) -> Result<(), RehearseError> {
     if let Some(path) = &o.json {
-        let text = serde_json::to_string_pretty(&report).expect("report serialises");
+        let text = serde_json::to_string_pretty(report).expect("report serialises");
         write_creating_dirs(path, text.as_bytes())?;
     }
     let svg_path = o.svg.clone().or_else(|| o.json.as_ref().map(|p| p.with_extension("svg")));
@@ -806,7 +952,7 @@ pub async fn rehearse(o: Options) -> Result<Report, RehearseError> {
         );
         write_creating_dirs(&path, report::svg(&title, &result.buckets).as_bytes())?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The server's claim counts by outcome (`firstcome_claims_total`), read from `/metrics`.
