@@ -178,7 +178,11 @@ impl CampaignStore for DynamoStore {
             if attempt > 0 {
                 backoff(attempt).await;
             }
-            let now = firstcome_core::truncate_to_millis(now + started.elapsed());
+            // The first attempt ends at the time asked; a retry at its own time, so a claim
+            // still retrying after the answer finds the campaign closed. (Adding the first
+            // attempt's sub-millisecond head start moved `closes_at` a millisecond past the time
+            // asked whenever this task was preempted before it: the contract test caught it.)
+            let now = firstcome_core::truncate_to_millis(if attempt == 0 { now } else { now + started.elapsed() });
             let (stored, count) = self.read_campaign(id).await?.ok_or(StoreError::NotFound)?;
             let outcome = stored.end_at(now);
             let EndOutcome::Ended(ended) = &outcome else { return Ok(outcome) };
