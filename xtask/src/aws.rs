@@ -182,7 +182,7 @@ impl Emulator {
     }
 }
 
-/// `firstcome-latency` (tests/emulate): a proxy in front of DynamoDB Local that holds each
+/// `firstcome-latency` (tests/tools/emulate): a proxy in front of DynamoDB Local that holds each
 /// request for a round trip drawn from a per-operation distribution, and counts what passes.
 struct Latency {
     _process: Group,

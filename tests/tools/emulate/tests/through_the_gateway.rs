@@ -388,7 +388,7 @@ async fn a_request_around_the_distribution_is_refused() {
     let _one = ONE_AT_A_TIME.lock().await;
     let lambda = std::env::var("FIRSTCOME_EMULATE_LAMBDA_URL").expect("FIRSTCOME_EMULATE_LAMBDA_URL");
     let secret = std::env::var("FIRSTCOME_ORIGIN_SECRET").expect("the stack's FIRSTCOME_ORIGIN_SECRET");
-    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/events/campaign-list.json");
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../infra/events/campaign-list.json");
     let mut event: Value = serde_json::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
     let http = invoke_campaign(&lambda);
     let headers = event["headers"].as_object_mut().unwrap();
