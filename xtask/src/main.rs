@@ -160,13 +160,11 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             site::tools(&root, true)?;
             site::build(&root)?;
-            run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-            run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+            host_checks()?;
             // The page's components only exist for wasm32; lint them where they compile.
             run(cargo()
                 .args(["clippy", "-p", "firstcome-frontend", "--target", "wasm32-unknown-unknown", "--locked"])
                 .args(["--", "-D", "warnings"]))?;
-            boundaries::check(&std::fs::read_to_string("ARCHITECTURE.md").context("reading ARCHITECTURE.md")?)?;
             aws::tools()?;
             aws::lint(&root)?;
             let specs = aws::table_specs(&root)?;
@@ -263,9 +261,7 @@ fn cargo_test(cmd: &mut Command, totals: &mut (u64, u64)) -> anyhow::Result<()> 
 /// The quick loop (`cargo xtask test --quick`). Its cargo commands select the whole workspace, as
 /// the full run's do, so the two share their build artifacts.
 fn test_quick() -> anyhow::Result<()> {
-    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
-    boundaries::check(&std::fs::read_to_string("ARCHITECTURE.md").context("reading ARCHITECTURE.md")?)?;
+    host_checks()?;
     let mut totals = (0, 0);
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--locked", "--lib", "--bins"]);
@@ -273,7 +269,20 @@ fn test_quick() -> anyhow::Result<()> {
         cmd.args(["--test", suite]);
     }
     cargo_test(&mut cmd, &mut totals)?;
-    println!("{} passed, {} failed (quick: the full run is `cargo xtask test`)", totals.0, totals.1);
+    summary(totals, " (quick: the full run is `cargo xtask test`)")
+}
+
+/// What both test runs check before any test: formatting, clippy on the host (warnings are
+/// errors) and the architecture boundaries.
+fn host_checks() -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    boundaries::check(&std::fs::read_to_string("ARCHITECTURE.md").context("reading ARCHITECTURE.md")?)
+}
+
+/// The run's last line, the totals; a run in which no test ran fails.
+fn summary(totals: (u64, u64), note: &str) -> anyhow::Result<()> {
+    println!("{} passed, {} failed{note}", totals.0, totals.1);
     if totals.0 == 0 {
         bail!("no test ran");
     }
@@ -315,11 +324,7 @@ fn test_everything(root: &Path, env: &[(&str, String)], emulator: &aws::Emulator
         aws::print_function_problems(root);
     }
     gateway?;
-    println!("{} passed, {} failed", totals.0, totals.1);
-    if totals.0 == 0 {
-        bail!("no test ran");
-    }
-    Ok(())
+    summary(totals, "")
 }
 
 /// Every binary of the workspace, with the feature set `cargo lambda watch` and the e2e tests'

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use firstcome_wire::{AdminCampaign, AdminCampaignPage, ClaimResponse, Coupon, CreateCampaign, ErrorBody};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -133,10 +134,10 @@ pub fn user_token(dir: &Path, user: &str) -> String {
 
 fn typed<T: DeserializeOwned>((status, body): (u16, Value)) -> Answer<T> {
     let parsed = if (200..300).contains(&status) {
-        Ok(serde_json::from_value(body.clone())
+        Ok(T::deserialize(&body)
             .unwrap_or_else(|e| panic!("a {status} answer that is not the documented type ({e}): {body}")))
     } else {
-        Err(serde_json::from_value(body.clone())
+        Err(ErrorBody::deserialize(&body)
             .unwrap_or_else(|e| panic!("a {status} answer that is not an error body ({e}): {body}")))
     };
     (status, parsed)
